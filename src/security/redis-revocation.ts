@@ -1,0 +1,70 @@
+/**
+ * A `RevocationStore` in Redis, so a revocation holds across every server instance that shares
+ * the Redis (ARCHITECTURE.md "State and storage"). Each revocation is one key with a `PX` expiry:
+ * Redis forgets it by itself once the revoked token or session could no longer be used.
+ */
+import { Redis } from "ioredis";
+import { checkId, checkUntil, type RevocationStore } from "./revocation.js";
+
+/** Options of `createRedisRevocationStore`. Give either `url` or `redis`. */
+export interface RedisRevocationStoreOptions {
+  /** A Redis URL (`redis://host:6379/0`). The store opens, and on `close()` quits, its own client. */
+  url?: string;
+  /** An existing client. The store does not close it: its owner does. */
+  redis?: Redis;
+  /**
+   * Prefix of every key, so several deployments can share one Redis. Keys are
+   * `<prefix>revoked:token:<jti>` and `<prefix>revoked:session:<id>`.
+   * @default "mcp:"
+   */
+  prefix?: string;
+  /**
+   * The clock, in epoch milliseconds, used to turn `untilMs` into a relative `PX` expiry.
+   * @default Date.now
+   */
+  now?: () => number;
+}
+
+// Set the key with a PX expiry unless it already outlives the new one: a second, shorter
+// revocation must not cut an earlier, longer one short. PTTL is -2 for a missing key.
+const REVOKE_SCRIPT = `
+local ttl = tonumber(ARGV[1])
+if redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('SET', KEYS[1], '1', 'PX', ttl)
+end
+return 1`;
+
+/** A revocation store shared through Redis. */
+export function createRedisRevocationStore(options: RedisRevocationStoreOptions): RevocationStore {
+  if ((options.url === undefined) === (options.redis === undefined)) {
+    throw new TypeError("createRedisRevocationStore needs exactly one of url or redis");
+  }
+  const prefix = options.prefix ?? "mcp:";
+  const now = options.now ?? Date.now;
+  const owned = options.redis === undefined;
+  // lazyConnect off: connection errors surface on the first command, which callers await.
+  const redis = options.redis ?? new Redis(options.url ?? "", { maxRetriesPerRequest: 2 });
+
+  async function add(kind: string, id: string, untilMs: number): Promise<void> {
+    checkId(id, kind === "token" ? "jti" : "sessionId");
+    checkUntil(untilMs);
+    const ttl = Math.ceil(untilMs - now());
+    if (ttl <= 0) return; // already expired: nothing left to refuse
+    await redis.eval(REVOKE_SCRIPT, 1, `${prefix}revoked:${kind}:${id}`, ttl);
+  }
+
+  async function has(kind: string, id: string): Promise<boolean> {
+    checkId(id, kind === "token" ? "jti" : "sessionId");
+    return (await redis.exists(`${prefix}revoked:${kind}:${id}`)) === 1;
+  }
+
+  return {
+    revokeToken: (jti, untilMs) => add("token", jti, untilMs),
+    isTokenRevoked: (jti) => has("token", jti),
+    revokeSession: (sessionId, untilMs) => add("session", sessionId, untilMs),
+    isSessionRevoked: (sessionId) => has("session", sessionId),
+    close: async () => {
+      if (owned) await redis.quit();
+    },
+  };
+}
