@@ -44,6 +44,11 @@ export function createRedisRevocationStore(options: RedisRevocationStoreOptions)
   const owned = options.redis === undefined;
   // lazyConnect off: connection errors surface on the first command, which callers await.
   const redis = options.redis ?? new Redis(options.url ?? "", { maxRetriesPerRequest: 2 });
+  if (owned) {
+    // Connection errors reach callers as rejected commands (which the verifier turns into a
+    // fail-closed refusal); without a listener ioredis would also print each one.
+    redis.on("error", () => {});
+  }
 
   async function add(kind: string, id: string, untilMs: number): Promise<void> {
     checkId(id, kind === "token" ? "jti" : "sessionId");
@@ -64,7 +69,10 @@ export function createRedisRevocationStore(options: RedisRevocationStoreOptions)
     revokeSession: (sessionId, untilMs) => add("session", sessionId, untilMs),
     isSessionRevoked: (sessionId) => has("session", sessionId),
     close: async () => {
-      if (owned) await redis.quit();
+      if (!owned) return;
+      // quit() waits for a reply that a server we never reached cannot send.
+      if (redis.status === "ready") await redis.quit();
+      else redis.disconnect();
     },
   };
 }
