@@ -1,0 +1,48 @@
+/**
+ * The shape every tool has once defined: what the session core looks up, authorises and runs.
+ * Tools are built with `defineTypedTool` / `defineJsonTool` (define-tool.ts), never by hand, so
+ * decoding, validation and error mapping are the same for every tool.
+ */
+import type { JsonObject } from "@bufbuild/protobuf";
+import type { Command, Response, ToolDescriptor } from "../../gen/mcp/v1/command_pb.js";
+import type { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
+
+/** What a running tool handler gets besides its input. */
+export interface ToolContext {
+  /**
+   * Aborted on timeout, Cancel or session end (ARCHITECTURE.md "Signals chain down"). Handlers
+   * stop promptly, pass it to fs / child_process, and reject with `signal.reason`.
+   */
+  readonly signal: AbortSignal;
+  /** The command's id, for logs and events. */
+  readonly commandId: string;
+  /** The principal's subject (token `sub`), when authenticated; for logs only. */
+  readonly subject?: string;
+  /**
+   * Publishes an event for this command, e.g. `command.output` `{ stream: "stdout", text }` or
+   * `command.progress` `{ … }` (PROTOCOL.md §3 `Event`). The core stamps seq, command id and time.
+   */
+  emit(type: string, data: JsonObject): void;
+}
+
+/** A tool ready for the registry. */
+export interface RegisteredTool {
+  /** Unique name, e.g. `fs.read`. */
+  readonly name: string;
+  /** What `ListTools` shows; `input_schema` is always set. */
+  readonly descriptor: ToolDescriptor;
+  /** The permission needed to run it, e.g. `tool:fs.read` (PROTOCOL.md §5). */
+  readonly permission: string;
+  /** The minimum session security level that may run it. */
+  readonly securityLevel: SecurityLevel;
+  /**
+   * Decodes and validates the command's input (typed `input` or JSON `arguments`; neither means
+   * the tool's empty input), runs the handler and encodes its output: a typed input gets
+   * `typedOutput`, JSON arguments (or none) get `output`.
+   *
+   * Rejects with `McpError` `invalid_argument` (with `details.field`) for bad input, with what
+   * the handler threw when it is an `McpError`, with `ctx.signal.reason` once aborted, and with
+   * `tool_failed` (cause kept) for any other exception.
+   */
+  run(command: Command, ctx: ToolContext): Promise<Response["result"]>;
+}
