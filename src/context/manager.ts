@@ -1,0 +1,447 @@
+/**
+ * The context manager: the one place that validates context updates, enforces the limits and
+ * fans changes out to watchers (PROTOCOL.md §4 step 3, §8). Sessions and unary RPCs both call
+ * it; the store below it only persists.
+ *
+ * Values are `google.protobuf.Value` messages on this side (they sit inside the generated
+ * `ContextEntry`), and JSON text in the store, converted with `toJsonString`/`fromJsonString`.
+ * The JSON text is also what `maxEntryBytes` measures, so the limit means the same for every
+ * client and every store.
+ */
+import { create, fromJsonString, toJsonString, type MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromMs, ValueSchema, type Value } from "@bufbuild/protobuf/wkt";
+import {
+  ContextEntrySchema,
+  ContextSyncSchema,
+  ContextUpdateResultSchema,
+  ContextUpdateSchema,
+  type ContextEntry,
+  type ContextSync,
+  type ContextUpdate,
+  type ContextUpdateResult,
+} from "../../gen/mcp/v1/context_pb.js";
+import { isMcpError, McpError } from "../errors.js";
+import { utf8Length } from "./change-log.js";
+import type {
+  ContextChange,
+  ContextDelta,
+  ContextSnapshot,
+  ContextStore,
+  ContextStoreEvent,
+  StoredEntry,
+  StoredPut,
+} from "./store.js";
+
+/** Options of `createContextManager`. */
+export interface ContextManagerOptions {
+  /** Where contexts live. The manager does not close it: whoever opened it does. */
+  store: ContextStore;
+  /**
+   * Longest key, in characters (Unicode code points).
+   * @default 256
+   */
+  maxKeyLength?: number;
+  /**
+   * Largest value of one entry, in bytes of its compact JSON (UTF-8).
+   * @default 1048576 (1 MiB)
+   */
+  maxEntryBytes?: number;
+  /**
+   * Deepest nesting of objects and lists in one value (a scalar is 0, `[1]` is 1).
+   * @default 32
+   */
+  maxValueDepth?: number;
+  /**
+   * Keys one context may hold. An update that would grow a context beyond it is rejected;
+   * one that shrinks or keeps its size is not.
+   * @default 10000
+   */
+  maxKeysPerContext?: number;
+  /**
+   * Contexts the store may hold; the update that would create one more is rejected.
+   * @default 10000
+   */
+  maxContexts?: number;
+  /**
+   * Changes queued for one watcher that is not reading. Past it the queue is dropped and the
+   * watcher's next item is one catch-up sync from the last version it was given, so memory
+   * stays bounded and no version is silently skipped (§8).
+   * @default 1000
+   */
+  maxWatcherBacklog?: number;
+  /**
+   * The clock stamped on entries, in ms since the epoch.
+   * @default Date.now
+   */
+  now?: () => number;
+}
+
+/** Validated access to versioned contexts. Every failure is an `McpError`. */
+export interface ContextManager {
+  /**
+   * The whole context as a full `ContextSync` (`full`, `fromVersion` 0). `context_not_found`
+   * for a context never written.
+   */
+  get(contextId: string): Promise<ContextSync>;
+  /**
+   * Validates and applies one update atomically (all ops or none; version + 1). Accepts the
+   * generated message or its init shape. Fails with `invalid_argument` (with `field`),
+   * `version_conflict` (with `currentVersion`); a rejected update changes nothing.
+   * @param updatedBy the principal recorded on the written entries.
+   */
+  update(update: MessageInitShape<typeof ContextUpdateSchema>, updatedBy: string): Promise<ContextUpdateResult>;
+  /**
+   * The changes since `knownVersion`: a delta (`fromVersion` = `knownVersion`) when the change
+   * log reaches back that far, else a full snapshot. `knownVersion` 0 (the client has nothing)
+   * or beyond the current version (the client is confused) gives a full snapshot; equal to it,
+   * an empty delta. `context_not_found` for a context never written.
+   */
+  sync(contextId: string, knownVersion: bigint): Promise<ContextSync>;
+  /**
+   * A sync from `knownVersion` (an empty full sync at version 0 for a context not written yet),
+   * then one delta per applied version, in order, without gaps or duplicates. Ends when
+   * `signal` aborts or the manager closes. Yielded messages are shared between watchers: treat
+   * them as read-only.
+   */
+  watch(contextId: string, knownVersion: bigint, signal: AbortSignal): AsyncIterable<ContextSync>;
+  /** Ends every watch and stops listening to the store (which stays open). */
+  close(): Promise<void>;
+}
+
+interface ResolvedOptions {
+  store: ContextStore;
+  maxKeyLength: number;
+  maxEntryBytes: number;
+  maxValueDepth: number;
+  maxKeysPerContext: number;
+  maxContexts: number;
+  maxWatcherBacklog: number;
+  now: () => number;
+}
+
+function resolveOptions(options: ContextManagerOptions): ResolvedOptions {
+  if (typeof options.store?.apply !== "function") throw new TypeError('"store" must be a ContextStore');
+  const resolved: ResolvedOptions = {
+    store: options.store,
+    maxKeyLength: options.maxKeyLength ?? 256,
+    maxEntryBytes: options.maxEntryBytes ?? 1024 * 1024,
+    maxValueDepth: options.maxValueDepth ?? 32,
+    maxKeysPerContext: options.maxKeysPerContext ?? 10_000,
+    maxContexts: options.maxContexts ?? 10_000,
+    maxWatcherBacklog: options.maxWatcherBacklog ?? 1000,
+    now: options.now ?? Date.now,
+  };
+  for (const name of [
+    "maxKeyLength",
+    "maxEntryBytes",
+    "maxValueDepth",
+    "maxKeysPerContext",
+    "maxContexts",
+    "maxWatcherBacklog",
+  ] as const) {
+    const v = resolved[name];
+    if (!Number.isSafeInteger(v) || v < 1) throw new TypeError(`"${name}" must be a positive integer, got ${String(v)}`);
+  }
+  return resolved;
+}
+
+/** Context ids: 1–128 characters of `[A-Za-z0-9._:/-]`. */
+const CONTEXT_ID = /^[A-Za-z0-9._:/-]{1,128}$/;
+
+interface Watcher {
+  queue: ContextStoreEvent[];
+  /** The queue overflowed and was dropped: catch up with one sync before anything else. */
+  collapsed: boolean;
+  wake: (() => void) | undefined;
+}
+
+/** Creates a manager over a store. It subscribes to the store at once. */
+export function createContextManager(options: ContextManagerOptions): ContextManager {
+  const opts = resolveOptions(options);
+  const { store } = opts;
+  const watchers = new Map<string, Set<Watcher>>();
+  /** One delta message per change, built on first use and shared by every watcher. */
+  const deltas = new WeakMap<ContextChange, ContextSync>();
+  let closed = false;
+
+  const unsubscribe = store.subscribe((event) => {
+    const id = event.kind === "change" ? event.change.contextId : event.contextId;
+    const set = watchers.get(id);
+    if (set === undefined) return;
+    for (const w of set) {
+      if (!w.collapsed) {
+        if (w.queue.length >= opts.maxWatcherBacklog) {
+          w.collapsed = true;
+          w.queue = [];
+        } else {
+          w.queue.push(event);
+        }
+      }
+      w.wake?.();
+    }
+  });
+
+  function checkOpen(): void {
+    if (closed) throw new TypeError("the context manager is closed");
+  }
+
+  function checkContextId(id: string): void {
+    if (!CONTEXT_ID.test(id)) {
+      throw new McpError(
+        "invalid_argument",
+        `context id must be 1 to 128 characters of A-Z a-z 0-9 . _ : / -, got ${id === "" ? "an empty id" : `${id.length} characters`}`,
+        { field: "context_id" },
+      );
+    }
+  }
+
+  function checkKey(key: string, field: string): void {
+    if (key === "") throw new McpError("invalid_argument", "key must not be empty", { field });
+    // code points <= UTF-16 units, so only long strings need counting.
+    if (key.length > opts.maxKeyLength && [...key].length > opts.maxKeyLength) {
+      throw new McpError("invalid_argument", `key must be at most ${opts.maxKeyLength} characters`, { field });
+    }
+  }
+
+  function valueJson(value: Value | undefined, field: string): string {
+    if (value === undefined) {
+      throw new McpError("invalid_argument", "a put needs a value (JSON null is null_value)", { field });
+    }
+    // Checked before serialising: an absurdly deep value must not reach a recursive encoder.
+    if (depthExceeds(value, opts.maxValueDepth)) {
+      throw new McpError("invalid_argument", `value nests deeper than ${opts.maxValueDepth} levels`, { field });
+    }
+    let json: string;
+    try {
+      json = toJsonString(ValueSchema, value);
+    } catch (e) {
+      // protobuf-es refuses values JSON cannot carry (NaN, Infinity, an unset kind).
+      throw new McpError("invalid_argument", `value is not valid JSON: ${e instanceof Error ? e.message : String(e)}`, {
+        field,
+        cause: e,
+      });
+    }
+    const bytes = utf8Length(json);
+    if (bytes > opts.maxEntryBytes) {
+      throw new McpError("invalid_argument", `value is ${bytes} bytes of JSON; the limit is ${opts.maxEntryBytes}`, {
+        field,
+      });
+    }
+    return json;
+  }
+
+  function toSync(contextId: string, from: ContextDelta | ContextSnapshot): ContextSync {
+    if ("fromVersion" in from) {
+      return create(ContextSyncSchema, {
+        contextId,
+        fromVersion: from.fromVersion,
+        toVersion: from.toVersion,
+        full: false,
+        entries: from.entries.map(toEntry),
+        deletedKeys: from.deletedKeys,
+      });
+    }
+    return create(ContextSyncSchema, {
+      contextId,
+      fromVersion: 0n,
+      toVersion: from.version,
+      full: true,
+      entries: from.entries.map(toEntry),
+    });
+  }
+
+  function deltaOf(change: ContextChange): ContextSync {
+    let d = deltas.get(change);
+    if (d === undefined) {
+      const stamp = { version: change.version, updatedAtMs: change.updatedAtMs, updatedBy: change.updatedBy };
+      d = create(ContextSyncSchema, {
+        contextId: change.contextId,
+        fromVersion: change.version - 1n,
+        toVersion: change.version,
+        full: false,
+        entries: change.puts.map((p) => toEntry({ ...p, ...stamp })),
+        deletedKeys: [...change.deletes],
+      });
+      deltas.set(change, d);
+    }
+    return d;
+  }
+
+  async function snapshotSync(contextId: string): Promise<ContextSync> {
+    const snap = await store.snapshot(contextId);
+    if (snap === undefined) throw notFound(contextId);
+    return toSync(contextId, snap);
+  }
+
+  async function sync(contextId: string, knownVersion: bigint): Promise<ContextSync> {
+    checkOpen();
+    checkContextId(contextId);
+    if (knownVersion <= 0n) return snapshotSync(contextId);
+    const delta = await store.changesSince(contextId, knownVersion);
+    if (delta === undefined) throw notFound(contextId);
+    if (delta === "too_old") return snapshotSync(contextId);
+    return toSync(contextId, delta);
+  }
+
+  /** `sync`, but a context not written yet is an empty full sync at version 0. */
+  async function syncOrEmpty(contextId: string, knownVersion: bigint): Promise<ContextSync> {
+    try {
+      return await sync(contextId, knownVersion);
+    } catch (e) {
+      if (isMcpError(e) && e.code === "context_not_found") {
+        return create(ContextSyncSchema, { contextId, fromVersion: 0n, toVersion: 0n, full: true });
+      }
+      throw e;
+    }
+  }
+
+  return {
+    async get(contextId: string): Promise<ContextSync> {
+      checkOpen();
+      checkContextId(contextId);
+      return snapshotSync(contextId);
+    },
+
+    async update(init: MessageInitShape<typeof ContextUpdateSchema>, updatedBy: string): Promise<ContextUpdateResult> {
+      checkOpen();
+      const u: ContextUpdate = create(ContextUpdateSchema, init);
+      checkContextId(u.contextId);
+      if (u.ops.length === 0) throw new McpError("invalid_argument", "an update needs at least one op", { field: "ops" });
+      // Ops apply in order, so for each key only the last one matters.
+      const net = new Map<string, string | null>();
+      u.ops.forEach((op, i) => {
+        switch (op.op.case) {
+          case "put": {
+            const { key, value } = op.op.value;
+            checkKey(key, `ops[${i}].put.key`);
+            net.set(key, valueJson(value, `ops[${i}].put.value`));
+            break;
+          }
+          case "delete": {
+            checkKey(op.op.value.key, `ops[${i}].delete.key`);
+            net.set(op.op.value.key, null);
+            break;
+          }
+          default:
+            throw new McpError("invalid_argument", "an op must be a put or a delete", { field: `ops[${i}].op` });
+        }
+      });
+      const puts: StoredPut[] = [];
+      const deletes: string[] = [];
+      for (const [key, json] of net) {
+        if (json === null) deletes.push(key);
+        else puts.push({ key, valueJson: json });
+      }
+      const change = await store.apply({
+        contextId: u.contextId,
+        expectedVersion: u.expectedVersion,
+        puts,
+        deletes,
+        updatedBy,
+        nowMs: opts.now(),
+        maxKeys: opts.maxKeysPerContext,
+        maxContexts: opts.maxContexts,
+      });
+      return create(ContextUpdateResultSchema, { id: u.id, contextId: u.contextId, version: change.version });
+    },
+
+    sync,
+
+    async *watch(contextId: string, knownVersion: bigint, signal: AbortSignal): AsyncGenerator<ContextSync> {
+      checkOpen();
+      checkContextId(contextId);
+      if (signal.aborted) return;
+      const w: Watcher = { queue: [], collapsed: false, wake: undefined };
+      // Registered before the first read, so nothing applied after that read can be missed;
+      // what the read already covered is skipped by version below.
+      let set = watchers.get(contextId);
+      if (set === undefined) watchers.set(contextId, (set = new Set()));
+      set.add(w);
+      const onAbort = (): void => w.wake?.();
+      signal.addEventListener("abort", onAbort, { once: true });
+      const stopped = (): boolean => closed || signal.aborted;
+      try {
+        const first = await syncOrEmpty(contextId, knownVersion);
+        if (stopped()) return;
+        yield first;
+        let last = first.toVersion;
+        for (;;) {
+          if (stopped()) return;
+          let catchUp = false;
+          if (w.collapsed) {
+            w.collapsed = false;
+            w.queue = [];
+            catchUp = true;
+          } else {
+            const event = w.queue.shift();
+            if (event === undefined) {
+              await new Promise<void>((resolve) => {
+                w.wake = resolve;
+              });
+              w.wake = undefined;
+              continue;
+            }
+            if (event.kind === "gap") {
+              catchUp = event.version > last;
+            } else if (event.change.version === last + 1n) {
+              yield deltaOf(event.change);
+              last = event.change.version;
+            } else {
+              // Older: already covered by the first sync or a catch-up. Newer: a version
+              // went missing on the way, so ask the store rather than skip it.
+              catchUp = event.change.version > last;
+            }
+          }
+          if (catchUp) {
+            const s = await syncOrEmpty(contextId, last);
+            if (stopped()) return;
+            if (s.full || s.toVersion !== s.fromVersion) {
+              yield s;
+              last = s.toVersion;
+            }
+          }
+        }
+      } finally {
+        signal.removeEventListener("abort", onAbort);
+        set.delete(w);
+        if (set.size === 0 && watchers.get(contextId) === set) watchers.delete(contextId);
+      }
+    },
+
+    async close(): Promise<void> {
+      if (closed) return;
+      closed = true;
+      unsubscribe();
+      for (const set of watchers.values()) for (const w of set) w.wake?.();
+    },
+  };
+}
+
+function notFound(contextId: string): McpError {
+  return new McpError("context_not_found", `context "${contextId}" has never been written`);
+}
+
+function toEntry(e: StoredEntry): ContextEntry {
+  return create(ContextEntrySchema, {
+    key: e.key,
+    value: fromJsonString(ValueSchema, e.valueJson),
+    version: e.version,
+    updatedAt: timestampFromMs(e.updatedAtMs),
+    updatedBy: e.updatedBy,
+  });
+}
+
+/** Whether objects and lists nest deeper than `max`, walked without recursion. */
+function depthExceeds(root: Value, max: number): boolean {
+  const stack: [Value, number][] = [[root, 0]];
+  for (let item = stack.pop(); item !== undefined; item = stack.pop()) {
+    const [v, depth] = item;
+    let children: Iterable<Value>;
+    if (v.kind.case === "structValue") children = Object.values(v.kind.value.fields);
+    else if (v.kind.case === "listValue") children = v.kind.value.values;
+    else continue;
+    if (depth + 1 > max) return true;
+    for (const c of children) stack.push([c, depth + 1]);
+  }
+  return false;
+}

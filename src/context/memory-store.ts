@@ -1,0 +1,136 @@
+/**
+ * The in-memory `ContextStore`: a Map per context, for tests and single-process servers that
+ * need nothing to survive a restart.
+ */
+import {
+  changeBytes,
+  checkWrite,
+  compareKeys,
+  foldChanges,
+  notifyListeners,
+  resolveChangeLogOptions,
+  tooManyContexts,
+  tooManyKeys,
+  versionConflict,
+} from "./change-log.js";
+import type {
+  ChangeLogOptions,
+  ContextChange,
+  ContextDelta,
+  ContextSnapshot,
+  ContextStore,
+  ContextStoreListener,
+  ContextWrite,
+  StoredEntry,
+} from "./store.js";
+
+/** Options of `createMemoryContextStore`. */
+export type MemoryContextStoreOptions = ChangeLogOptions;
+
+interface MemoryContext {
+  version: bigint;
+  entries: Map<string, StoredEntry>;
+  /** Retained changes, oldest first; they cover versions `floor + 1 … version`. */
+  log: { change: ContextChange; bytes: number }[];
+  floor: bigint;
+  logBytes: number;
+}
+
+/** Creates an in-memory store. Every method completes in one synchronous step, hence atomic. */
+export function createMemoryContextStore(options: MemoryContextStoreOptions = {}): ContextStore {
+  const { maxLogEntries, maxLogBytes } = resolveChangeLogOptions(options);
+  const contexts = new Map<string, MemoryContext>();
+  const listeners = new Set<ContextStoreListener>();
+  let closed = false;
+
+  function checkOpen(): void {
+    if (closed) throw new TypeError("the context store is closed");
+  }
+
+  return {
+    async apply(write: ContextWrite): Promise<ContextChange> {
+      checkOpen();
+      checkWrite(write);
+      const id = write.contextId;
+      const ctx = contexts.get(id);
+      const current = ctx?.version ?? 0n;
+      if (write.expectedVersion !== 0n && write.expectedVersion !== current) {
+        throw versionConflict(id, write.expectedVersion, current);
+      }
+      if (ctx === undefined && write.maxContexts && contexts.size >= write.maxContexts) {
+        throw tooManyContexts(id, contexts.size, write.maxContexts);
+      }
+      if (write.maxKeys) {
+        const before = ctx?.entries.size ?? 0;
+        let after = before;
+        for (const p of write.puts) if (ctx?.entries.has(p.key) !== true) after++;
+        for (const k of write.deletes) if (ctx?.entries.has(k) === true) after--;
+        if (after > write.maxKeys && after > before) throw tooManyKeys(id, after, write.maxKeys);
+      }
+      // Every check passed: from here on nothing can fail, so the update is all-or-nothing.
+      const c: MemoryContext = ctx ?? { version: 0n, entries: new Map(), log: [], floor: 0n, logBytes: 0 };
+      if (ctx === undefined) contexts.set(id, c);
+      const version = current + 1n;
+      const change: ContextChange = {
+        contextId: id,
+        version,
+        updatedAtMs: write.nowMs,
+        updatedBy: write.updatedBy,
+        puts: write.puts.map((p) => ({ key: p.key, valueJson: p.valueJson })),
+        deletes: [...write.deletes],
+      };
+      c.version = version;
+      for (const p of change.puts) {
+        c.entries.set(p.key, { ...p, version, updatedAtMs: write.nowMs, updatedBy: write.updatedBy });
+      }
+      for (const k of change.deletes) c.entries.delete(k);
+      const bytes = changeBytes(change);
+      c.log.push({ change, bytes });
+      c.logBytes += bytes;
+      while (c.log.length > 1 && (c.log.length > maxLogEntries || c.logBytes > maxLogBytes)) {
+        const dropped = c.log.shift();
+        if (dropped === undefined) break;
+        c.logBytes -= dropped.bytes;
+        c.floor = dropped.change.version;
+      }
+      notifyListeners(listeners, { kind: "change", change });
+      return change;
+    },
+
+    async snapshot(contextId: string): Promise<ContextSnapshot | undefined> {
+      checkOpen();
+      const c = contexts.get(contextId);
+      if (c === undefined) return undefined;
+      const entries = [...c.entries.values()].sort((a, b) => compareKeys(a.key, b.key));
+      return { version: c.version, entries };
+    },
+
+    async changesSince(contextId: string, knownVersion: bigint): Promise<ContextDelta | "too_old" | undefined> {
+      checkOpen();
+      const c = contexts.get(contextId);
+      if (c === undefined) return undefined;
+      if (knownVersion < c.floor || knownVersion > c.version) return "too_old";
+      // The log holds versions floor+1 … version contiguously, so the records after
+      // knownVersion are its tail.
+      const skip = Number(knownVersion - c.floor);
+      return foldChanges(knownVersion, c.version, c.log.slice(skip).map((r) => r.change));
+    },
+
+    subscribe(listener: ContextStoreListener): () => void {
+      listeners.add(listener);
+      return () => {
+        listeners.delete(listener);
+      };
+    },
+
+    async countContexts(): Promise<number> {
+      checkOpen();
+      return contexts.size;
+    },
+
+    async close(): Promise<void> {
+      closed = true;
+      listeners.clear();
+    },
+  };
+}

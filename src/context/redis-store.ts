@@ -1,0 +1,409 @@
+/**
+ * The shared `ContextStore`: several server instances on one Redis (PROTOCOL.md §8).
+ *
+ * Per context, under a configurable prefix (default `mcp:`):
+ * - `<prefix>ctx:m:<id>` hash: `v` version, `f` log floor, `b` log bytes;
+ * - `<prefix>ctx:e:<id>` hash: key → JSON `[version, updatedAtMs, updatedBy, valueJson]`;
+ * - `<prefix>ctx:l:<id>` stream: the change log, one record per version with the stream id
+ *   `<version>-0`, so a range of versions is one `XRANGE`;
+ * - `<prefix>ctx:index` set of context ids; `<prefix>ctx:changes` pub/sub channel.
+ *
+ * An update is one Lua script (compare-and-set, limits, version bump, entry writes, `XADD`,
+ * trimming, `PUBLISH`), so it is atomic across instances. The channel only announces
+ * "context X reached version V"; every instance then reads the versions it has not delivered
+ * yet from the stream. That one path serves live updates, other instances' updates and the
+ * gaps left by a dropped subscriber connection, so listeners see each version once, in order.
+ */
+import { createHash } from "node:crypto";
+import { Redis } from "ioredis";
+import {
+  checkWrite,
+  compareKeys,
+  foldChanges,
+  notifyListeners,
+  resolveChangeLogOptions,
+  tooManyContexts,
+  tooManyKeys,
+  versionConflict,
+} from "./change-log.js";
+import type {
+  ChangeLogOptions,
+  ContextChange,
+  ContextDelta,
+  ContextSnapshot,
+  ContextStore,
+  ContextStoreEvent,
+  ContextStoreListener,
+  ContextWrite,
+  StoredEntry,
+  StoredPut,
+} from "./store.js";
+
+/** Options of `createRedisContextStore`. */
+export interface RedisContextStoreOptions extends ChangeLogOptions {
+  /**
+   * The server, as `redis://[user:password@]host:port[/db]` (or `rediss://` for TLS).
+   * @default "redis://127.0.0.1:6379"
+   */
+  url?: string;
+  /**
+   * Prefix of every key and channel, so several deployments (or test runs) share one Redis.
+   * Instances that should see each other's updates must use the same prefix.
+   * @default "mcp:"
+   */
+  keyPrefix?: string;
+}
+
+// KEYS: meta, entries, log, index.
+// ARGV: id, expected, nowMs, updatedBy, maxKeys, maxContexts, maxLogEntries, maxLogBytes,
+//       channel, nPuts, nDeletes, then nPuts (key, valueJson) pairs, then nDeletes keys.
+// Versions are Lua doubles: exact up to 2^53, formatted with %.0f because tostring() would
+// switch to exponent notation from 1e14 on.
+const APPLY_SCRIPT = `
+local meta, entries, log, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local id, expected, now, by = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local maxKeys, maxContexts = tonumber(ARGV[5]), tonumber(ARGV[6])
+local maxLogEntries, maxLogBytes = tonumber(ARGV[7]), tonumber(ARGV[8])
+local channel, nPuts, nDeletes = ARGV[9], tonumber(ARGV[10]), tonumber(ARGV[11])
+local function s(n) return string.format('%.0f', n) end
+local m = redis.call('HMGET', meta, 'v', 'f', 'b')
+local current = tonumber(m[1] or '0')
+if expected ~= 0 and expected ~= current then return {'conflict', s(current)} end
+if current == 0 and maxContexts > 0 then
+  local n = redis.call('SCARD', index)
+  if n >= maxContexts then return {'too_many_contexts', s(n)} end
+end
+if maxKeys > 0 then
+  local before = redis.call('HLEN', entries)
+  local after = before
+  for i = 0, nPuts - 1 do
+    if redis.call('HEXISTS', entries, ARGV[12 + 2 * i]) == 0 then after = after + 1 end
+  end
+  for i = 0, nDeletes - 1 do
+    if redis.call('HEXISTS', entries, ARGV[12 + 2 * nPuts + i]) == 1 then after = after - 1 end
+  end
+  if after > maxKeys and after > before then return {'too_many_keys', s(after)} end
+end
+local v = current + 1
+local vs = s(v)
+local bytes = 0
+local puts, deletes = {}, {}
+for i = 0, nPuts - 1 do
+  local key, json = ARGV[12 + 2 * i], ARGV[13 + 2 * i]
+  redis.call('HSET', entries, key, cjson.encode({vs, now, by, json}))
+  puts[#puts + 1] = {key, json}
+  bytes = bytes + #key + #json
+end
+for i = 0, nDeletes - 1 do
+  local key = ARGV[12 + 2 * nPuts + i]
+  redis.call('HDEL', entries, key)
+  deletes[#deletes + 1] = key
+  bytes = bytes + #key
+end
+redis.call('XADD', log, vs .. '-0', 't', now, 'b', by, 's', s(bytes), 'p', cjson.encode(puts), 'd', cjson.encode(deletes))
+local floor = tonumber(m[2] or '0')
+local logBytes = tonumber(m[3] or '0') + bytes
+while v - floor > 1 and (v - floor > maxLogEntries or logBytes > maxLogBytes) do
+  floor = floor + 1
+  local rid = s(floor) .. '-0'
+  local rec = redis.call('XRANGE', log, rid, rid)
+  if rec[1] then
+    local f = rec[1][2]
+    for j = 1, #f, 2 do
+      if f[j] == 's' then logBytes = logBytes - tonumber(f[j + 1]) end
+    end
+    redis.call('XDEL', log, rid)
+  end
+end
+redis.call('HSET', meta, 'v', vs, 'f', s(floor), 'b', s(logBytes))
+if current == 0 then redis.call('SADD', index, id) end
+redis.call('PUBLISH', channel, vs .. ' ' .. id)
+return {'ok', vs}
+`;
+const APPLY_SHA = createHash("sha1").update(APPLY_SCRIPT).digest("hex");
+
+/** Stream records read per round trip when catching up. */
+const READ_PAGE = 500n;
+
+/**
+ * Connects to Redis and returns the store at once; every method first waits until the
+ * subscription is live, so no update applied after a method returns can go unannounced.
+ */
+export function createRedisContextStore(options: RedisContextStoreOptions = {}): ContextStore {
+  const { maxLogEntries, maxLogBytes } = resolveChangeLogOptions(options);
+  const url = options.url ?? "redis://127.0.0.1:6379";
+  const prefix = options.keyPrefix ?? "mcp:";
+  const channel = `${prefix}ctx:changes`;
+  const indexKey = `${prefix}ctx:index`;
+  const metaKey = (id: string): string => `${prefix}ctx:m:${id}`;
+  const entriesKey = (id: string): string => `${prefix}ctx:e:${id}`;
+  const logKey = (id: string): string => `${prefix}ctx:l:${id}`;
+
+  const redis = new Redis(url);
+  const sub = new Redis(url);
+  // ioredis reports connection trouble as "error" events and also fails the affected
+  // commands; the commands are where callers learn of it, so the events are not re-reported.
+  redis.on("error", () => {});
+  sub.on("error", () => {});
+
+  const listeners = new Set<ContextStoreListener>();
+  /** The last version delivered to listeners, per context this instance has heard of. */
+  const delivered = new Map<string, bigint>();
+  /** The highest version announced and not yet delivered, per context. */
+  const pending = new Map<string, bigint>();
+  let draining: Promise<void> | undefined;
+  let closed = false;
+
+  const ready = (async () => {
+    await sub.subscribe(channel);
+    await redis.script("LOAD", APPLY_SCRIPT);
+  })();
+  // Each method awaits `ready` and surfaces its failure; this only prevents an unhandled
+  // rejection when no method is ever called.
+  ready.catch(() => {});
+
+  sub.on("message", (ch: string, message: string) => {
+    if (ch !== channel) return;
+    const space = message.indexOf(" ");
+    announce(message.slice(space + 1), BigInt(message.slice(0, space)));
+  });
+  let connectedOnce = false;
+  sub.on("ready", () => {
+    if (!connectedOnce) {
+      connectedOnce = true;
+      return;
+    }
+    // Announcements published while the subscriber was reconnecting are lost: ask for the
+    // current version of every context we track and let the stream fill the gap.
+    for (const id of delivered.keys()) {
+      redis.hget(metaKey(id), "v").then(
+        (v) => {
+          if (v !== null) announce(id, BigInt(v));
+        },
+        () => {}, // the connection failed again; the next "ready" retries
+      );
+    }
+  });
+
+  function announce(id: string, version: bigint): void {
+    if (closed) return;
+    const last = delivered.get(id);
+    if (last === undefined) delivered.set(id, version - 1n);
+    else if (version <= last) return;
+    if ((pending.get(id) ?? 0n) < version) pending.set(id, version);
+    draining ??= drain().finally(() => {
+      draining = undefined;
+    });
+  }
+
+  function emit(event: ContextStoreEvent): void {
+    notifyListeners(listeners, event);
+  }
+
+  async function drain(): Promise<void> {
+    while (!closed) {
+      const next = pending.entries().next();
+      if (next.done === true) return;
+      const [id, target] = next.value;
+      pending.delete(id);
+      await deliver(id, target);
+    }
+  }
+
+  async function deliver(id: string, target: bigint): Promise<void> {
+    let last = delivered.get(id) ?? target - 1n;
+    while (last < target && !closed) {
+      const end = last + READ_PAGE < target ? last + READ_PAGE : target;
+      if (listeners.size > 0) {
+        let records: ContextChange[];
+        try {
+          records = await readLog(id, last + 1n, end);
+        } catch {
+          if (closed) return;
+          // Redis failed mid-delivery: say so rather than skip silently (§8).
+          emit({ kind: "gap", contextId: id, version: target });
+          delivered.set(id, target);
+          return;
+        }
+        if (closed) return;
+        let expect = last + 1n;
+        for (const change of records) {
+          if (change.version > expect) emit({ kind: "gap", contextId: id, version: change.version - 1n });
+          emit({ kind: "change", change });
+          expect = change.version + 1n;
+        }
+        // Trimmed from the log before we read it.
+        if (expect <= end) emit({ kind: "gap", contextId: id, version: end });
+      }
+      last = end;
+      delivered.set(id, end);
+    }
+  }
+
+  async function readLog(id: string, from: bigint, to: bigint): Promise<ContextChange[]> {
+    const rows = await redis.xrange(logKey(id), `${from}-0`, `${to}-0`);
+    return rows.map(([streamId, fields]) => parseRecord(id, streamId, fields));
+  }
+
+  async function checkReady(): Promise<void> {
+    if (closed) throw new TypeError("the context store is closed");
+    await ready;
+  }
+
+  return {
+    async apply(write: ContextWrite): Promise<ContextChange> {
+      checkWrite(write);
+      await checkReady();
+      const id = write.contextId;
+      const args: (string | number)[] = [
+        APPLY_SHA,
+        4,
+        metaKey(id),
+        entriesKey(id),
+        logKey(id),
+        indexKey,
+        id,
+        write.expectedVersion.toString(),
+        String(write.nowMs),
+        write.updatedBy,
+        write.maxKeys ?? 0,
+        write.maxContexts ?? 0,
+        maxLogEntries,
+        maxLogBytes,
+        channel,
+        write.puts.length,
+        write.deletes.length,
+      ];
+      for (const p of write.puts) args.push(p.key, p.valueJson);
+      for (const k of write.deletes) args.push(k);
+      let reply: unknown;
+      try {
+        reply = await redis.call("evalsha", args);
+      } catch (e) {
+        // The script cache was flushed (restart, failover): send the body once more.
+        if (!(e instanceof Error && e.message.startsWith("NOSCRIPT"))) throw e;
+        reply = await redis.call("eval", [APPLY_SCRIPT, ...args.slice(1)]);
+      }
+      // The script returns exactly {status, number-as-string}.
+      const [status, n] = reply as [string, string];
+      switch (status) {
+        case "ok":
+          break;
+        case "conflict":
+          throw versionConflict(id, write.expectedVersion, BigInt(n));
+        case "too_many_contexts":
+          throw tooManyContexts(id, Number(n), write.maxContexts ?? 0);
+        case "too_many_keys":
+          throw tooManyKeys(id, Number(n), write.maxKeys ?? 0);
+        default:
+          throw new TypeError(`unexpected reply from the apply script: ${String(status)}`);
+      }
+      return {
+        contextId: id,
+        version: BigInt(n),
+        updatedAtMs: write.nowMs,
+        updatedBy: write.updatedBy,
+        puts: write.puts.map((p) => ({ key: p.key, valueJson: p.valueJson })),
+        deletes: [...write.deletes],
+      };
+    },
+
+    async snapshot(contextId: string): Promise<ContextSnapshot | undefined> {
+      await checkReady();
+      // MULTI: the version and the entries come from the same instant.
+      const res = await redis.multi().hget(metaKey(contextId), "v").hgetall(entriesKey(contextId)).exec();
+      if (res === null) throw new TypeError("the snapshot transaction was aborted");
+      const [[e1, v], [e2, hash]] = res as [[Error | null, string | null], [Error | null, Record<string, string>]];
+      if (e1 !== null) throw e1;
+      if (e2 !== null) throw e2;
+      if (v === null) return undefined;
+      const entries = Object.entries(hash).map(([key, raw]) => parseEntry(key, raw));
+      entries.sort((a, b) => compareKeys(a.key, b.key));
+      return { version: BigInt(v), entries };
+    },
+
+    async changesSince(contextId: string, knownVersion: bigint): Promise<ContextDelta | "too_old" | undefined> {
+      await checkReady();
+      const [v, f] = await redis.hmget(metaKey(contextId), "v", "f");
+      if (v === null || v === undefined) return undefined;
+      const version = BigInt(v);
+      if (knownVersion < BigInt(f ?? "0") || knownVersion > version) return "too_old";
+      if (knownVersion === version) return foldChanges(knownVersion, version, []);
+      // Records never change once written, so reading them after the meta hash is safe; only
+      // trimming can interfere, and then the range is no longer contiguous.
+      const records = await readLog(contextId, knownVersion + 1n, version);
+      const contiguous =
+        BigInt(records.length) === version - knownVersion && records[0]?.version === knownVersion + 1n;
+      if (!contiguous) return "too_old";
+      return foldChanges(knownVersion, version, records);
+    },
+
+    subscribe(listener: ContextStoreListener): () => void {
+      listeners.add(listener);
+      return () => {
+        listeners.delete(listener);
+      };
+    },
+
+    async countContexts(): Promise<number> {
+      await checkReady();
+      return redis.scard(indexKey);
+    },
+
+    async close(): Promise<void> {
+      if (closed) return;
+      closed = true;
+      listeners.clear();
+      await draining;
+      await Promise.all([quit(redis), quit(sub)]);
+    },
+  };
+}
+
+async function quit(client: Redis): Promise<void> {
+  // QUIT waits for replies in flight; a client that is not connected has nothing to wait for.
+  if (client.status === "ready") {
+    await client.quit().catch(() => client.disconnect());
+  } else {
+    client.disconnect();
+  }
+}
+
+function parseEntry(key: string, raw: string): StoredEntry {
+  // Written by the apply script as cjson.encode({version, nowMs, updatedBy, valueJson}).
+  const [version, nowMs, updatedBy, valueJson] = JSON.parse(raw) as [string, string, string, string];
+  return { key, valueJson, version: BigInt(version), updatedAtMs: Number(nowMs), updatedBy };
+}
+
+function parseRecord(contextId: string, streamId: string, fields: string[]): ContextChange {
+  const version = BigInt(streamId.slice(0, streamId.indexOf("-")));
+  let updatedAtMs = 0;
+  let updatedBy = "";
+  let puts: StoredPut[] = [];
+  let deletes: string[] = [];
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    const value = fields[i + 1] ?? "";
+    switch (fields[i]) {
+      case "t":
+        updatedAtMs = Number(value);
+        break;
+      case "b":
+        updatedBy = value;
+        break;
+      case "p":
+        puts = jsonArray<[string, string]>(value).map(([key, valueJson]) => ({ key, valueJson }));
+        break;
+      case "d":
+        deletes = jsonArray<string>(value);
+        break;
+    }
+  }
+  return { contextId, version, updatedAtMs, updatedBy, puts, deletes };
+}
+
+/** cjson encodes an empty Lua table as `{}`, not `[]`. */
+function jsonArray<T>(text: string): T[] {
+  const v: unknown = JSON.parse(text);
+  // The script only ever writes arrays (or `{}` for an empty one).
+  return Array.isArray(v) ? (v as T[]) : [];
+}
