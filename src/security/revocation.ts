@@ -48,7 +48,8 @@ export function createMemoryRevocationStore(options: MemoryRevocationStoreOption
     if (map.size % 1024 === 0) for (const [k, until] of map) if (until <= t) map.delete(k);
   }
 
-  function has(map: Map<string, number>, id: string): boolean {
+  function has(map: Map<string, number>, id: string, what: string): boolean {
+    checkId(id, what);
     const until = map.get(id);
     if (until === undefined) return false;
     if (until > now()) return true;
@@ -58,9 +59,9 @@ export function createMemoryRevocationStore(options: MemoryRevocationStoreOption
 
   return {
     revokeToken: async (jti, untilMs) => add(tokens, jti, untilMs, "jti"),
-    isTokenRevoked: async (jti) => has(tokens, jti),
+    isTokenRevoked: async (jti) => has(tokens, jti, "jti"),
     revokeSession: async (sessionId, untilMs) => add(sessions, sessionId, untilMs, "sessionId"),
-    isSessionRevoked: async (sessionId) => has(sessions, sessionId),
+    isSessionRevoked: async (sessionId) => has(sessions, sessionId, "sessionId"),
     close: async () => {
       tokens.clear();
       sessions.clear();
