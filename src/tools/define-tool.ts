@@ -240,9 +240,20 @@ function makeDescriptor(
 }
 
 function compile(toolName: string, what: string, schema: JsonObject): ValidateFunction {
-  // One ajv per schema: tool authors' `$id`s must not collide across tools. Formats are not
-  // validated (ajv-formats is not a dependency); union types are how 64-bit integers are described.
-  const ajv = new Ajv2020({ strict: true, allowUnionTypes: true, validateFormats: false, allErrors: false });
+  // One ajv per schema: tool authors' `$id`s must not collide across tools. Unknown keywords are
+  // refused (they are usually typos that would silently validate nothing); ajv's stricter
+  // style checks (strictRequired, strictTypes) would refuse valid schemas, so they are off.
+  // Formats are annotations only: ajv-formats is not a dependency.
+  const ajv = new Ajv2020({
+    strictSchema: true,
+    strictNumbers: true,
+    strictTypes: false,
+    strictTuples: false,
+    strictRequired: false,
+    allowUnionTypes: true,
+    validateFormats: false,
+    allErrors: false,
+  });
   try {
     return ajv.compile(schema);
   } catch (e) {
