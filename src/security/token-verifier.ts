@@ -51,7 +51,10 @@ export interface TokenVerifierOptions {
    * @default 8192
    */
   maxTokenBytes?: number;
-  /** Where revoked `jti`s are looked up. Without it, no token is treated as revoked. */
+  /**
+   * Where revoked `jti`s are looked up. Without it, no token is treated as revoked.
+   * @default none
+   */
   revocations?: RevocationStore;
   /**
    * For `jwks`: least time between two key-set reloads triggered by an unknown `kid`, in ms.

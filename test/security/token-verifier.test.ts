@@ -352,12 +352,14 @@ describe("JWKS URL verifier (real local HTTP server)", () => {
   });
   afterEach(async () => {
     // Connection: close on every answer, so a dangling connection here is a leak and fails the test.
-    for (let i = 0; i < 100; i++) {
-      const n = await new Promise<number>((res, rej) => server.getConnections((e, c) => (e ? rej(e) : res(c))));
-      if (n === 0) break;
-      await new Promise((r) => setTimeout(r, 10));
+    let open = -1;
+    for (let i = 0; i < 100 && open !== 0; i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, 10));
+      open = await new Promise<number>((res, rej) => server.getConnections((e, c) => (e ? rej(e) : res(c))));
     }
+    server.closeAllConnections();
     await new Promise((r) => server.close(r));
+    expect(open).toBe(0);
   });
 
   async function serve(): Promise<void> {
