@@ -107,7 +107,8 @@ const redis: StoreFixture = {
   },
 };
 
-async function deleteKeys(prefix: string): Promise<void> {
+/** Removes every Redis key under a prefix. */
+export async function deleteKeys(prefix: string): Promise<void> {
   const client = new Redis(redisUrl);
   try {
     let cursor = "0";
