@@ -2,6 +2,7 @@
  * Shared test helpers for the tools area: a real ToolContext that records events, commands in
  * both input forms, and temporary workspaces under os.tmpdir().
  */
+import { readFileSync } from "node:fs";
 import { mkdtemp, realpath, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -64,12 +65,23 @@ export async function makeWorkspace(): Promise<{ root: string; cleanup: () => Pr
   return { root, cleanup: () => rm(root, { recursive: true, force: true }) };
 }
 
-/** Whether a process is gone. */
+/**
+ * Whether a process is gone: `kill(pid, 0)` fails with ESRCH. A killed grandchild is re-parented
+ * to PID 1, and where PID 1 does not reap (minimal container inits, as on our CI machines) it stays
+ * a zombie: dead, holding nothing but its pid. On Linux a zombie (`Z` in /proc/<pid>/stat) counts
+ * as gone too.
+ */
 export function processIsGone(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return false;
   } catch (e) {
     return e instanceof Error && "code" in e && e.code === "ESRCH";
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Format: `pid (comm) state …`; comm may contain spaces and parentheses, so split after the last ")".
+    return stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
+  } catch {
+    return false;
   }
 }

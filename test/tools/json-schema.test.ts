@@ -2,8 +2,8 @@ import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
-import { create, createFileRegistry, fromBinary, toJson, type DescMessage, type JsonObject } from "@bufbuild/protobuf";
-import { DescriptorProtoSchema, FileDescriptorSetSchema, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { create, createFileRegistry, fromBinary, fromJson, toJson, type DescMessage, type JsonObject } from "@bufbuild/protobuf";
+import { DescriptorProtoSchema, FileDescriptorSetSchema, timestampFromDate, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { describe, expect, test } from "vitest";
 import {
   EchoInputSchema,
@@ -104,7 +104,7 @@ describe("deriveJsonSchema", () => {
   test("protobuf JSON of real messages validates against the derived schema", async () => {
     // A typed tool validates JSON arguments with the derived schema: toJson output must pass.
     const tools = [
-      { desc: ContextEntrySchema, value: toJson(ContextEntrySchema, create(ContextEntrySchema, { key: "k", value: { kind: { case: "structValue", value: { a: [1, "x", null] } } }, version: 12345678901234n, updatedAt: timestampFromDate(new Date(0)) })) },
+      { desc: ContextEntrySchema, value: toJson(ContextEntrySchema, create(ContextEntrySchema, { key: "k", value: fromJson(ValueSchema, { a: [1, "x", null] }), version: 12345678901234n, updatedAt: timestampFromDate(new Date(0)) })) },
       { desc: HandshakeResultSchema, value: toJson(HandshakeResultSchema, create(HandshakeResultSchema, { sessionId: "s", securityLevel: SecurityLevel.HIGH, limits: { maxMessageBytes: 1 } })) },
       { desc: ErrorSchema, value: toJson(ErrorSchema, create(ErrorSchema, { kind: ErrorKind.COMMAND, currentVersion: 2n, supportedVersions: [1] })) },
       { desc: DescriptorProtoSchema, value: toJson(DescriptorProtoSchema, create(DescriptorProtoSchema, { name: "A", nestedType: [{ name: "B", nestedType: [{ name: "C" }] }] })) },

@@ -7,6 +7,7 @@
  * command. Members left behind when the program itself exits are ended the same way.
  */
 import { spawn } from "node:child_process";
+import { stat } from "node:fs/promises";
 import { StringDecoder } from "node:string_decoder";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { ExecInputSchema, ExecOutputSchema } from "../../../gen/mcp/tools/v1/tools_pb.js";
@@ -55,12 +56,16 @@ export function createExecTool(options: ResolvedBuiltinToolsOptions): Registered
         env[name] = value;
       }
       const cwd = await resolveInRoot(root, input.cwd, { field: "cwd" });
+      // Checked here because spawn reports a missing cwd as ENOENT, like a missing program.
+      const cwdStat = await stat(cwd).catch((e: unknown) => {
+        throw fsError(e, "cwd", input.cwd);
+      });
+      if (!cwdStat.isDirectory()) throw new McpError("invalid_argument", `cwd "${input.cwd}" is not a directory`, { field: "cwd" });
       ctx.signal.throwIfAborted();
       return runProcess(program, args, { cwd, env, stdin: input.stdin }, exec, ctx).catch((e: unknown) => {
         const code = e instanceof Error && "code" in e ? e.code : undefined;
-        // spawn's ENOENT means the program or the cwd is missing; the cwd was resolved above.
+        // The cwd was checked above, so spawn's ENOENT means the program is missing.
         if (code === "ENOENT") throw new McpError("invalid_argument", `program "${program}" was not found`, { field: "argv", cause: e });
-        if (code === "ENOTDIR") throw fsError(e, "cwd", input.cwd);
         throw e;
       });
     },

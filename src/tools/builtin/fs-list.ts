@@ -65,7 +65,9 @@ export function createFsListTool(options: ResolvedBuiltinToolsOptions): Register
             }
             entries.push(await describe(realRoot, path.join(abs, child.name), child));
           }
-          if (input.recursive && child.isDirectory() && (order > 0 || isPrefix(childSegments, after))) {
+          // Descend into new directories, the one shown last (order 0: its children are still to
+          // come) and the ones holding the last entry shown; skip subtrees wholly before it.
+          if (input.recursive && child.isDirectory() && (order >= 0 || isPrefix(childSegments, after))) {
             await walk(path.join(abs, child.name), childSegments);
           }
         }

@@ -87,7 +87,7 @@ describe("fs.write", () => {
     });
   }
 
-  test("an aborted write leaves no temporary file", async () => {
+  test("an already aborted write rejects with the reason and writes nothing", async () => {
     const controller = new AbortController();
     const reason = new Error("stop");
     controller.abort(reason);
