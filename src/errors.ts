@@ -79,6 +79,8 @@ export interface McpErrorDetails {
   supportedVersions?: ProtocolVersion[];
   /** For `invalid_argument` / `invalid_message`: the offending field path. */
   field?: string;
+  /** The context the error belongs to. */
+  contextId?: string;
 }
 
 /** A protocol outcome with a stable code. Throw it; never `new Error()` for a protocol outcome. */
@@ -152,6 +154,7 @@ export function toProtoError(err: McpError): MessageShape<typeof ErrorSchema> {
     currentVersion: d.currentVersion ?? 0n,
     supportedVersions: d.supportedVersions ?? [],
     field: d.field ?? "",
+    contextId: d.contextId ?? "",
   });
 }
 
@@ -164,5 +167,6 @@ export function fromProtoError(e: MessageShape<typeof ErrorSchema>): McpError {
   if (e.currentVersion !== 0n) details.currentVersion = e.currentVersion;
   if (e.supportedVersions.length > 0) details.supportedVersions = e.supportedVersions;
   if (e.field !== "") details.field = e.field;
+  if (e.contextId !== "") details.contextId = e.contextId;
   return new McpError(code, e.message, details);
 }

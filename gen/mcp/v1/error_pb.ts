@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mcp/v1/error.proto.
  */
 export const file_mcp_v1_error: GenFile = /*@__PURE__*/
-  fileDesc("ChJtY3AvdjEvZXJyb3IucHJvdG8SBm1jcC52MSLjAQoFRXJyb3ISHwoEa2luZBgBIAEoDjIRLm1jcC52MS5FcnJvcktpbmQSDAoEY29kZRgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEhIKCmNvbW1hbmRfaWQYBCABKAkSEQoJcmV0cnlhYmxlGAUgASgIEhYKDnJldHJ5X2FmdGVyX21zGAYgASgNEhcKD2N1cnJlbnRfdmVyc2lvbhgHIAEoBBIzChJzdXBwb3J0ZWRfdmVyc2lvbnMYCCADKA4yFy5tY3AudjEuUHJvdG9jb2xWZXJzaW9uEg0KBWZpZWxkGAkgASgJKqMBCglFcnJvcktpbmQSGgoWRVJST1JfS0lORF9VTlNQRUNJRklFRBAAEhgKFEVSUk9SX0tJTkRfVFJBTlNQT1JUEAESFwoTRVJST1JfS0lORF9TRUNVUklUWRACEhYKEkVSUk9SX0tJTkRfQ09OVEVYVBADEhcKE0VSUk9SX0tJTkRfUFJPVE9DT0wQBBIWChJFUlJPUl9LSU5EX0NPTU1BTkQQBWIGcHJvdG8z", [file_mcp_v1_types]);
+  fileDesc("ChJtY3AvdjEvZXJyb3IucHJvdG8SBm1jcC52MSL3AQoFRXJyb3ISHwoEa2luZBgBIAEoDjIRLm1jcC52MS5FcnJvcktpbmQSDAoEY29kZRgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEhIKCmNvbW1hbmRfaWQYBCABKAkSEQoJcmV0cnlhYmxlGAUgASgIEhYKDnJldHJ5X2FmdGVyX21zGAYgASgNEhcKD2N1cnJlbnRfdmVyc2lvbhgHIAEoBBIzChJzdXBwb3J0ZWRfdmVyc2lvbnMYCCADKA4yFy5tY3AudjEuUHJvdG9jb2xWZXJzaW9uEg0KBWZpZWxkGAkgASgJEhIKCmNvbnRleHRfaWQYCiABKAkqowEKCUVycm9yS2luZBIaChZFUlJPUl9LSU5EX1VOU1BFQ0lGSUVEEAASGAoURVJST1JfS0lORF9UUkFOU1BPUlQQARIXChNFUlJPUl9LSU5EX1NFQ1VSSVRZEAISFgoSRVJST1JfS0lORF9DT05URVhUEAMSFwoTRVJST1JfS0lORF9QUk9UT0NPTBAEEhYKEkVSUk9SX0tJTkRfQ09NTUFORBAFYgZwcm90bzM", [file_mcp_v1_types]);
 
 /**
  * The one structured error of the protocol. It travels as `ServerMessage.error` and
@@ -83,6 +83,13 @@ export type Error = Message<"mcp.v1.Error"> & {
    * @generated from field: string field = 9;
    */
   field: string;
+
+  /**
+   * The context this error belongs to (errors of StateSync / ContextUpdate on a session stream).
+   *
+   * @generated from field: string context_id = 10;
+   */
+  contextId: string;
 };
 
 /**

@@ -1,0 +1,7 @@
+/**
+ * The TypeScript client: `createMcpClient({ baseUrl, token })` gives Connect clients for the unary
+ * services and `connect()` for a session stream (PROTOCOL.md §4).
+ */
+export { createMcpClient } from "./client.js";
+export type { CallOptions, ClientPayload, McpClient, McpClientOptions, McpSession, SessionOptions } from "./client.js";
+export { fromConnectError } from "./errors.js";

@@ -1,0 +1,136 @@
+/**
+ * One port, every protocol: HTTP/2 with prior knowledge (h2c), HTTP/1.1, and — with a
+ * certificate — TLS with ALPN `h2` / `http/1.1`. A raw socket is routed by its first bytes
+ * (the HTTP/2 connection preface, RFC 9113 §3.4) or by its ALPN protocol, and counted against
+ * `maxConnections`; connections beyond it are still served, but only to answer every request
+ * with `too_many_connections` and close.
+ */
+import { createServer as createHttp1Server, type IncomingMessage, type ServerResponse } from "node:http";
+import { createServer as createHttp2Server, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
+import { createServer as createNetServer, type AddressInfo, type Socket } from "node:net";
+import { createServer as createTlsServer, type TLSSocket } from "node:tls";
+import { readFileSync } from "node:fs";
+import type { ConnectionFacts } from "./routes.js";
+
+/** Attached to each accepted socket; read back through the request's socket. */
+const kFacts = Symbol.for("mcp.connectionFacts");
+type FactsCarrier = { [kFacts]?: ConnectionFacts };
+
+export type RequestHandler = (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => void;
+
+export interface ListenerOptions {
+  bindAddress: string;
+  port: number;
+  maxConnections: number;
+  tls?: { cert: string; key: string } | undefined;
+  /** HTTP/2 keep-alive: ping idle connections this often, in milliseconds (PROTOCOL.md §4 step 6). */
+  pingIntervalMs: number;
+}
+
+export interface Listener {
+  readonly port: number;
+  readonly address: string;
+  readonly connections: number;
+  close(): Promise<void>;
+}
+
+/** The facts of the connection a request arrived on. */
+export function connectionFacts(req: IncomingMessage | Http2ServerRequest): ConnectionFacts {
+  // For HTTP/2 `req.socket` is a proxy that forwards property reads to the real socket.
+  return (req.socket as unknown as FactsCarrier)[kFacts] ?? { secure: false, overLimit: false };
+}
+
+const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+export async function listen(options: ListenerOptions, handler: RequestHandler): Promise<Listener> {
+  const h1 = createHttp1Server(handler as (req: IncomingMessage, res: ServerResponse) => void);
+  h1.keepAliveTimeout = 5_000;
+  const h2 = createHttp2Server({}, handler as (req: Http2ServerRequest, res: Http2ServerResponse) => void);
+  const sockets = new Set<Socket>();
+  let active = 0;
+
+  h2.on("session", (session) => {
+    // HTTP/2 PING keeps NATs open and finds dead peers; a peer that does not answer is dropped.
+    const timer = setInterval(() => {
+      const sent = session.ping((err) => {
+        if (err !== null && !session.destroyed) session.destroy();
+      });
+      if (!sent) clearInterval(timer);
+    }, options.pingIntervalMs);
+    timer.unref();
+    session.once("close", () => clearInterval(timer));
+  });
+
+  function accept(socket: Socket, secure: boolean): FactsCarrier {
+    active++;
+    sockets.add(socket);
+    socket.once("close", () => {
+      active--;
+      sockets.delete(socket);
+    });
+    const facts: ConnectionFacts = { secure, overLimit: active > options.maxConnections };
+    (socket as FactsCarrier)[kFacts] = facts;
+    if (facts.overLimit) {
+      // Give the refusal time to be written, then hang up.
+      setTimeout(() => socket.destroy(), 2_000).unref();
+    }
+    return socket as FactsCarrier;
+  }
+
+  function route(socket: Socket): void {
+    socket.once("data", (chunk: Buffer) => {
+      socket.pause();
+      socket.unshift(chunk);
+      const isH2 = chunk.length >= PREFACE.length ? chunk.subarray(0, PREFACE.length).equals(PREFACE) : PREFACE.subarray(0, chunk.length).equals(chunk);
+      if (isH2) {
+        // node:http2 reads the buffered preface itself; resuming here would emit it to no one.
+        h2.emit("connection", socket);
+      } else {
+        h1.emit("connection", socket);
+        socket.resume();
+      }
+    });
+  }
+
+  const server = options.tls === undefined
+    ? createNetServer((socket) => {
+        accept(socket, false);
+        route(socket);
+      })
+    : createTlsServer(
+        { cert: readFileSync(options.tls.cert), key: readFileSync(options.tls.key), ALPNProtocols: ["h2", "http/1.1"] },
+        (socket: TLSSocket) => {
+          accept(socket, true);
+          if (socket.alpnProtocol === "h2") h2.emit("connection", socket);
+          else h1.emit("connection", socket);
+        },
+      );
+  server.on("error", () => {}); // reported through listen()'s promise below
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port, options.bindAddress, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const addr = server.address() as AddressInfo; // a TCP server always has an AddressInfo
+
+  return {
+    port: addr.port,
+    address: addr.address,
+    get connections() {
+      return active;
+    },
+    async close() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        h1.closeIdleConnections();
+        for (const s of sockets) s.end();
+        setTimeout(() => {
+          for (const s of sockets) s.destroy();
+        }, 1_000).unref();
+      });
+    },
+  };
+}

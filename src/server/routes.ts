@@ -1,0 +1,209 @@
+/**
+ * Connect routes: each RPC turns into calls on the shared core (ARCHITECTURE.md "Unary = stream").
+ * Errors leave through `toConnectError` only.
+ */
+import { randomUUID } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { createContextKey, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
+import { AdminService, ListSessionsResponseSchema, RevokeSessionResponseSchema, RevokeTokenResponseSchema } from "../../gen/mcp/v1/admin_pb.js";
+import {
+  CommandService,
+  ExecuteBatchResponseSchema,
+  ExecuteStreamResponseSchema,
+  ListToolsResponseSchema,
+  type Command,
+  type ExecuteStreamResponse,
+  type Response,
+} from "../../gen/mcp/v1/command_pb.js";
+import { ContextService } from "../../gen/mcp/v1/context_pb.js";
+import { EventSchema } from "../../gen/mcp/v1/event_pb.js";
+import { EventService } from "../../gen/mcp/v1/event_pb.js";
+import { SessionService } from "../../gen/mcp/v1/session_pb.js";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { McpError, fromProtoError } from "../errors.js";
+import { openConnection, readError } from "../session/connection.js";
+import type { McpCore, TransportInfo } from "../session/core.js";
+import type { AuthState } from "../session/session.js";
+import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
+import { toConnectError } from "./connect-error.js";
+import { createQueueSink } from "./queue-sink.js";
+
+/** What the listener knows about the connection a request came on. */
+export interface ConnectionFacts {
+  secure: boolean;
+  /** Set when the connection is beyond `maxConnections`: every request on it is refused. */
+  overLimit: boolean;
+}
+
+/** Context value carrying `ConnectionFacts` from the listener to the handlers. */
+export const kConnectionFacts = createContextKey<ConnectionFacts>({ secure: false, overLimit: false }, { description: "mcp connection facts" });
+
+function transportOf(ctx: HandlerContext): TransportInfo {
+  const facts = ctx.values.get(kConnectionFacts);
+  if (facts.overLimit) {
+    throw new McpError("too_many_connections", "the server is at its connection limit: retry later", { retryAfterMs: 1000 });
+  }
+  return { secure: facts.secure, authorization: ctx.requestHeader.get("authorization") };
+}
+
+/** Unary requests are authenticated by their Authorization header alone, at the highest level the token and transport allow. */
+async function unaryAuth(core: McpCore, ctx: HandlerContext): Promise<AuthState> {
+  const transport = transportOf(ctx);
+  return core.authenticate(core.bearer(transport), transport, SecurityLevel.HIGH);
+}
+
+/** Runs one command through the core's runner — the same one sessions use — and returns its Response. */
+function runCommand(core: McpCore, auth: AuthState, command: Command, signal: AbortSignal, onEvent?: (r: ExecuteStreamResponse) => void): Promise<Response> {
+  if (command.id === "") command.id = randomUUID();
+  const runner = core.createRunner(
+    () => auth,
+    (commandId, type, data) =>
+      onEvent?.(
+        create(ExecuteStreamResponseSchema, {
+          message: { case: "event", value: create(EventSchema, { type, commandId, data, time: timestampFromMs(core.now()) }) },
+        }),
+      ),
+  );
+  return new Promise<Response>((resolve) => {
+    const onAbort = () => runner.abortAll(new McpError("cancelled", "the client cancelled the request"));
+    signal.addEventListener("abort", onAbort, { once: true });
+    runner.start(command, (r) => {
+      signal.removeEventListener("abort", onAbort);
+      resolve(r);
+    });
+  });
+}
+
+/** A failed Response becomes the RPC's error (with the §7 status); a good one is returned. */
+function unwrap(response: Response): Response {
+  if (response.result.case === "error") throw fromProtoError(response.result.value);
+  return response;
+}
+
+/** Wraps a unary implementation so every failure leaves as a ConnectError with an mcp.v1.Error detail. */
+function guard<I, O>(fn: (req: I, ctx: HandlerContext) => Promise<O>): (req: I, ctx: HandlerContext) => Promise<O> {
+  return async (req, ctx) => {
+    try {
+      return await fn(req, ctx);
+    } catch (e) {
+      throw toConnectError(e);
+    }
+  };
+}
+
+/** The same for server-streaming implementations. */
+function guardStream<I, O>(fn: (req: I, ctx: HandlerContext) => AsyncIterable<O>): (req: I, ctx: HandlerContext) => AsyncIterable<O> {
+  return async function* (req, ctx) {
+    try {
+      yield* fn(req, ctx);
+    } catch (e) {
+      throw toConnectError(e);
+    }
+  };
+}
+
+/** Registers every service of PROTOCOL.md §2 (and AdminService) on a Connect router. */
+export function registerRoutes(router: ConnectRouter, core: McpCore): void {
+  const opts = core.deps.options;
+
+  router.service(SessionService, {
+    async *connect(requests, ctx) {
+      let transport: TransportInfo;
+      try {
+        transport = transportOf(ctx);
+      } catch (e) {
+        throw toConnectError(e);
+      }
+      const queue = createQueueSink(opts.maxOutboundMessages);
+      const conn = openConnection(core, transport, queue.sink);
+      conn.run(requests).catch((e: unknown) => conn.end(readError(e)));
+      try {
+        yield* queue.messages(ctx.signal);
+      } finally {
+        conn.end();
+      }
+    },
+  });
+
+  router.service(CommandService, {
+    execute: guard(async (command, ctx) => unwrap(await runCommand(core, await unaryAuth(core, ctx), command, ctx.signal))),
+    executeBatch: guard(async (batch, ctx) => {
+      const auth = await unaryAuth(core, ctx);
+      const runner = core.createRunner(() => auth, () => {});
+      const byId = new Map<string, Response[]>();
+      const responses = await new Promise<Response[]>((resolve) => {
+        const all: Response[] = [];
+        const onAbort = () => runner.abortAll(new McpError("cancelled", "the client cancelled the request"));
+        ctx.signal.addEventListener("abort", onAbort, { once: true });
+        runner.startBatch(batch, (r) => {
+          all.push(r);
+          const list = byId.get(r.commandId) ?? [];
+          list.push(r);
+          byId.set(r.commandId, list);
+          if (all.length === batch.commands.length) {
+            ctx.signal.removeEventListener("abort", onAbort);
+            resolve(all);
+          }
+        });
+        if (batch.commands.length === 0) resolve(all);
+      });
+      // In the batch's order (responses arrive in completion order).
+      const ordered = batch.commands.map((c) => byId.get(c.id)?.shift() ?? responses.find((r) => r.commandId === c.id)!);
+      return create(ExecuteBatchResponseSchema, { responses: ordered });
+    }),
+    executeStream: guardStream(async function* (command, ctx) {
+      const auth = await unaryAuth(core, ctx);
+      const queue: ExecuteStreamResponse[] = [];
+      let wake: (() => void) | undefined;
+      let done: Response | undefined;
+      runCommand(core, auth, command, ctx.signal, (r) => {
+        queue.push(r);
+        wake?.();
+      }).then((r) => {
+        done = r;
+        wake?.();
+      }, () => {});
+      for (;;) {
+        const next = queue.shift();
+        if (next !== undefined) {
+          yield next;
+          continue;
+        }
+        if (done !== undefined) break;
+        await new Promise<void>((r) => (wake = r));
+        wake = undefined;
+      }
+      yield create(ExecuteStreamResponseSchema, { message: { case: "response", value: unwrap(done) } });
+    }),
+    listTools: guard(async (_req, ctx) => create(ListToolsResponseSchema, { tools: core.listTools(await unaryAuth(core, ctx)) })),
+  });
+
+  router.service(ContextService, {
+    getContext: guard(async (req, ctx) => core.getContext(await unaryAuth(core, ctx), req.contextId)),
+    updateContext: guard(async (update, ctx) => core.updateContext(await unaryAuth(core, ctx), update)),
+    syncContext: guard(async (sync, ctx) => core.syncContext(await unaryAuth(core, ctx), sync)),
+    watchContext: guardStream(async function* (sync, ctx) {
+      yield* core.watchContext(await unaryAuth(core, ctx), sync, ctx.signal);
+    }),
+  });
+
+  router.service(EventService, {
+    subscribe: guardStream(async function* (req, ctx) {
+      yield* core.subscribe(await unaryAuth(core, ctx), req.sessionId, req.afterSeq, req.types, ctx.signal);
+    }),
+  });
+
+  router.service(AdminService, {
+    listSessions: guard(async (_req, ctx) => create(ListSessionsResponseSchema, { sessions: core.listSessions(await unaryAuth(core, ctx)) })),
+    revokeSession: guard(async (req, ctx) => {
+      await core.revokeSession(await unaryAuth(core, ctx), req.sessionId);
+      return create(RevokeSessionResponseSchema);
+    }),
+    revokeToken: guard(async (req, ctx) => {
+      if (req.jti === "") throw new McpError("invalid_argument", "RevokeTokenRequest.jti must be set", { field: "jti" });
+      await core.revokeToken(await unaryAuth(core, ctx), req.jti, req.expiresAt === undefined ? undefined : timestampMs(req.expiresAt));
+      return create(RevokeTokenResponseSchema);
+    }),
+  });
+}

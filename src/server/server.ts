@@ -1,0 +1,158 @@
+/**
+ * `createMcpServer`: assembles the stores, security, tools and the core, and serves every
+ * service of PROTOCOL.md §2 over Connect, gRPC and gRPC-Web on one port.
+ */
+import { isIP } from "node:net";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { createContextValues } from "@connectrpc/connect";
+import { resolveServerOptions, type ResolvedServerOptions, type ServerOptions } from "../config.js";
+import { createContextManager, openContextStore, type ContextManager } from "../context/index.js";
+import {
+  createAuthorizer,
+  createJsonAuditSink,
+  createMemoryRevocationStore,
+  createPolicy,
+  createRedisRevocationStore,
+  createTokenVerifier,
+  loadPolicyFile,
+  type AuditSink,
+  type RevocationStore,
+  type TokenVerifier,
+} from "../security/index.js";
+import { createBuiltinTools, createToolRegistry, type RegisteredTool, type ToolRegistry } from "../tools/index.js";
+import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
+import { createCore, type McpCore } from "../session/core.js";
+import { connectionFacts, listen, type Listener } from "./listener.js";
+import { kConnectionFacts, registerRoutes } from "./routes.js";
+import { VERSION } from "../version.js";
+
+/** Options of `createMcpServer`: the configuration plus parts an embedder may supply. */
+export interface McpServerOptions extends ServerOptions {
+  /** Extra tools, registered beside the built-ins. */
+  tools?: readonly RegisteredTool[];
+  /**
+   * Where denials are audited.
+   * @default JSON lines on stderr
+   */
+  audit?: AuditSink;
+  /**
+   * The clock, epoch ms (tests).
+   * @default Date.now
+   */
+  now?: () => number;
+}
+
+/** A running (or ready to run) server. */
+export interface McpServer {
+  /** Opens stores and starts listening. Resolves with where it listens. */
+  listen(): Promise<{ address: string; port: number; url: string }>;
+  /** Stops accepting, ends sessions and closes stores. */
+  close(): Promise<void>;
+  /** The effective configuration. */
+  readonly options: ResolvedServerOptions;
+  /** The core, once listening (for embedding and tests). */
+  readonly core: McpCore;
+  /** Open connections right now. */
+  readonly connections: number;
+}
+
+function isLoopback(address: string): boolean {
+  if (address === "localhost") return true;
+  if (isIP(address) === 4) return address.startsWith("127.");
+  return address === "::1";
+}
+
+/** Creates a server; nothing is opened until `listen()`. */
+export function createMcpServer(options: McpServerOptions = {}): McpServer {
+  const opts = resolveServerOptions(options);
+  if (opts.securityLevel === SecurityLevel.LOW && !isLoopback(opts.bindAddress)) {
+    throw new TypeError(
+      `security level low (no authentication) is only allowed on a loopback address, but bindAddress is ${opts.bindAddress}: bind to 127.0.0.1 or raise securityLevel`,
+    );
+  }
+  if (opts.securityLevel !== SecurityLevel.LOW && opts.jwtSecret === undefined && opts.jwks === undefined) {
+    throw new TypeError("no way to verify tokens: set jwtSecret (development) or jwks, or securityLevel low on loopback");
+  }
+  let core: McpCore | undefined;
+  let listener: Listener | undefined;
+  const closers: (() => Promise<void> | void)[] = [];
+
+  async function build(): Promise<McpCore> {
+    const redisUrl = opts.store.startsWith("redis://") || opts.store.startsWith("rediss://") ? opts.store : undefined;
+    const revocations: RevocationStore =
+      redisUrl === undefined ? createMemoryRevocationStore() : createRedisRevocationStore({ url: redisUrl });
+    closers.push(() => revocations.close());
+    let verifier: TokenVerifier | undefined;
+    if (opts.jwtSecret !== undefined || opts.jwks !== undefined) {
+      verifier = createTokenVerifier({
+        ...(opts.jwtSecret === undefined ? {} : { secret: opts.jwtSecret }),
+        ...(opts.jwks === undefined ? {} : { jwks: opts.jwks }),
+        issuer: opts.jwtIssuer,
+        audience: opts.jwtAudience,
+        clockToleranceSec: opts.clockToleranceSec,
+        revocations,
+        ...(options.now === undefined ? {} : { now: options.now }),
+      });
+      const v = verifier;
+      closers.push(() => v.close());
+    }
+    const policy = opts.policyFile === undefined ? createPolicy() : await loadPolicyFile(opts.policyFile);
+    const authorizer = createAuthorizer({ policy, audit: options.audit ?? createJsonAuditSink() });
+    const store = await openContextStore(opts.store);
+    const contexts: ContextManager = createContextManager({ store });
+    closers.push(() => contexts.close());
+    const tools: ToolRegistry = createToolRegistry();
+    for (const t of createBuiltinTools({ root: opts.workspaceRoot, exec: { enabled: opts.execEnabled } })) tools.register(t);
+    for (const t of options.tools ?? []) tools.register(t);
+    return createCore({
+      options: opts,
+      verifier,
+      authorizer,
+      revocations,
+      contexts,
+      tools,
+      server: { name: "mcp-server", version: VERSION },
+      ...(options.now === undefined ? {} : { now: options.now }),
+    });
+  }
+
+  return {
+    options: opts,
+    get core() {
+      if (core === undefined) throw new Error("the server is not listening yet: call listen() first");
+      return core;
+    },
+    get connections() {
+      return listener?.connections ?? 0;
+    },
+    async listen() {
+      if (listener !== undefined) throw new Error("the server is already listening");
+      const c = await build();
+      core = c;
+      const handler = connectNodeAdapter({
+        routes: (router) => registerRoutes(router, c),
+        readMaxBytes: opts.maxMessageBytes,
+        maxTimeoutMs: opts.maxTimeoutMs,
+        contextValues: (req) => createContextValues().set(kConnectionFacts, connectionFacts(req)),
+      });
+      listener = await listen(
+        {
+          bindAddress: opts.bindAddress,
+          port: opts.port,
+          maxConnections: opts.maxConnections,
+          tls: opts.tlsCert !== undefined && opts.tlsKey !== undefined ? { cert: opts.tlsCert, key: opts.tlsKey } : undefined,
+          pingIntervalMs: opts.heartbeatIntervalMs,
+        },
+        handler,
+      );
+      const scheme = opts.tlsCert === undefined ? "http" : "https";
+      const host = listener.address.includes(":") ? `[${listener.address}]` : listener.address;
+      return { address: listener.address, port: listener.port, url: `${scheme}://${host}:${listener.port}` };
+    },
+    async close() {
+      await core?.close();
+      await listener?.close();
+      for (const c of closers.splice(0).reverse()) await c();
+    },
+  };
+}

@@ -1,0 +1,376 @@
+/**
+ * One session stream (SessionService/Connect): the handshake state machine and the dispatch of
+ * every ClientMessage kind (PROTOCOL.md §4). The read side never waits for a command to finish;
+ * it only waits while the outbound side is congested (backpressure).
+ */
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { ContextUpdateResultSchema, type ContextSync, type StateSync } from "../../gen/mcp/v1/context_pb.js";
+import {
+  AuthenticationResultSchema,
+  HandshakeResultSchema,
+  PongSchema,
+  ServerMessageSchema,
+  type ClientMessage,
+  type Handshake,
+  type ServerMessage,
+} from "../../gen/mcp/v1/session_pb.js";
+import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
+import { protocolVersionName } from "../config.js";
+import { McpError, toMcpError, toProtoError } from "../errors.js";
+import type { McpCore, TransportInfo } from "./core.js";
+import type { AuthState, MessageSink, Session } from "./session.js";
+
+type ConnectionState =
+  | { kind: "awaiting_handshake" }
+  | { kind: "handshaking" }
+  | { kind: "bound"; session: Session }
+  | { kind: "closed" };
+
+/** A stream's connection to the core. Create one per stream with `openConnection`. */
+export interface Connection {
+  /** Handles one message. Never waits for the work it starts. */
+  receive(msg: ClientMessage): void;
+  /** Reads messages until the stream ends, pausing while the client does not read (backpressure). */
+  run(requests: AsyncIterable<ClientMessage>): Promise<void>;
+  /** True while the outbound side is full: a transport reading frames itself should pause. */
+  readonly congested: boolean;
+  /** Resolves when the outbound side can take more. */
+  writable(): Promise<void>;
+  /** The stream ended (client gone, transport error): detach the session, keep it for resume. */
+  end(error?: McpError): void;
+  /** The session, once the handshake succeeded. */
+  readonly session: Session | undefined;
+}
+
+/** Starts the state machine of one stream. */
+export function openConnection(core: McpCore, transport: TransportInfo, sink: MessageSink): Connection {
+  const opts = core.deps.options;
+  let state: ConnectionState = { kind: "awaiting_handshake" };
+  // Messages that arrive while the (async) handshake runs are held, then handled in order.
+  let held: ClientMessage[] = [];
+  // What the Handshake asked for; a refresh is granted against the same request.
+  let requestedLevel = SecurityLevel.UNSPECIFIED;
+  let lastHeard = core.now();
+  const heartbeat = setInterval(() => {
+    // A peer silent past twice the interval is dropped and its session kept for resume (§4 step 6).
+    if (core.now() - lastHeard > 2 * opts.heartbeatIntervalMs) {
+      end();
+      sink.close();
+    }
+  }, opts.heartbeatIntervalMs);
+  heartbeat.unref();
+  let slowTimer: ReturnType<typeof setTimeout> | undefined;
+
+  const self: Connection = {
+    receive,
+    run,
+    get congested() {
+      return state.kind === "bound" && state.session.isCongested;
+    },
+    writable() {
+      return state.kind === "bound" ? state.session.writable() : Promise.resolve();
+    },
+    end,
+    get session() {
+      return state.kind === "bound" ? state.session : undefined;
+    },
+  };
+
+  /** Sends a message outside a session (before or instead of a handshake): seq 0. */
+  function sendUnbound(payload: ServerMessage["message"]): void {
+    sink.write([create(ServerMessageSchema, { seq: 0n, message: payload })]);
+  }
+
+  function setState(next: ConnectionState): void {
+    if (next.kind === "closed") {
+      clearInterval(heartbeat);
+      clearTimeout(slowTimer);
+    }
+    state = next;
+  }
+
+  /** A fatal error: tell the client and end the stream (the session stays for resume). */
+  function fail(err: McpError): void {
+    if (state.kind === "bound") {
+      const s = state.session;
+      s.emit({ case: "error", value: toProtoError(err) });
+      s.flush();
+      s.detach(self);
+      sink.close();
+    } else if (state.kind !== "closed") {
+      sendUnbound({ case: "error", value: toProtoError(err) });
+      sink.close();
+    }
+    setState({ kind: "closed" });
+  }
+
+  function end(error?: McpError): void {
+    if (error !== undefined) return fail(error);
+    if (state.kind === "bound") state.session.detach(self);
+    setState({ kind: "closed" });
+  }
+
+  function receive(msg: ClientMessage): void {
+    lastHeard = core.now();
+    switch (state.kind) {
+      case "closed":
+        return;
+      case "handshaking":
+        held.push(msg);
+        return;
+      case "awaiting_handshake":
+        if (msg.message.case !== "handshake") {
+          return fail(new McpError("handshake_required", `the first message must be a Handshake, got ${msg.message.case ?? "an empty message"}`));
+        }
+        setState({ kind: "handshaking" });
+        handshake(msg.message.value).then(
+          (session) => {
+            if (state.kind === "closed") {
+              session.detach(self);
+              return;
+            }
+            setState({ kind: "bound", session });
+            const queued = held;
+            held = [];
+            for (const m of queued) receive(m);
+          },
+          (e: unknown) => fail(toMcpError(e, "invalid_message")),
+        );
+        return;
+      case "bound":
+        dispatch(state.session, msg);
+    }
+  }
+
+  async function handshake(h: Handshake): Promise<Session> {
+    const supported = opts.protocolVersions;
+    const version = h.protocolVersions.find((v) => supported.includes(v));
+    if (version === undefined) {
+      throw new McpError(
+        "unsupported_version",
+        `no common protocol version: the client offered [${h.protocolVersions.map(protocolVersionName).join(", ")}], this server speaks [${supported.map(protocolVersionName).join(", ")}]`,
+        { supportedVersions: supported },
+      );
+    }
+    if (h.securityLevel === SecurityLevel.HIGH && !transport.secure) {
+      throw new McpError("insufficient_security_level", "security level high needs a TLS connection; this one is cleartext");
+    }
+    requestedLevel = h.securityLevel;
+    const token = h.token ?? core.bearer(transport);
+    const auth = await core.authenticate(token, transport, h.securityLevel);
+    if (h.resume !== undefined && h.resume.sessionId !== "") {
+      return resume(h, auth, version);
+    }
+    const session = core.newSession(auth, { sink, owner: self });
+    session.emit({ case: "handshakeResult", value: handshakeResult(session, auth, version, false) });
+    return session;
+  }
+
+  async function resume(h: Handshake, auth: AuthState, version: number): Promise<Session> {
+    const r = h.resume!; // checked by the caller
+    const session = await core.findForResume(r.sessionId, auth);
+    const replay = session.messagesAfter(r.lastSeq);
+    if (replay === undefined) {
+      throw new McpError(
+        "session_expired",
+        `session ${r.sessionId} can no longer replay from seq ${r.lastSeq} (the resume buffer moved on): start a new session and re-sync context`,
+      );
+    }
+    session.attach(sink, self);
+    // The client's credentials may be newer than the session's (a refreshed token).
+    if (auth.principal !== undefined) session.setAuth(auth);
+    // Every message after last_seq exactly once, in order, then the live stream (§4 step 5).
+    if (replay.length > 0) sink.write(replay);
+    session.emit({ case: "handshakeResult", value: handshakeResult(session, session.auth, version, true) });
+    return session;
+  }
+
+  function handshakeResult(session: Session, auth: AuthState, version: number, resumed: boolean) {
+    return create(HandshakeResultSchema, {
+      protocolVersion: version,
+      sessionId: session.id,
+      server: core.deps.server,
+      securityLevel: auth.level,
+      limits: {
+        maxMessageBytes: opts.maxMessageBytes,
+        maxInflightCommands: opts.maxInflightCommands,
+        maxBatchSize: opts.maxBatchSize,
+        heartbeatIntervalMs: opts.heartbeatIntervalMs,
+        defaultTimeoutMs: opts.defaultTimeoutMs,
+        maxTimeoutMs: opts.maxTimeoutMs,
+      },
+      ...(auth.principal === undefined ? {} : { principal: auth.principal }),
+      ...(auth.expiresAt === undefined ? {} : { expiresAt: timestampFromMs(auth.expiresAt) }),
+      resumed,
+    });
+  }
+
+  /** The session's answer to an error that belongs to no command. */
+  function sendError(session: Session, err: McpError): void {
+    session.emit({ case: "error", value: toProtoError(err) });
+  }
+
+  function dispatch(session: Session, msg: ClientMessage): void {
+    const m = msg.message;
+    switch (m.case) {
+      case "command":
+        // Readiness (authenticated, not expired) is checked per command by the runner's host, so a
+        // refused command still gets its one Response.
+        session.runner.start(m.value, (r) => session.emit({ case: "response", value: r }));
+        return;
+      case "batch":
+        session.runner.startBatch(m.value, (r) => session.emit({ case: "response", value: r }));
+        return;
+      case "cancel":
+        // Cancelling a command that already finished is not an error: its Response is on its way.
+        session.runner.cancel(m.value.commandId);
+        return;
+      case "ping":
+        session.emit({ case: "pong", value: create(PongSchema, { id: m.value.id }) });
+        return;
+      case "authentication":
+        authenticateSession(session, m.value.token);
+        return;
+      case "sync":
+        startSync(session, m.value);
+        return;
+      case "update": {
+        const update = m.value;
+        core.updateContext(session.auth, update).then(
+          (result) => session.emit({ case: "updateResult", value: result }),
+          (e: unknown) => {
+            const err = toMcpError(e, "invalid_argument");
+            session.emit({
+              case: "updateResult",
+              value: create(ContextUpdateResultSchema, {
+                id: update.id,
+                contextId: update.contextId,
+                version: err.details.currentVersion ?? 0n,
+                error: toProtoError(err),
+              }),
+            });
+          },
+        );
+        return;
+      }
+      case "handshake":
+        return sendError(session, new McpError("invalid_message", "the session already completed its Handshake"));
+      case undefined:
+        return sendError(session, new McpError("invalid_message", "empty ClientMessage: set one of its fields"));
+    }
+  }
+
+  function authenticateSession(session: Session, token: string): void {
+    core.authenticate(token, transport, requestedLevel).then(
+      (auth) => {
+        const current = session.auth.principal?.subject;
+        if (current !== undefined && auth.principal?.subject !== current) {
+          throw new McpError("permission_denied", `this session belongs to "${current}": a token for another subject cannot take it over`);
+        }
+        const level = auth.level;
+        session.setAuth(auth);
+        session.emit({
+          case: "authenticationResult",
+          value: create(AuthenticationResultSchema, {
+            ...(auth.principal === undefined ? {} : { principal: auth.principal }),
+            ...(auth.expiresAt === undefined ? {} : { expiresAt: timestampFromMs(auth.expiresAt) }),
+            securityLevel: level,
+          }),
+        });
+      },
+    ).catch((e: unknown) => sendError(session, toMcpError(e, "unauthenticated")));
+  }
+
+  function startSync(session: Session, sync: StateSync): void {
+    const id = sync.contextId;
+    const contextError = (e: unknown) => {
+      const err = toMcpError(e, "invalid_argument");
+      sendError(session, new McpError(err.code, err.message, { ...err.details, contextId: id }));
+    };
+    if (!sync.watch) {
+      session.watches.get(id)?.abort();
+      core.syncContext(session.auth, sync).then((s) => session.emit({ case: "contextSync", value: s }), contextError);
+      return;
+    }
+    const ac = new AbortController();
+    let iterable: AsyncIterable<ContextSync>;
+    try {
+      iterable = core.watchContext(session.auth, sync, ac.signal);
+    } catch (e) {
+      return contextError(e);
+    }
+    session.watches.get(id)?.abort();
+    session.watches.set(id, ac);
+    (async () => {
+      for await (const s of iterable) {
+        session.emit({ case: "contextSync", value: s });
+        // Pull the next change only when the client can take it: a slow watcher collapses to a
+        // catch-up sync inside the context manager instead of growing this session's queue.
+        if (session.isCongested) await session.writable();
+        if (ac.signal.aborted || session.closed) break;
+      }
+    })()
+      .catch((e: unknown) => {
+        if (!ac.signal.aborted) contextError(e);
+      })
+      .finally(() => {
+        if (session.watches.get(id) === ac) session.watches.delete(id);
+      });
+  }
+
+  async function run(requests: AsyncIterable<ClientMessage>): Promise<void> {
+    const it = requests[Symbol.asyncIterator]();
+    try {
+      for (;;) {
+        if (self.congested) await waitWritable();
+        if (state.kind === "closed") break;
+        const r = await it.next();
+        if (r.done === true) break;
+        receive(r.value);
+      }
+      end();
+    } catch (e) {
+      end(readError(e));
+    } finally {
+      // Tell the source we stopped reading (no-op when it ended by itself).
+      it.return?.().catch(() => {});
+    }
+  }
+
+  /** Waits for the client to read; drops it with `slow_consumer` when it does not in time. */
+  async function waitWritable(): Promise<void> {
+    slowTimer = setTimeout(
+      () =>
+        fail(
+          new McpError("slow_consumer", `the client read nothing for ${opts.slowConsumerTimeoutMs} ms while its queue was full`, {
+            retryAfterMs: 1000,
+          }),
+        ),
+      opts.slowConsumerTimeoutMs,
+    );
+    try {
+      await self.writable();
+    } finally {
+      clearTimeout(slowTimer);
+    }
+  }
+
+  return self;
+}
+
+/** Errors raised while reading a stream, as McpErrors (the transport's own words in `cause`). */
+export function readError(e: unknown): McpError | undefined {
+  if (e instanceof McpError) return e;
+  const code = (e as { code?: unknown } | null)?.code;
+  const message = e instanceof Error ? e.message : String(e);
+  // connect-es raises resource_exhausted (8) when a message exceeds readMaxBytes.
+  if (code === 8 && /readMaxBytes|too large|larger than/i.test(message)) {
+    return new McpError("message_too_large", message, { cause: e });
+  }
+  if (code === 3 || /parse|decode|invalid wire|premature/i.test(message)) {
+    return new McpError("invalid_message", `could not decode a ClientMessage: ${message}`, { cause: e });
+  }
+  // The client went away (reset, abort): nothing to tell it.
+  return undefined;
+}

@@ -1,0 +1,353 @@
+/**
+ * THE CORE (ARCHITECTURE.md): one implementation of authentication, authorisation, command
+ * dispatch and context access that the session stream and every unary RPC share. Transports
+ * (src/server/) turn requests into calls on `McpCore`; nothing here knows about HTTP.
+ */
+import { randomUUID } from "node:crypto";
+import { create, type JsonObject } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import type { Command, ToolDescriptor } from "../../gen/mcp/v1/command_pb.js";
+import type { ContextSync, ContextUpdate, ContextUpdateResult, StateSync } from "../../gen/mcp/v1/context_pb.js";
+import { EventSchema, type Event } from "../../gen/mcp/v1/event_pb.js";
+import { SessionInfoSchema, type SessionInfo } from "../../gen/mcp/v1/admin_pb.js";
+import type { ServerMessage } from "../../gen/mcp/v1/session_pb.js";
+import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
+import type { ResolvedServerOptions } from "../config.js";
+import type { ContextManager } from "../context/index.js";
+import { McpError } from "../errors.js";
+import type { Authorizer, AuthSubject, RevocationStore, TokenVerifier } from "../security/index.js";
+import { grantedLevel, levelAtLeast, levelName } from "../security/index.js";
+import type { ToolRegistry } from "../tools/index.js";
+import { createCommandRunner, type CommandHost, type CommandRunner } from "./command-runner.js";
+import { Session, type AuthState, type MessageSink } from "./session.js";
+
+/** What the transport knows about a request or stream. */
+export interface TransportInfo {
+  /** TLS connection. */
+  secure: boolean;
+  /** The `Authorization` header, if any. */
+  authorization?: string | null;
+}
+
+/** The parts the core is assembled from (built by `createMcpServer`). */
+export interface CoreDeps {
+  options: ResolvedServerOptions;
+  /** Undefined when the server runs without tokens (LOW only). */
+  verifier: TokenVerifier | undefined;
+  authorizer: Authorizer;
+  revocations: RevocationStore;
+  contexts: ContextManager;
+  tools: ToolRegistry;
+  server: { name: string; version: string };
+  /** @default Date.now */
+  now?: () => number;
+}
+
+/** The shared core. */
+export interface McpCore {
+  readonly deps: CoreDeps;
+  readonly now: () => number;
+  /** Whether unauthenticated (LOW) sessions are admitted. */
+  readonly allowLow: boolean;
+  /** Verifies a token (or none) into an auth state for a requested level. */
+  authenticate(token: string | undefined, transport: TransportInfo, requested: SecurityLevel): Promise<AuthState>;
+  /** The bearer token of an Authorization header; undefined when absent. */
+  bearer(transport: TransportInfo): string | undefined;
+  /** Throws unless `auth` may do more than handshake/authenticate/ping (PROTOCOL.md §4 step 2). */
+  requireReady(auth: AuthState): void;
+  /** A command runner bound to an auth state (a session's, or a unary request's). */
+  createRunner(getAuth: () => AuthState, emitEvent: (commandId: string, type: string, data: JsonObject) => void, sessionId?: string): CommandRunner;
+  /** The tools `auth` may use. */
+  listTools(auth: AuthState): ToolDescriptor[];
+  getContext(auth: AuthState, contextId: string): Promise<ContextSync>;
+  updateContext(auth: AuthState, update: ContextUpdate): Promise<ContextUpdateResult>;
+  syncContext(auth: AuthState, sync: StateSync): Promise<ContextSync>;
+  watchContext(auth: AuthState, sync: StateSync, signal: AbortSignal): AsyncIterable<ContextSync>;
+  /** Sessions: registry for resume and administration. */
+  readonly sessions: Map<string, Session>;
+  newSession(auth: AuthState, init: { sink: MessageSink; owner: object }): Session;
+  /** Finds a session to resume; throws session_expired / token_revoked / permission_denied. */
+  findForResume(sessionId: string, auth: AuthState): Promise<Session>;
+  /** Session events (from a seq) or broadcast events, for EventService/Subscribe. */
+  subscribe(auth: AuthState, sessionId: string, afterSeq: bigint, types: readonly string[], signal: AbortSignal): AsyncIterable<Event>;
+  listSessions(auth: AuthState): SessionInfo[];
+  revokeSession(auth: AuthState, sessionId: string): Promise<void>;
+  revokeToken(auth: AuthState, jti: string, untilMs: number | undefined): Promise<void>;
+  /** Ends every session (server shutdown). */
+  close(): Promise<void>;
+}
+
+function subjectOf(auth: AuthState, sessionId?: string): AuthSubject {
+  const s: AuthSubject = { level: auth.level };
+  if (auth.principal !== undefined) s.principal = auth.principal;
+  if (sessionId !== undefined) s.sessionId = sessionId;
+  return s;
+}
+
+/** Assembles the core. */
+export function createCore(deps: CoreDeps): McpCore {
+  const { options, authorizer, contexts, tools, revocations } = deps;
+  const now = deps.now ?? Date.now;
+  const sessions = new Map<string, Session>();
+  const allowLow = options.securityLevel === SecurityLevel.LOW;
+  const minLevel = options.securityLevel;
+
+  function bearer(transport: TransportInfo): string | undefined {
+    const h = transport.authorization;
+    if (h === undefined || h === null || h === "") return undefined;
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(h);
+    if (m === null) throw new McpError("unauthenticated", "Authorization header must be `Bearer <token>`");
+    return m[1];
+  }
+
+  async function authenticate(token: string | undefined, transport: TransportInfo, requested: SecurityLevel): Promise<AuthState> {
+    if (token === undefined) {
+      return { level: grantedLevel({ requested, tokenMax: undefined, transportSecure: transport.secure, allowLow }), expired: false };
+    }
+    if (deps.verifier === undefined) {
+      throw new McpError("unauthenticated", "this server accepts no tokens (no secret or JWKS configured)");
+    }
+    const v = await deps.verifier.verify(token);
+    const auth: AuthState = {
+      principal: v.principal,
+      level: grantedLevel({ requested, tokenMax: v.maxLevel, transportSecure: transport.secure, allowLow }),
+      expiresAt: v.expiresAt,
+      expired: false,
+    };
+    if (v.jti !== undefined) auth.jti = v.jti;
+    return auth;
+  }
+
+  function requireReady(auth: AuthState): void {
+    if (auth.expired) throw new McpError("token_expired", "the session's token expired: send a fresh Authentication");
+    if (!levelAtLeast(auth.level, minLevel)) {
+      throw new McpError(
+        "unauthenticated",
+        `authenticate first: this server needs security level ${levelName(minLevel)} (token in the Handshake, an Authorization header or an Authentication message)`,
+      );
+    }
+  }
+
+  function authorize(auth: AuthState, permission: string, level: SecurityLevel, action: string, sessionId?: string): void {
+    requireReady(auth);
+    authorizer.require(subjectOf(auth, sessionId), permission, level, action);
+  }
+
+  function createRunner(
+    getAuth: () => AuthState,
+    emitEvent: (commandId: string, type: string, data: JsonObject) => void,
+    sessionId?: string,
+  ): CommandRunner {
+    const host: CommandHost = {
+      prepare(command: Command) {
+        const auth = getAuth();
+        requireReady(auth);
+        const tool = tools.get(command.tool);
+        if (tool === undefined) throw new McpError("unknown_tool", `no tool named "${command.tool}"`, { field: "tool" });
+        authorizer.require(subjectOf(auth, sessionId), tool.permission, tool.securityLevel, `run ${tool.name}`);
+        if (command.contextVersion > 0n) {
+          authorizer.require(subjectOf(auth, sessionId), `context:${command.contextId}:read`, SecurityLevel.STANDARD, `precondition on ${command.contextId}`);
+        }
+        const subject = auth.principal?.subject;
+        return {
+          run: (signal, emit) =>
+            tool.run(command, subject === undefined ? { signal, commandId: command.id, emit } : { signal, commandId: command.id, subject, emit }),
+        };
+      },
+      async checkPrecondition(contextId, version) {
+        // A sync from the expected version is an empty delta when the context is there; its
+        // to_version is the current version either way (context_not_found when it never existed).
+        const current = (await contexts.sync(contextId, version)).toVersion;
+        if (current !== version) {
+          throw new McpError("version_conflict", `context "${contextId}" is at version ${current}, the command requires ${version}`, {
+            currentVersion: current,
+            contextId,
+          });
+        }
+      },
+      emitEvent,
+    };
+    return createCommandRunner(host, options, now);
+  }
+
+  const contextPermission = (id: string, access: "read" | "write") => `context:${id}:${access}`;
+
+  function newSession(auth: AuthState, init: { sink: MessageSink; owner: object }): Session {
+    const session = new Session(
+      {
+        id: randomUUID(),
+        auth,
+        resumeBufferMessages: options.resumeBufferMessages,
+        resumeTtlMs: options.resumeTtlMs,
+        expiryWarningMs: options.expiryWarningMs,
+        now,
+        onClosed: (s) => sessions.delete(s.id),
+      },
+      init.sink,
+      init.owner,
+    );
+    session.runner = createRunner(
+      () => session.auth,
+      (commandId, type, data) => session.emitEvent(type, data, { commandId }),
+      session.id,
+    );
+    sessions.set(session.id, session);
+    return session;
+  }
+
+  async function endSessionsOfToken(jti: string): Promise<void> {
+    for (const s of [...sessions.values()]) {
+      if (s.auth.jti === jti) s.close(new McpError("token_revoked", `the session's token was revoked`));
+    }
+  }
+
+  return {
+    deps,
+    now,
+    allowLow,
+    authenticate,
+    bearer,
+    requireReady,
+    createRunner,
+    sessions,
+    newSession,
+
+    listTools(auth) {
+      if (auth.expired || !levelAtLeast(auth.level, minLevel)) return [];
+      const subject = subjectOf(auth);
+      return tools
+        .list()
+        .filter((t) => authorizer.allows(subject, t.permission, t.securityLevel))
+        .map((t) => t.descriptor);
+    },
+
+    async getContext(auth, contextId) {
+      authorize(auth, contextPermission(contextId, "read"), SecurityLevel.STANDARD, `read context ${contextId}`);
+      return contexts.get(contextId);
+    },
+
+    async updateContext(auth, update) {
+      authorize(auth, contextPermission(update.contextId, "write"), SecurityLevel.STANDARD, `write context ${update.contextId}`);
+      return contexts.update(update, auth.principal?.subject ?? "anonymous");
+    },
+
+    async syncContext(auth, sync) {
+      authorize(auth, contextPermission(sync.contextId, "read"), SecurityLevel.STANDARD, `read context ${sync.contextId}`);
+      return contexts.sync(sync.contextId, sync.knownVersion);
+    },
+
+    watchContext(auth, sync, signal) {
+      authorize(auth, contextPermission(sync.contextId, "read"), SecurityLevel.STANDARD, `watch context ${sync.contextId}`);
+      return contexts.watch(sync.contextId, sync.knownVersion, signal);
+    },
+
+    async findForResume(sessionId, auth) {
+      if (await revocations.isSessionRevoked(sessionId)) {
+        throw new McpError("token_revoked", `session ${sessionId} was revoked`);
+      }
+      const s = sessions.get(sessionId);
+      if (s === undefined || s.closed) {
+        throw new McpError("session_expired", `session ${sessionId} is gone: start a new session and re-sync context`);
+      }
+      const owner = s.auth.principal?.subject;
+      if (owner !== auth.principal?.subject) {
+        authorizer.require(subjectOf(auth), "sessions:admin", SecurityLevel.STANDARD, `resume session ${sessionId} of another principal`);
+        // Even an administrator does not take over another principal's session: the rights would be the owner's.
+        throw new McpError("permission_denied", `session ${sessionId} belongs to another principal`);
+      }
+      return s;
+    },
+
+    async *subscribe(auth, sessionId, afterSeq, types, signal) {
+      requireReady(auth);
+      const wanted = (type: string) => types.length === 0 || types.some((t) => (t.endsWith(".") ? type.startsWith(t) : type === t));
+      if (sessionId === "") {
+        // Broadcast: this server's context changes the caller may read, as `context.changed`.
+        yield* broadcastEvents(auth, wanted, signal);
+        return;
+      }
+      const s = sessions.get(sessionId);
+      if (s === undefined) throw new McpError("session_expired", `session ${sessionId} is gone`);
+      if (s.auth.principal?.subject !== auth.principal?.subject) {
+        throw new McpError("permission_denied", `session ${sessionId} belongs to another principal`);
+      }
+      const queue: Event[] = [];
+      let wake: (() => void) | undefined;
+      const tap = (m: ServerMessage) => {
+        if (m.message.case === "event" && wanted(m.message.value.type)) {
+          queue.push(m.message.value);
+          wake?.();
+        }
+      };
+      const replay = s.messagesAfter(afterSeq) ?? [];
+      for (const m of replay) tap(m);
+      s.taps.add(tap);
+      const onAbort = () => wake?.();
+      signal.addEventListener("abort", onAbort, { once: true });
+      try {
+        while (!signal.aborted && !s.closed) {
+          const e = queue.shift();
+          if (e !== undefined) {
+            yield e;
+            continue;
+          }
+          await new Promise<void>((r) => (wake = r));
+          wake = undefined;
+        }
+      } finally {
+        s.taps.delete(tap);
+        signal.removeEventListener("abort", onAbort);
+      }
+    },
+
+    listSessions(auth) {
+      authorize(auth, "sessions:admin", SecurityLevel.STANDARD, "list sessions");
+      return [...sessions.values()].map((s) =>
+        create(SessionInfoSchema, {
+          sessionId: s.id,
+          ...(s.auth.principal === undefined ? {} : { principal: s.auth.principal }),
+          securityLevel: s.auth.level,
+          createdAt: timestampFromMs(s.createdAt),
+          connected: s.connected,
+          lastSeq: s.lastSeq,
+          ...(s.auth.expiresAt === undefined ? {} : { expiresAt: timestampFromMs(s.auth.expiresAt) }),
+        }),
+      );
+    },
+
+    async revokeSession(auth, sessionId) {
+      authorize(auth, "sessions:admin", SecurityLevel.STANDARD, `revoke session ${sessionId}`);
+      await revocations.revokeSession(sessionId, now() + options.resumeTtlMs + 24 * 3600_000);
+      sessions.get(sessionId)?.close(new McpError("token_revoked", `session ${sessionId} was revoked by an administrator`));
+    },
+
+    async revokeToken(auth, jti, untilMs) {
+      authorize(auth, "sessions:admin", SecurityLevel.STANDARD, `revoke token ${jti}`);
+      await revocations.revokeToken(jti, untilMs ?? now() + 30 * 24 * 3600_000);
+      await endSessionsOfToken(jti);
+    },
+
+    async close() {
+      for (const s of [...sessions.values()]) s.close(new McpError("session_expired", "the server is shutting down"));
+    },
+  };
+
+  async function* broadcastEvents(auth: AuthState, wanted: (type: string) => boolean, signal: AbortSignal): AsyncIterable<Event> {
+    if (!wanted("context.changed")) {
+      await new Promise<void>((r) => signal.addEventListener("abort", () => r(), { once: true }));
+      return;
+    }
+    const subject = subjectOf(auth);
+    let seq = 0n;
+    for await (const change of contexts.changes(signal)) {
+      if (!authorizer.allows(subject, contextPermission(change.contextId, "read"), SecurityLevel.STANDARD)) continue;
+      yield create(EventSchema, {
+        seq: ++seq,
+        type: "context.changed",
+        contextId: change.contextId,
+        data: { context_id: change.contextId, version: change.version.toString(), updated_by: change.updatedBy },
+        time: timestampFromMs(now()),
+      });
+    }
+  }
+}

@@ -1,0 +1,265 @@
+/**
+ * A session: who it acts for, its numbered outbound messages, the ring of recent messages kept
+ * for resume, its commands and context watches (PROTOCOL.md §4). It outlives the stream that
+ * opened it: a disconnect detaches it, a resume attaches a new stream.
+ */
+import { create, type JsonObject } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { EventSchema } from "../../gen/mcp/v1/event_pb.js";
+import { ServerMessageSchema, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
+import type { Principal, SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
+import { McpError, toProtoError } from "../errors.js";
+import type { CommandRunner } from "./command-runner.js";
+
+/** Who a session acts for, at which level. */
+export interface AuthState {
+  principal?: Principal;
+  level: SecurityLevel;
+  /** Token expiry, epoch ms. */
+  expiresAt?: number;
+  /** Token id, for revocation. */
+  jti?: string;
+  /** Set once the token expired: rights end until a fresh Authentication. */
+  expired: boolean;
+}
+
+/** Where a session's messages go while a stream is attached. Implemented by each transport. */
+export interface MessageSink {
+  /** Takes a batch in seq order; false when the transport's buffer is full (stop producing). */
+  write(batch: readonly ServerMessage[]): boolean;
+  /** Resolves once the transport can take more after `write` returned false. */
+  drain(): Promise<void>;
+  /** Ends the stream (after anything already written). */
+  close(): void;
+}
+
+/** The `message` oneof of a ServerMessage, without seq. */
+export type ServerPayload = ServerMessage["message"];
+
+type SessionState =
+  | { kind: "attached"; sink: MessageSink; owner: object }
+  | { kind: "detached"; since: number; timer: ReturnType<typeof setTimeout> }
+  | { kind: "closed"; reason: McpError };
+
+/** Options of a session; resolved by the core. */
+export interface SessionInit {
+  id: string;
+  auth: AuthState;
+  resumeBufferMessages: number;
+  resumeTtlMs: number;
+  expiryWarningMs: number;
+  now: () => number;
+  /** Called once when the session closes for good (TTL, revoke, shutdown). */
+  onClosed: (session: Session) => void;
+}
+
+/**
+ * One session. A class because it is a long-lived resource with private state and a lifecycle
+ * (STYLE.md §2); `setState` makes every transition.
+ */
+export class Session {
+  readonly id: string;
+  readonly createdAt: number;
+  auth: AuthState;
+  /** Set by the core right after construction (the runner needs the session's host callbacks). */
+  runner!: CommandRunner;
+  /** Context watches by context id; aborted on replace or close. */
+  readonly watches = new Map<string, AbortController>();
+  /** Observers of every emitted message (EventService/Subscribe). */
+  readonly taps = new Set<(m: ServerMessage) => void>();
+
+  private seq = 0n;
+  private readonly ring: (ServerMessage | undefined)[];
+  private pending: ServerMessage[] = [];
+  private flushScheduled = false;
+  private congested = false;
+  private readonly writableWaiters: (() => void)[] = [];
+  private state: SessionState;
+  private expiryTimers: ReturnType<typeof setTimeout>[] = [];
+  private readonly init: SessionInit;
+
+  constructor(init: SessionInit, sink: MessageSink, owner: object) {
+    this.init = init;
+    this.id = init.id;
+    this.auth = init.auth;
+    this.createdAt = init.now();
+    this.ring = new Array<ServerMessage | undefined>(init.resumeBufferMessages);
+    this.state = { kind: "attached", sink, owner };
+    this.scheduleExpiry();
+  }
+
+  /** The last seq assigned. */
+  get lastSeq(): bigint {
+    return this.seq;
+  }
+
+  get connected(): boolean {
+    return this.state.kind === "attached";
+  }
+
+  get closed(): boolean {
+    return this.state.kind === "closed";
+  }
+
+  /** Whether `owner` (a stream connection) is the one attached now. */
+  isAttachedTo(owner: object): boolean {
+    return this.state.kind === "attached" && this.state.owner === owner;
+  }
+
+  /** Numbers a message, keeps it for resume and queues it for the attached stream. */
+  emit(payload: ServerPayload): ServerMessage {
+    const seq = ++this.seq;
+    const msg = create(ServerMessageSchema, { seq, message: payload });
+    this.ring[Number(seq % BigInt(this.ring.length))] = msg;
+    for (const tap of this.taps) tap(msg);
+    if (this.state.kind === "attached") {
+      this.pending.push(msg);
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        // One write per tick, not per message (ARCHITECTURE.md "hot path").
+        setImmediate(this.flush);
+      }
+    }
+    return msg;
+  }
+
+  /** An Event on this session's stream; its seq equals the carrying ServerMessage's. */
+  emitEvent(type: string, data: JsonObject, ids: { commandId?: string; contextId?: string } = {}): void {
+    const event = create(EventSchema, {
+      type,
+      data,
+      commandId: ids.commandId ?? "",
+      contextId: ids.contextId ?? "",
+      time: timestampFromMs(this.init.now()),
+    });
+    const msg = this.emit({ case: "event", value: event });
+    event.seq = msg.seq;
+  }
+
+  /** Sends whatever is queued now (also called by the timer set in `emit`). */
+  readonly flush = (): void => {
+    this.flushScheduled = false;
+    if (this.state.kind !== "attached" || this.pending.length === 0) return;
+    const batch = this.pending;
+    this.pending = [];
+    const sink = this.state.sink;
+    if (!sink.write(batch) && !this.congested) {
+      this.congested = true;
+      sink.drain().then(
+        () => this.setUncongested(sink),
+        () => this.setUncongested(sink),
+      );
+    }
+  };
+
+  private setUncongested(sink: MessageSink): void {
+    if (this.state.kind === "attached" && this.state.sink !== sink) return;
+    this.congested = false;
+    for (const w of this.writableWaiters.splice(0)) w();
+  }
+
+  /** True while the attached stream's buffer is full: producers should wait (`writable()`). */
+  get isCongested(): boolean {
+    return this.congested || this.state.kind !== "attached";
+  }
+
+  /** Resolves when a stream is attached and can take more; rejects never. */
+  writable(): Promise<void> {
+    if (!this.isCongested) return Promise.resolve();
+    return new Promise((resolve) => this.writableWaiters.push(resolve));
+  }
+
+  /**
+   * The messages after `lastSeq`, for a resume; undefined when the ring no longer holds all of
+   * them (then the session cannot resume exactly-once and counts as expired).
+   */
+  messagesAfter(lastSeq: bigint): ServerMessage[] | undefined {
+    if (lastSeq > this.seq) return undefined;
+    const cap = BigInt(this.ring.length);
+    const oldest = this.seq >= cap ? this.seq - cap + 1n : 1n;
+    if (lastSeq + 1n < oldest) return undefined;
+    const out: ServerMessage[] = [];
+    for (let s = lastSeq + 1n; s <= this.seq; s++) {
+      const m = this.ring[Number(s % cap)];
+      if (m === undefined || m.seq !== s) return undefined;
+      out.push(m);
+    }
+    return out;
+  }
+
+  /** Attaches a (new) stream; the previous one, if any, is closed. Returns the replay. */
+  attach(sink: MessageSink, owner: object): void {
+    if (this.state.kind === "closed") throw this.state.reason;
+    this.setState({ kind: "attached", sink, owner });
+  }
+
+  /** The stream went away: keep the session for resume for `resumeTtlMs`. */
+  detach(owner: object): void {
+    if (!this.isAttachedTo(owner)) return;
+    const timer = setTimeout(
+      () => this.close(new McpError("session_expired", `session ${this.id} was not resumed within ${this.init.resumeTtlMs} ms`)),
+      this.init.resumeTtlMs,
+    );
+    timer.unref();
+    this.setState({ kind: "detached", since: this.init.now(), timer });
+  }
+
+  /** Ends the session for good: the client is told why, commands aborted, watches stopped, stream closed. */
+  close(reason: McpError): void {
+    if (this.state.kind === "closed") return;
+    this.emit({ case: "error", value: toProtoError(reason) });
+    this.setState({ kind: "closed", reason });
+    this.runner.abortAll(reason);
+    for (const w of this.watches.values()) w.abort(reason);
+    this.watches.clear();
+    for (const w of this.writableWaiters.splice(0)) w();
+    this.init.onClosed(this);
+  }
+
+  /** Why the session closed, if it did. */
+  get closeReason(): McpError | undefined {
+    return this.state.kind === "closed" ? this.state.reason : undefined;
+  }
+
+  /** The single transition function: cleans up what the old state held. */
+  private setState(next: SessionState): void {
+    const prev = this.state;
+    if (prev.kind === "detached") clearTimeout(prev.timer);
+    if (prev.kind === "attached" && (next.kind !== "attached" || next.sink !== prev.sink)) {
+      // Whatever was queued for the old stream stays in the ring; a resume replays it.
+      if (next.kind === "closed") prev.sink.write(this.pending); // the final error goes out first
+      this.pending = [];
+      if (next.kind !== "detached") prev.sink.close();
+    }
+    if (next.kind === "closed") for (const t of this.expiryTimers) clearTimeout(t);
+    this.state = next;
+    this.congested = false;
+    if (next.kind === "attached") for (const w of this.writableWaiters.splice(0)) w();
+  }
+
+  /** Replaces the session's credentials (Authentication refresh) and re-arms the expiry timers. */
+  setAuth(auth: AuthState): void {
+    this.auth = auth;
+    this.scheduleExpiry();
+  }
+
+  private scheduleExpiry(): void {
+    for (const t of this.expiryTimers) clearTimeout(t);
+    this.expiryTimers = [];
+    const expiresAt = this.auth.expiresAt;
+    if (expiresAt === undefined) return;
+    const now = this.init.now();
+    const warnIn = expiresAt - this.init.expiryWarningMs - now;
+    const warn = setTimeout(
+      () => this.emitEvent("session.expiring", { expires_at: new Date(expiresAt).toISOString(), session_id: this.id }),
+      Math.max(0, warnIn),
+    );
+    const expire = setTimeout(() => {
+      this.auth = { ...this.auth, expired: true };
+      this.emitEvent("session.expired", { session_id: this.id });
+    }, Math.max(0, expiresAt - now));
+    warn.unref();
+    expire.unref();
+    this.expiryTimers = [warn, expire];
+  }
+}

@@ -1,0 +1,108 @@
+/** Test fixtures: a real server on 127.0.0.1 port 0, real tokens, and a raw session stream. */
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { ClientMessageSchema, HandshakeSchema, PeerInfoSchema, SessionService, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
+import { ProtocolVersion } from "../../gen/mcp/v1/types_pb.js";
+import { createPushable } from "../../src/client/pushable.js";
+import { mintToken } from "../../src/security/index.js";
+import { createMcpServer, type McpServer, type McpServerOptions } from "../../src/server/server.js";
+import type { AuditEntry } from "../../src/security/index.js";
+
+export const SECRET = "test-secret-0123456789-0123456789-abcdef";
+
+export interface TestServer {
+  server: McpServer;
+  url: string;
+  audit: AuditEntry[];
+  token(subject?: string, roles?: string[], extra?: { level?: "standard" | "high"; ttlSec?: number; jti?: string }): Promise<string>;
+  close(): Promise<void>;
+}
+
+/** Starts a server on a free loopback port with an HS256 secret, an in-memory store and an audit log. */
+export async function startServer(options: McpServerOptions = {}): Promise<TestServer> {
+  const audit: AuditEntry[] = [];
+  const server = createMcpServer({
+    port: 0,
+    jwtSecret: SECRET,
+    store: "memory",
+    audit: (e) => audit.push(e),
+    ...options,
+  });
+  const { url } = await server.listen();
+  return {
+    server,
+    url,
+    audit,
+    token: (subject = "alice", roles = ["developer"], extra = {}) =>
+      mintToken({
+        secret: SECRET,
+        subject,
+        roles,
+        ttlSec: extra.ttlSec ?? 600,
+        issuer: "mcp",
+        audience: "mcp",
+        ...(extra.level === undefined ? {} : { level: extra.level }),
+        ...(extra.jti === undefined ? {} : { jti: extra.jti }),
+      }),
+    close: () => server.close(),
+  };
+}
+
+export type ClientPayload = NonNullable<MessageInitShape<typeof ClientMessageSchema>["message"]>;
+
+/** A session stream with nothing in between: send ClientMessages, read ServerMessages one by one. */
+export interface RawStream {
+  send(message: ClientPayload): void;
+  /** The next message, or undefined when the stream ended. */
+  next(): Promise<ServerMessage | undefined>;
+  /** Everything until the stream ends. */
+  rest(): Promise<ServerMessage[]>;
+  /** The error the stream ended with, if the RPC failed. */
+  readonly failure: unknown;
+  close(): void;
+}
+
+export function openRawStream(url: string, headers: Record<string, string> = {}): RawStream {
+  const client = createClient(SessionService, createGrpcTransport({ baseUrl: url }));
+  const out = createPushable<ReturnType<typeof create<typeof ClientMessageSchema>>>();
+  const abort = new AbortController();
+  const it = client.connect(out, { headers, signal: abort.signal })[Symbol.asyncIterator]();
+  let failure: unknown;
+  const next = async () => {
+    try {
+      const r = await it.next();
+      return r.done === true ? undefined : r.value;
+    } catch (e) {
+      failure = e;
+      return undefined;
+    }
+  };
+  return {
+    send: (message) => out.push(create(ClientMessageSchema, { message })),
+    next,
+    async rest() {
+      const all: ServerMessage[] = [];
+      for (let m = await next(); m !== undefined; m = await next()) all.push(m);
+      return all;
+    },
+    get failure() {
+      return failure;
+    },
+    close() {
+      out.end();
+      abort.abort();
+    },
+  };
+}
+
+/** A Handshake for protocol 1.0 with an optional token. */
+export function handshake(token?: string, extra: MessageInitShape<typeof HandshakeSchema> = {}): ClientPayload {
+  const value = create(HandshakeSchema, extra);
+  if (value.protocolVersions.length === 0 && extra.protocolVersions === undefined) {
+    value.protocolVersions = [ProtocolVersion.PROTOCOL_VERSION_1_0];
+  }
+  value.client ??= create(PeerInfoSchema, { name: "test", version: "0" });
+  if (token !== undefined) value.token = token;
+  return { case: "handshake", value };
+}
