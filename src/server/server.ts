@@ -70,6 +70,10 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
       `security level low (no authentication) is only allowed on a loopback address, but bindAddress is ${opts.bindAddress}: bind to 127.0.0.1 or raise securityLevel`,
     );
   }
+  if (opts.jwtSecret !== undefined && opts.jwks !== undefined) {
+    // One verifier, one key source: a shared secret beside public keys would invite algorithm confusion.
+    throw new TypeError("set either jwtSecret (HS256, development) or jwks (asymmetric keys), not both");
+  }
   if (opts.securityLevel !== SecurityLevel.LOW && opts.jwtSecret === undefined && opts.jwks === undefined) {
     throw new TypeError("no way to verify tokens: set jwtSecret (development) or jwks, or securityLevel low on loopback");
   }

@@ -1,0 +1,45 @@
+import { createMcpClient, createMcpServer, mintToken, ProtocolVersion, SecurityLevel } from "../src/index.js";
+
+// A server from its transport configuration (every field has a default; see `mcp serve --help`).
+const secret = "dev-secret-at-least-32-bytes-long!!";
+const server = createMcpServer({
+  bindAddress: "127.0.0.1",
+  port: 0, // any free port
+  maxConnections: 100,
+  protocolVersions: [ProtocolVersion.PROTOCOL_VERSION_1_0],
+  securityLevel: SecurityLevel.STANDARD,
+  maxMessageBytes: 4 * 1024 * 1024,
+  jwtSecret: secret,
+});
+const { url } = await server.listen();
+
+// A session stream: handshake with a token, then messages in both directions.
+const token = await mintToken({ secret, subject: "alice", roles: ["developer"], ttlSec: 3600 });
+const session = await createMcpClient({ baseUrl: url, token }).connect();
+session.send({ case: "update", value: { id: "u1", contextId: "demo", ops: [{ op: { case: "put", value: { key: "greeting", value: { kind: { case: "stringValue", value: "hello" } } } } }] } });
+session.send({ case: "command", value: { id: "c1", tool: "echo", payload: { case: "arguments", value: { text: "hello" } } } });
+session.send({ case: "ping", value: { id: 1n } });
+
+// The receive loop: dispatch on the message type.
+loop: for await (const msg of session.messages()) {
+  const m = msg.message;
+  switch (m.case) {
+    case "updateResult":
+      console.log(`#${msg.seq} context ${m.value.contextId} is at version ${m.value.version}`);
+      break;
+    case "response":
+      console.log(`#${msg.seq} response to ${m.value.commandId}:`, m.value.result.case === "output" ? m.value.result.value : m.value.result);
+      break;
+    case "event":
+      console.log(`#${msg.seq} event ${m.value.type}`);
+      break;
+    case "error":
+      console.log(`#${msg.seq} error ${m.value.code}: ${m.value.message}`);
+      break;
+    case "pong":
+      console.log(`#${msg.seq} pong ${m.value.id}`);
+      break loop;
+  }
+}
+session.close();
+await server.close();
