@@ -139,8 +139,9 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
   const entriesKey = (id: string): string => `${prefix}ctx:e:${id}`;
   const logKey = (id: string): string => `${prefix}ctx:l:${id}`;
 
-  const redis = new Redis(url);
-  const sub = new Redis(url);
+  const redis = new Redis(url, { connectionName: `${prefix}ctx` });
+  // Named so operators (and tests) can tell the subscriber apart in CLIENT LIST.
+  const sub = new Redis(url, { connectionName: `${prefix}ctx-sub` });
   // ioredis reports connection trouble as "error" events and also fails the affected
   // commands; the commands are where callers learn of it, so the events are not re-reported.
   redis.on("error", () => {});

@@ -304,6 +304,41 @@ for (const fixture of storeFixtures) {
         expect(await b.snapshot("x")).toEqual(await a.store.snapshot("x"));
       });
 
+      test("updates applied while the subscriber connection was down are still delivered, in order", async () => {
+        const a = fixture.open();
+        const b = a.twin?.();
+        if (b === undefined) throw new Error("a shared fixture has a twin");
+        const heard = recordEvents(b);
+        await b.countContexts();
+        await a.store.apply(write("r", { puts: [put("k", 1)] }));
+        await heard.until((e) => e.length === 1);
+        const raw = new Redis(redisUrl);
+        try {
+          const prefix = await findPrefix(raw, "r");
+          const clients = (await raw.client("LIST")) as string;
+          const ids = clients
+            .split("\n")
+            .filter((line) => line.includes(` name=${prefix}ctx-sub `))
+            .map((line) => /\bid=(\d+)/.exec(line)?.[1]);
+          // both instances' subscribers: a and b share the prefix
+          expect(ids).toHaveLength(2);
+          for (const id of ids) await raw.client("KILL", "ID", String(id));
+        } finally {
+          await raw.quit();
+        }
+        // Applied right after the kill, mostly while b reconnects; b must catch up by itself
+        // when it is back, without a further announcement.
+        for (let i = 2; i <= 5; i++) await a.store.apply(write("r", { puts: [put("k", i)] }));
+        await heard.until((e) => e.length >= 5);
+        expect(heard.events.map((e) => (e.kind === "change" ? e.change.version : `gap ${e.version}`))).toEqual([
+          1n,
+          2n,
+          3n,
+          4n,
+          5n,
+        ]);
+      });
+
       test("a version announced but missing from the log is reported as a gap, never skipped", async () => {
         const a = fixture.open();
         const heard = recordEvents(a.store);
