@@ -13,7 +13,7 @@ import { SessionInfoSchema, type SessionInfo } from "../../gen/mcp/v1/admin_pb.j
 import type { ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import type { ResolvedServerOptions } from "../config.js";
-import type { ContextManager } from "../context/index.js";
+import type { ContextManager, ContextStore } from "../context/index.js";
 import { McpError } from "../errors.js";
 import type { Authorizer, AuthSubject, RevocationStore, TokenVerifier } from "../security/index.js";
 import { grantedLevel, levelAtLeast, levelName } from "../security/index.js";
@@ -37,6 +37,8 @@ export interface CoreDeps {
   authorizer: Authorizer;
   revocations: RevocationStore;
   contexts: ContextManager;
+  /** The store under `contexts`: its change feed drives broadcast `context.changed` events. */
+  store: ContextStore;
   tools: ToolRegistry;
   server: { name: string; version: string };
   /** @default Date.now */
@@ -333,21 +335,46 @@ export function createCore(deps: CoreDeps): McpCore {
   };
 
   async function* broadcastEvents(auth: AuthState, wanted: (type: string) => boolean, signal: AbortSignal): AsyncIterable<Event> {
-    if (!wanted("context.changed")) {
-      await new Promise<void>((r) => signal.addEventListener("abort", () => r(), { once: true }));
-      return;
-    }
     const subject = subjectOf(auth);
+    const queue: Event[] = [];
+    let wake: (() => void) | undefined;
+    let overflow = false;
     let seq = 0n;
-    for await (const change of contexts.changes(signal)) {
-      if (!authorizer.allows(subject, contextPermission(change.contextId, "read"), SecurityLevel.STANDARD)) continue;
-      yield create(EventSchema, {
-        seq: ++seq,
-        type: "context.changed",
-        contextId: change.contextId,
-        data: { context_id: change.contextId, version: change.version.toString(), updated_by: change.updatedBy },
-        time: timestampFromMs(now()),
-      });
+    const unsubscribe = deps.store.subscribe((e) => {
+      if (e.kind !== "change" || !wanted("context.changed")) return;
+      const c = e.change;
+      if (!authorizer.allows(subject, contextPermission(c.contextId, "read"), SecurityLevel.STANDARD)) return;
+      // Bounded: a subscriber that does not read is dropped rather than buffered without limit.
+      if (queue.length >= options.maxOutboundMessages) overflow = true;
+      else {
+        queue.push(
+          create(EventSchema, {
+            seq: ++seq,
+            type: "context.changed",
+            contextId: c.contextId,
+            data: { context_id: c.contextId, version: c.version.toString(), updated_by: c.updatedBy },
+            time: timestampFromMs(c.updatedAtMs),
+          }),
+        );
+      }
+      wake?.();
+    });
+    const onAbort = () => wake?.();
+    signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      while (!signal.aborted) {
+        if (overflow) throw new McpError("slow_consumer", "the subscriber fell more than its queue behind", { retryAfterMs: 1000 });
+        const next = queue.shift();
+        if (next !== undefined) {
+          yield next;
+          continue;
+        }
+        await new Promise<void>((r) => (wake = r));
+        wake = undefined;
+      }
+    } finally {
+      unsubscribe();
+      signal.removeEventListener("abort", onAbort);
     }
   }
 }
