@@ -15,7 +15,7 @@ import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import type { ResolvedServerOptions } from "../config.js";
 import type { ContextManager, ContextStore } from "../context/index.js";
 import { McpError } from "../errors.js";
-import type { Authorizer, AuthSubject, RevocationStore, TokenVerifier } from "../security/index.js";
+import type { AuditSink, Authorizer, AuthSubject, RevocationStore, TokenVerifier } from "../security/index.js";
 import { grantedLevel, levelAtLeast, levelName } from "../security/index.js";
 import type { ToolRegistry } from "../tools/index.js";
 import { createCommandRunner, type CommandHost, type CommandRunner } from "./command-runner.js";
@@ -41,6 +41,8 @@ export interface CoreDeps {
   store: ContextStore;
   tools: ToolRegistry;
   server: { name: string; version: string };
+  /** Where refused authentications are audited (authorisation denials go through `authorizer`). */
+  audit?: AuditSink;
   /** @default Date.now */
   now?: () => number;
 }
@@ -109,7 +111,13 @@ export function createCore(deps: CoreDeps): McpCore {
     if (deps.verifier === undefined) {
       throw new McpError("unauthenticated", "this server accepts no tokens (no secret or JWKS configured)");
     }
-    const v = await deps.verifier.verify(token);
+    let v: Awaited<ReturnType<TokenVerifier["verify"]>>;
+    try {
+      v = await deps.verifier.verify(token);
+    } catch (e) {
+      if (e instanceof McpError) auditRefusal(e);
+      throw e;
+    }
     const auth: AuthState = {
       principal: v.principal,
       level: grantedLevel({ requested, tokenMax: v.maxLevel, transportSecure: transport.secure, allowLow }),
@@ -118,6 +126,15 @@ export function createCore(deps: CoreDeps): McpCore {
     };
     if (v.jti !== undefined) auth.jti = v.jti;
     return auth;
+  }
+
+  /** A refused token is a denial too (§5): who is unknown, so the entry says what and why. */
+  function auditRefusal(err: McpError): void {
+    try {
+      deps.audit?.({ time: new Date(now()).toISOString(), event: "denied", action: "authenticate", reason: err.code, message: err.message });
+    } catch {
+      // A failing sink must not turn a refusal into something else.
+    }
   }
 
   function requireReady(auth: AuthState): void {

@@ -74,6 +74,18 @@ describe("handshake", () => {
     expect(m.message.value.message).toContain("1.0");
   });
 
+  test("a bad token in the Handshake → SECURITY unauthenticated, the stream ends, and the refusal is audited", async () => {
+    const before = t.audit.length;
+    const s = openRawStream(t.url);
+    s.send(handshake("not.a.jwt"));
+    const all = await s.rest();
+    expect(all).toHaveLength(1);
+    const m = all[0];
+    if (m?.message.case !== "error") throw new Error(`expected an error, got ${m?.message.case}`);
+    expect([m.message.value.kind, m.message.value.code]).toEqual([ErrorKind.SECURITY, "unauthenticated"]);
+    expect(t.audit.slice(before)).toEqual([expect.objectContaining({ event: "denied", action: "authenticate", reason: "unauthenticated" })]);
+  });
+
   test("a second Handshake on a live session is invalid_message and the session stays usable", async () => {
     const s = openRawStream(t.url);
     s.send(handshake(await t.token()));
