@@ -1,0 +1,128 @@
+/**
+ * Limits and backpressure on the session stream (PROTOCOL.md §6, ARCHITECTURE.md "hot path"):
+ * `max_inflight_commands` → overloaded; 10,000 pipelined commands each answered exactly once; a
+ * client that stops reading while a tool keeps emitting is dropped with `slow_consumer` while the
+ * server keeps serving everyone else. No memory measurements here: that belongs to bench/.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { ErrorKind } from "../../gen/mcp/v1/error_pb.js";
+import type { ServerMessage } from "../../gen/mcp/v1/session_pb.js";
+import { args, createTestTools, errorOf, openReader, outputOf, type Probe } from "../helpers/command-tools.js";
+import { handshake, openRawStream, startServer, type TestServer } from "../helpers/server.js";
+
+let t: TestServer;
+let probe: Probe;
+beforeAll(async () => {
+  const tools = createTestTools();
+  probe = tools.probe;
+  t = await startServer({ tools: tools.tools, maxInflightCommands: 2, maxOutboundMessages: 64, slowConsumerTimeoutMs: 300 });
+});
+afterAll(() => t.close());
+
+/** Polls `check` until it holds; rejects after `ms` (an outcome, not a timing assertion). */
+async function eventually(check: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe("max_inflight_commands", () => {
+  test("one command beyond the limit → TRANSPORT overloaded, retryable with retry_after_ms; the others complete", async () => {
+    const s = await openReader(t.url, handshake(await t.token()));
+    s.send({ case: "command", value: { id: "g1", tool: "gate", payload: args({ key: "inflight-1" }) } });
+    s.send({ case: "command", value: { id: "g2", tool: "gate", payload: args({ key: "inflight-2" }) } });
+    await probe.startedOnce("g1");
+    await probe.startedOnce("g2");
+    s.send({ case: "command", value: { id: "third", tool: "echo", payload: args({ text: "x" }) } });
+    const r = await s.response("third");
+    expect(errorOf(r)).toMatchObject({ kind: ErrorKind.TRANSPORT, code: "overloaded", retryable: true, commandId: "third" });
+    expect(r.result.case === "error" && r.result.value.retryAfterMs).toBeGreaterThan(0);
+    probe.release("inflight-1");
+    expect(outputOf(await s.response("g1"))).toEqual({ key: "inflight-1" });
+    // A slot is free again: a retry succeeds.
+    s.send({ case: "command", value: { id: "third-retry", tool: "echo", payload: args({ text: "x" }) } });
+    expect(outputOf(await s.response("third-retry"))).toEqual({ text: "x" });
+    probe.release("inflight-2");
+    expect(outputOf(await s.response("g2"))).toEqual({ key: "inflight-2" });
+    s.close();
+  });
+});
+
+describe("pipelining", () => {
+  test("10,000 echo commands pipelined on one stream are each answered exactly once", async () => {
+    const server = await startServer({});
+    try {
+      const s = openRawStream(server.url);
+      s.send(handshake(await server.token()));
+      expect((await s.next())?.message.case).toBe("handshakeResult");
+      const n = 10_000;
+      for (let i = 0; i < n; i++) s.send({ case: "command", value: { id: `e${i}`, tool: "echo", payload: args({ text: `t${i}` }) } });
+      const seen = new Map<string, number>();
+      const codes = new Map<string, number>();
+      let lastSeq = 1n;
+      let gaps = 0;
+      while (seen.size < n) {
+        const m = await s.next();
+        if (m === undefined) throw new Error(`the stream ended after ${seen.size} Responses`);
+        if (m.seq !== lastSeq + 1n) gaps++;
+        lastSeq = m.seq;
+        if (m.message.case !== "response") continue;
+        const r = m.message.value;
+        seen.set(r.commandId, (seen.get(r.commandId) ?? 0) + 1);
+        const code = r.result.case === "error" ? r.result.value.code : "ok";
+        codes.set(code, (codes.get(code) ?? 0) + 1);
+        if (r.result.case === "output") expect(r.result.value).toEqual({ text: `t${r.commandId.slice(1)}` });
+      }
+      // None missing (seen.size === n ends the loop), none unknown, none twice.
+      expect([...seen.keys()].filter((id) => !/^e\d+$/.test(id))).toEqual([]);
+      expect([...seen.values()].filter((c) => c !== 1)).toEqual([]);
+      // The default in-flight limit (256) is far above what echo keeps in flight: all succeed.
+      expect(Object.fromEntries(codes)).toEqual({ ok: n });
+      expect(gaps).toBe(0);
+      // Nothing more arrives for them: the next message is the Pong.
+      s.send({ case: "ping", value: { id: 7n } });
+      const after = await s.next();
+      expect(after?.message.case).toBe("pong");
+      s.close();
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe("slow consumer", () => {
+  test("a client that stops reading while a tool keeps emitting is dropped with TRANSPORT slow_consumer; others are served", async () => {
+    const slow = openRawStream(t.url);
+    slow.send(handshake(await t.token()));
+    const hr = await slow.next();
+    if (hr?.message.case !== "handshakeResult") throw new Error(`expected a HandshakeResult, got ${hr?.message.case}`);
+    const sessionId = hr.message.value.sessionId;
+    // The tool emits until its timeout; the client reads nothing from here on.
+    slow.send({ case: "command", value: { id: "flood", tool: "spam", timeoutMs: 5000 } });
+    await probe.startedOnce("flood");
+
+    const session = () => t.server.core.sessions.get(sessionId);
+    await eventually(() => session()?.connected === false, "the server to drop the non-reading client");
+    // Dropped, not destroyed: the session stays for resume (§4 step 5).
+    expect(session()?.closed).toBe(false);
+
+    // Another client is served meanwhile.
+    const other = await openReader(t.url, handshake(await t.token("bob")));
+    other.send({ case: "command", value: { id: "ok", tool: "echo", payload: args({ text: "served" }) } });
+    expect(outputOf(await other.response("ok"))).toEqual({ text: "served" });
+    other.close();
+
+    // Once the slow client reads again, what was buffered (bounded) ends with slow_consumer.
+    const rest: ServerMessage[] = [];
+    for (let m = await slow.next(); m !== undefined; m = await slow.next()) rest.push(m);
+    const last = rest.at(-1);
+    if (last?.message.case !== "error") throw new Error(`expected the stream to end with an error, got ${last?.message.case}`);
+    expect(last.message.value).toMatchObject({ kind: ErrorKind.TRANSPORT, code: "slow_consumer", retryable: true });
+    expect(last.message.value.retryAfterMs).toBeGreaterThan(0);
+    // The slow_consumer error is the only error, and it comes last: nothing was sent after the drop.
+    expect(rest.filter((m) => m.message.case === "error")).toHaveLength(1);
+    slow.close();
+  });
+});
