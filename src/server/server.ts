@@ -22,8 +22,9 @@ import {
 import { createBuiltinTools, createToolRegistry, type RegisteredTool, type ToolRegistry } from "../tools/index.js";
 import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { createCore, type McpCore } from "../session/core.js";
-import { connectionFacts, listen, type Listener } from "./listener.js";
+import { connectionFacts, listen, type Listener, type RequestHandler } from "./listener.js";
 import { kConnectionFacts, registerRoutes } from "./routes.js";
+import { createSessionH2Handler } from "./session-h2.js";
 import { VERSION } from "../version.js";
 
 /** Options of `createMcpServer`: the configuration plus parts an embedder may supply. */
@@ -133,12 +134,17 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
       if (listener !== undefined) throw new Error("the server is already listening");
       const c = await build();
       core = c;
-      const handler = connectNodeAdapter({
+      const connectHandler = connectNodeAdapter({
         routes: (router) => registerRoutes(router, c),
         readMaxBytes: opts.maxMessageBytes,
         maxTimeoutMs: opts.maxTimeoutMs,
         contextValues: (req) => createContextValues().set(kConnectionFacts, connectionFacts(req)),
       });
+      // The session stream over gRPC/HTTP/2 takes the fast path; everything else goes to connect-node.
+      const sessionStream = createSessionH2Handler(c);
+      const handler: RequestHandler = (req, res) => {
+        if (!sessionStream(req, res)) connectHandler(req, res);
+      };
       listener = await listen(
         {
           bindAddress: opts.bindAddress,

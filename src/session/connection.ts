@@ -37,6 +37,11 @@ export interface Connection {
   readonly congested: boolean;
   /** Resolves when the outbound side can take more. */
   writable(): Promise<void>;
+  /**
+   * Like `writable()`, but drops the client with `slow_consumer` when it reads nothing for
+   * `slowConsumerTimeoutMs` (PROTOCOL.md §6). For transports that pause their own reading.
+   */
+  waitWritable(): Promise<void>;
   /** The stream ended (client gone, transport error): detach the session, keep it for resume. */
   end(error?: McpError): void;
   /** The session, once the handshake succeeded. */
@@ -71,6 +76,7 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
     writable() {
       return state.kind === "bound" ? state.session.writable() : Promise.resolve();
     },
+    waitWritable,
     end,
     get session() {
       return state.kind === "bound" ? state.session : undefined;

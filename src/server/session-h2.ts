@@ -1,0 +1,269 @@
+/**
+ * The session stream's fast path on node:http2 (ARCHITECTURE.md "The session's hot path").
+ *
+ * gRPC requests for `mcp.v1.SessionService/Connect` over HTTP/2 are served here directly: frames
+ * (gRPC length-prefixed messages: 1 flag byte + uint32 BE length) are cut from the stream's
+ * `data` events and handed to `conn.receive()` synchronously, and each batch the session flushes
+ * per tick is encoded into ONE buffer and written with ONE `stream.write()`. Everything else —
+ * the Connect protocol, gRPC-Web, HTTP/1.1, every other RPC — still goes through connect-node.
+ * The core is the same one: only the transport plumbing differs.
+ *
+ * Backpressure (PROTOCOL.md §6): the sink reports congestion when the bytes or messages not yet
+ * handed to the socket pass a high-water mark; while the connection is congested the request side
+ * is paused (so HTTP/2 flow control stops the client from sending), and a client that stays
+ * congested is dropped with `slow_consumer` by the connection.
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { Http2ServerRequest, type Http2ServerResponse } from "node:http2";
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import { ClientMessageSchema, ServerMessageSchema, type ClientMessage, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
+import { McpError } from "../errors.js";
+import { openConnection, type Connection } from "../session/connection.js";
+import type { McpCore } from "../session/core.js";
+import type { MessageSink } from "../session/session.js";
+import { toConnectError } from "./connect-error.js";
+import { connectionFacts } from "./listener.js";
+
+/** The HTTP/2 path of the session stream (PROTOCOL.md §2). */
+export const SESSION_CONNECT_PATH = "/mcp.v1.SessionService/Connect";
+
+const NGHTTP2_NO_ERROR = 0x0;
+const NGHTTP2_CANCEL = 0x8;
+
+/** Bytes written but not yet taken by the socket before the sink reports congestion. */
+const HIGH_WATER_BYTES = 1024 * 1024;
+
+/**
+ * Returns a request handler that serves the session stream when the request is gRPC over HTTP/2
+ * with identity encoding, and returns false (untouched) for anything else.
+ */
+export function createSessionH2Handler(
+  core: McpCore,
+): (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => boolean {
+  const opts = core.deps.options;
+  return (req, res) => {
+    if (!(req instanceof Http2ServerRequest) || !isFastPath(req)) return false;
+    serveSession(core, req, res as Http2ServerResponse, opts.maxMessageBytes, opts.maxOutboundMessages, opts.slowConsumerTimeoutMs);
+    return true;
+  };
+}
+
+function isFastPath(req: Http2ServerRequest): boolean {
+  if (req.method !== "POST") return false;
+  const url = req.url;
+  if (url !== SESSION_CONNECT_PATH && !(url.startsWith(SESSION_CONNECT_PATH) && url[SESSION_CONNECT_PATH.length] === "?")) return false;
+  const ct = req.headers["content-type"];
+  if (ct !== "application/grpc" && ct !== "application/grpc+proto") return false;
+  const enc = req.headers["grpc-encoding"];
+  return enc === undefined || enc === "identity";
+}
+
+/** Fails the RPC itself (no stream): gRPC status, message and the `mcp.v1.Error` detail in trailers. */
+function refuse(res: Http2ServerResponse, err: McpError): void {
+  const trailer: Record<string, string> = {};
+  setTrailerStatus(new Headers(), toConnectError(err)).forEach((v, k) => (trailer[k] = v));
+  res.writeHead(200, { "content-type": "application/grpc+proto" });
+  res.addTrailers(trailer);
+  res.end();
+  // Nothing of the request body is wanted; let HTTP/2 flow control not hold the connection.
+  res.stream.resume();
+}
+
+/** Encodes a batch as concatenated gRPC frames in one buffer. */
+function encodeBatch(batch: readonly ServerMessage[]): Buffer {
+  if (batch.length === 1) {
+    const bin = toBinary(ServerMessageSchema, batch[0]!); // length checked
+    const out = Buffer.allocUnsafe(5 + bin.length);
+    out[0] = 0;
+    out.writeUInt32BE(bin.length, 1);
+    out.set(bin, 5);
+    return out;
+  }
+  const bins: Uint8Array[] = new Array<Uint8Array>(batch.length);
+  let total = 0;
+  for (let i = 0; i < batch.length; i++) {
+    const bin = toBinary(ServerMessageSchema, batch[i]!); // i < length
+    bins[i] = bin;
+    total += 5 + bin.length;
+  }
+  const out = Buffer.allocUnsafe(total);
+  let off = 0;
+  for (const bin of bins) {
+    out[off] = 0;
+    out.writeUInt32BE(bin.length, off + 1);
+    out.set(bin, off + 5);
+    off += 5 + bin.length;
+  }
+  return out;
+}
+
+function serveSession(
+  core: McpCore,
+  req: Http2ServerRequest,
+  res: Http2ServerResponse,
+  maxMessageBytes: number,
+  maxOutboundMessages: number,
+  slowConsumerTimeoutMs: number,
+): void {
+  const stream = res.stream;
+  // Errors of a reset stream surface as 'close'; an unhandled 'error' would crash the process.
+  stream.on("error", () => {});
+  req.on("error", () => {});
+  const facts = connectionFacts(req);
+  if (facts.overLimit) {
+    refuse(res, new McpError("too_many_connections", "the server is at its connection limit: retry later", { retryAfterMs: 1000 }));
+    return;
+  }
+  res.writeHead(200, { "content-type": "application/grpc+proto" });
+
+  let finished = false;
+  let queuedMessages = 0;
+  let drainWaiters: (() => void)[] = [];
+  let paused = false;
+  let giveUp: ReturnType<typeof setTimeout> | undefined;
+  const highWaterMessages = maxOutboundMessages;
+
+  const releaseDrain = () => {
+    if (drainWaiters.length === 0) return;
+    if (!finished && (queuedMessages > highWaterMessages / 2 || stream.writableLength > HIGH_WATER_BYTES / 2)) return;
+    const ws = drainWaiters;
+    drainWaiters = [];
+    for (const w of ws) w();
+  };
+
+  /** Ends the RPC with grpc-status 0: an in-stream Error already told the client why, if any. */
+  const finish = () => {
+    if (finished) return;
+    finished = true;
+    releaseDrain();
+    if (stream.destroyed || stream.closed) return;
+    res.addTrailers({ "grpc-status": "0" });
+    stream.end();
+    // A client that reads nothing never takes the rest: reset the stream after a grace period.
+    giveUp = setTimeout(() => closeStream(NGHTTP2_CANCEL), Math.max(slowConsumerTimeoutMs, 1000));
+    giveUp.unref();
+    stream.once("finish", () => {
+      // Everything went out; a client that keeps its side open gets a second to end it.
+      clearTimeout(giveUp);
+      giveUp = setTimeout(() => closeStream(NGHTTP2_NO_ERROR), 1000);
+      giveUp.unref();
+    });
+  };
+  const closeStream = (code: number) => {
+    if (!stream.destroyed && !stream.closed) stream.close(code);
+  };
+
+  const sink: MessageSink = {
+    write(batch) {
+      if (finished || batch.length === 0) return true;
+      if (stream.destroyed || stream.writableEnded) return true;
+      const n = batch.length;
+      queuedMessages += n;
+      stream.write(encodeBatch(batch), () => {
+        queuedMessages -= n;
+        releaseDrain();
+      });
+      if (queuedMessages < highWaterMessages && stream.writableLength < HIGH_WATER_BYTES) return true;
+      // The session marks itself congested right after this returns; pause reading then.
+      process.nextTick(pauseIfCongested);
+      return false;
+    },
+    drain() {
+      if (finished || (queuedMessages <= highWaterMessages / 2 && stream.writableLength <= HIGH_WATER_BYTES / 2)) {
+        return Promise.resolve();
+      }
+      return new Promise((resolve) => drainWaiters.push(resolve));
+    },
+    close: finish,
+  };
+
+  const conn: Connection = openConnection(core, { secure: facts.secure, authorization: req.headers.authorization ?? null }, sink);
+
+  function pauseIfCongested(): void {
+    if (paused || finished || !conn.congested) return;
+    paused = true;
+    req.pause();
+    conn.waitWritable().then(
+      () => {
+        paused = false;
+        if (!finished) req.resume();
+      },
+      () => {},
+    );
+  }
+
+  // Frame reassembly: chunks are kept until a whole frame is there, then joined once.
+  let parts: Buffer[] = [];
+  let buffered = 0;
+  let need = 5;
+
+  function fail(err: McpError): void {
+    conn.end(err);
+    finish();
+    parts = [];
+    buffered = 0;
+    // Stop reading; HTTP/2 flow control holds the rest of the client's body.
+    req.pause();
+  }
+
+  req.on("data", (chunk: Buffer) => {
+    if (finished) return;
+    parts.push(chunk);
+    buffered += chunk.length;
+    if (buffered < need) return;
+    const buf = parts.length === 1 ? parts[0]! : Buffer.concat(parts, buffered); // parts is not empty
+    parts = [];
+    buffered = 0;
+    let off = 0;
+    const end = buf.length;
+    while (end - off >= 5) {
+      const flag = buf[off]!; // off + 5 <= end
+      const len = buf.readUInt32BE(off + 1);
+      if (flag !== 0) {
+        return fail(new McpError("invalid_message", "compressed gRPC frames are not accepted: send with identity encoding"));
+      }
+      if (len > maxMessageBytes) {
+        return fail(new McpError("message_too_large", `message of ${len} bytes exceeds max_message_bytes ${maxMessageBytes}`));
+      }
+      if (end - off - 5 < len) {
+        need = 5 + len;
+        break;
+      }
+      let msg: ClientMessage;
+      try {
+        msg = fromBinary(ClientMessageSchema, buf.subarray(off + 5, off + 5 + len));
+      } catch (e) {
+        return fail(new McpError("invalid_message", `could not decode a ClientMessage: ${e instanceof Error ? e.message : String(e)}`, { cause: e }));
+      }
+      off += 5 + len;
+      conn.receive(msg);
+      if (finished) return;
+    }
+    if (off < end) {
+      parts.push(off === 0 ? buf : buf.subarray(off));
+      buffered = end - off;
+      if (buffered < 5) need = 5;
+    } else {
+      need = 5;
+    }
+    if (conn.congested) pauseIfCongested();
+  });
+
+  req.on("end", () => {
+    // The client half-closed: no more requests. Its session stays for resume (§4 step 5).
+    if (buffered > 0 && !finished) {
+      return fail(new McpError("invalid_message", `the request ended inside a frame (${buffered} bytes of a ${need}-byte frame)`));
+    }
+    conn.end();
+    finish();
+  });
+
+  stream.once("close", () => {
+    // Client cancel, reset, or the end of a finished RPC: detach the session, keep it for resume.
+    clearTimeout(giveUp);
+    conn.end();
+    finished = true;
+    releaseDrain();
+  });
+}
