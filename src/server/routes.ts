@@ -131,26 +131,25 @@ export function registerRoutes(router: ConnectRouter, core: McpCore): void {
     executeBatch: guard(async (batch, ctx) => {
       const auth = await unaryAuth(core, ctx);
       const runner = core.createRunner(() => auth, () => {});
+      // Responses arrive in completion order; the reply lists them in the batch's order
+      // (ids repeated within a batch keep their relative order).
       const byId = new Map<string, Response[]>();
-      const responses = await new Promise<Response[]>((resolve) => {
-        const all: Response[] = [];
+      await new Promise<void>((resolve) => {
+        let pending = batch.commands.length;
+        if (pending === 0) return resolve();
         const onAbort = () => runner.abortAll(new McpError("cancelled", "the client cancelled the request"));
         ctx.signal.addEventListener("abort", onAbort, { once: true });
         runner.startBatch(batch, (r) => {
-          all.push(r);
-          const list = byId.get(r.commandId) ?? [];
-          list.push(r);
-          byId.set(r.commandId, list);
-          if (all.length === batch.commands.length) {
+          byId.set(r.commandId, [...(byId.get(r.commandId) ?? []), r]);
+          if (--pending === 0) {
             ctx.signal.removeEventListener("abort", onAbort);
-            resolve(all);
+            resolve();
           }
         });
-        if (batch.commands.length === 0) resolve(all);
       });
-      // In the batch's order (responses arrive in completion order).
-      const ordered = batch.commands.map((c) => byId.get(c.id)?.shift() ?? responses.find((r) => r.commandId === c.id)!);
-      return create(ExecuteBatchResponseSchema, { responses: ordered });
+      // Every command gets exactly one Response, so each id's list holds one per occurrence.
+      const responses = batch.commands.map((c) => byId.get(c.id)!.shift()!);
+      return create(ExecuteBatchResponseSchema, { responses });
     }),
     executeStream: guardStream(async function* (command, ctx) {
       const auth = await unaryAuth(core, ctx);
