@@ -1,16 +1,16 @@
-import { createMcpClient, createMcpServer, mintToken, ProtocolVersion, SecurityLevel } from "../src/index.js";
+import { createMcpClient, createMcpServer, mintToken, ProtocolVersion, SecurityLevel, type TransportConfig } from "../src/index.js";
 
 // A server from its transport configuration (every field has a default; see `mcp serve --help`).
-const secret = "dev-secret-at-least-32-bytes-long!!";
-const server = createMcpServer({
+const transport: TransportConfig = {
   bindAddress: "127.0.0.1",
   port: 0, // any free port
   maxConnections: 100,
   protocolVersions: [ProtocolVersion.PROTOCOL_VERSION_1_0],
   securityLevel: SecurityLevel.STANDARD,
   maxMessageBytes: 4 * 1024 * 1024,
-  jwtSecret: secret,
-});
+};
+const secret = "dev-secret-at-least-32-bytes-long!!";
+const server = createMcpServer({ ...transport, jwtSecret: secret });
 const { url } = await server.listen();
 
 // A session stream: handshake with a token, then messages in both directions.

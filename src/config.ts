@@ -135,6 +135,12 @@ export interface ServerOptions {
   execEnabled?: boolean;
 }
 
+/** The transport part of the options: where and how the server listens and what it speaks. */
+export type TransportConfig = Pick<
+  ServerOptions,
+  "bindAddress" | "port" | "maxConnections" | "protocolVersions" | "securityLevel" | "maxMessageBytes" | "tlsCert" | "tlsKey"
+>;
+
 /** `ServerOptions` with every default applied. */
 export type ResolvedServerOptions = Required<
   Omit<ServerOptions, "tlsCert" | "tlsKey" | "jwtSecret" | "jwks" | "policyFile">

@@ -10,7 +10,7 @@ export type { CallOptions, ClientPayload, McpClient, McpClientOptions, McpSessio
 export { McpError, ERROR_TABLE, isMcpError, toProtoError, fromProtoError } from "./errors.js";
 export type { McpErrorCode, McpErrorKind, McpErrorDetails } from "./errors.js";
 export { resolveServerOptions, loadServerOptions } from "./config.js";
-export type { ServerOptions, ResolvedServerOptions, ConfigSources } from "./config.js";
+export type { ServerOptions, ResolvedServerOptions, ConfigSources, TransportConfig } from "./config.js";
 export { defineJsonTool, defineTypedTool, createToolRegistry, createBuiltinTools } from "./tools/index.js";
 export type { RegisteredTool, ToolContext, ToolRegistry } from "./tools/index.js";
 export { mintToken } from "./security/index.js";
