@@ -41,6 +41,18 @@ export interface McpServerOptions extends ServerOptions {
    * @default Date.now
    */
   now?: () => number;
+  /**
+   * For `jwks`: least time between two key-set reloads triggered by an unknown `kid`, in ms
+   * (`TokenVerifierOptions.jwksCooldownMs`).
+   * @default 30000
+   */
+  jwksCooldownMs?: number;
+  /**
+   * For a `jwks` URL: how long fetched keys are used before they are fetched again, in ms
+   * (`TokenVerifierOptions.jwksCacheMaxAgeMs`).
+   * @default 600000
+   */
+  jwksCacheMaxAgeMs?: number;
 }
 
 /** A running (or ready to run) server. */
@@ -95,6 +107,8 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
         issuer: opts.jwtIssuer,
         audience: opts.jwtAudience,
         clockToleranceSec: opts.clockToleranceSec,
+        ...(options.jwksCooldownMs === undefined ? {} : { jwksCooldownMs: options.jwksCooldownMs }),
+        ...(options.jwksCacheMaxAgeMs === undefined ? {} : { jwksCacheMaxAgeMs: options.jwksCacheMaxAgeMs }),
         revocations,
         ...(options.now === undefined ? {} : { now: options.now }),
       });
