@@ -68,7 +68,7 @@ function metadata(bearer?: string): grpc.Metadata {
   return md;
 }
 
-function execute(req: Untyped, bearer?: string): Promise<{ error: grpc.ServiceError | null; response?: Untyped }> {
+function execute(req: Untyped, bearer?: string): Promise<{ error: grpc.ServiceError | null; response: Untyped | undefined }> {
   return new Promise((resolve) => {
     services.command.Execute(req, metadata(bearer), (error, response) => resolve({ error, response }));
   });

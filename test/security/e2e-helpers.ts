@@ -4,7 +4,7 @@
  * (HTTP/2); the session stream is a raw SessionService/Connect stream. Outcomes are read back as
  * the exact `mcp.v1.Error` kind/code (plus the Connect code for unary calls).
  */
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { execFile } from "node:child_process";
@@ -121,7 +121,7 @@ export function openStream(url: string, options: { ca?: string; headers?: Record
     return m;
   };
   return {
-    send: (message) => out.push(create(ClientMessageSchema, { message: message as MessageInitShape<typeof ClientMessageSchema>["message"] })),
+    send: (message) => out.push(create(ClientMessageSchema, { message })),
     next,
     async until(pick, timeoutMs = 10_000) {
       const deadline = Date.now() + timeoutMs;
