@@ -298,7 +298,8 @@ export function createCore(deps: CoreDeps): McpCore {
           wake?.();
         }
       };
-      const replay = s.messagesAfter(afterSeq) ?? [];
+      // after_seq 0 means only new events (mcp.v1.SubscribeRequest), not a replay of the whole ring.
+      const replay = afterSeq === 0n ? [] : (s.messagesAfter(afterSeq) ?? []);
       for (const m of replay) tap(m);
       s.taps.add(tap);
       const onAbort = () => wake?.();
