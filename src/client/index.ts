@@ -5,3 +5,4 @@
 export { createMcpClient } from "./client.js";
 export type { CallOptions, ClientPayload, McpClient, McpClientOptions, McpSession, SessionOptions } from "./client.js";
 export { fromConnectError } from "./errors.js";
+export { builtinTools, callTyped } from "./typed-tools.js";
