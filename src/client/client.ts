@@ -193,6 +193,8 @@ async function openSession(client: Client<typeof SessionService>, token: string 
   const syncReaders = new Set<Pushable<ContextSync>>();
   const eventReaders = new Set<Pushable<Event>>();
   let lastSeq = o.resume?.lastSeq ?? 0n;
+  // Declared before the stream can end: a refused handshake ends it before the interval exists.
+  let heartbeat: ReturnType<typeof setInterval> | undefined;
   let resolveClosed!: (e: McpError | undefined) => void;
   const closed = new Promise<McpError | undefined>((r) => (resolveClosed = r));
 
@@ -311,7 +313,7 @@ async function openSession(client: Client<typeof SessionService>, token: string 
   sessionReady = true;
   const interval = o.heartbeatIntervalMs ?? hs.limits?.heartbeatIntervalMs ?? 0;
   let pingId = 0n;
-  const heartbeat = setInterval(() => send({ case: "ping", value: { id: ++pingId } }), Math.max(interval, 1));
+  heartbeat = setInterval(() => send({ case: "ping", value: { id: ++pingId } }), Math.max(interval, 1));
   if (interval === 0) clearInterval(heartbeat);
   heartbeat.unref();
 
