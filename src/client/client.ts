@@ -14,7 +14,6 @@ import {
   ClientMessageSchema,
   SessionService,
   type AuthenticationResult,
-  type ClientMessage,
   type HandshakeResult,
   type ServerMessage,
 } from "../../gen/mcp/v1/session_pb.js";
@@ -23,6 +22,8 @@ import { McpError, fromProtoError } from "../errors.js";
 import { VERSION } from "../version.js";
 import { fromConnectError } from "./errors.js";
 import { createPushable, type Pushable } from "./pushable.js";
+import { h2SessionStream } from "./session-h2.js";
+import { connectSessionStream, type OpenSessionStream } from "./session-stream.js";
 
 /** One ClientMessage's content, e.g. `{ case: "ping", value: { id: 1n } }`. */
 export type ClientPayload = NonNullable<MessageInitShape<typeof ClientMessageSchema>["message"]>;
@@ -142,14 +143,19 @@ export function createMcpClient(options: McpClientOptions): McpClient {
     (options.protocol === "grpc"
       ? createGrpcTransport({ baseUrl: options.baseUrl, interceptors })
       : createConnectTransport({ baseUrl: options.baseUrl, httpVersion: options.httpVersion ?? "2", interceptors }));
-  const streamTransport = options.transport ?? createGrpcTransport({ baseUrl: options.baseUrl, interceptors });
+  // The session stream: node:http2 with gRPC framing and one write per tick (session-h2.ts);
+  // a caller's own transport is used as given.
+  const openStream: OpenSessionStream =
+    options.transport === undefined && /^https?:\/\//i.test(options.baseUrl)
+      ? h2SessionStream({ baseUrl: options.baseUrl, ...(headers === undefined ? {} : { headers }) })
+      : connectSessionStream(createClient(SessionService, options.transport ?? createGrpcTransport({ baseUrl: options.baseUrl, interceptors })));
   const commands = createClient(CommandService, transport);
   return {
     commands,
     contexts: createClient(ContextService, transport),
     events: createClient(EventService, transport),
     admin: createClient(AdminService, transport),
-    connect: (o = {}) => openSession(createClient(SessionService, streamTransport), options.token, o),
+    connect: (o = {}) => openSession(openStream, options.token, o),
     async call(tool, args = {}, o = {}) {
       try {
         const r = await commands.execute({ tool, payload: { case: "arguments", value: args }, timeoutMs: o.timeoutMs ?? 0 });
@@ -177,10 +183,7 @@ function outputOf(r: Response): JsonObject {
 let nextId = 0;
 const freshId = () => `c${(++nextId).toString(36)}-${Date.now().toString(36)}`;
 
-async function openSession(client: Client<typeof SessionService>, token: string | undefined, o: SessionOptions): Promise<McpSession> {
-  const outbound: Pushable<ClientMessage> = createPushable();
-  const abort = new AbortController();
-  o.signal?.addEventListener("abort", () => abort.abort(), { once: true });
+async function openSession(openStream: OpenSessionStream, token: string | undefined, o: SessionOptions): Promise<McpSession> {
   const pendingResponses = new Map<
     string,
     { resolve: (r: Response) => void; reject: (e: McpError) => void; onEvent?: ((e: Event) => void) | undefined }
@@ -198,8 +201,23 @@ async function openSession(client: Client<typeof SessionService>, token: string 
   let resolveClosed!: (e: McpError | undefined) => void;
   const closed = new Promise<McpError | undefined>((r) => (resolveClosed = r));
 
-  const send = (message: ClientPayload) =>
-    outbound.push(create(ClientMessageSchema, { message }));
+  let sessionReady = false;
+  let endError: McpError | undefined;
+  const stream = openStream({
+    message(m) {
+      onMessage(m);
+      if (m.message.case === "error" && !sessionReady) endError = fromProtoError(m.message.value);
+    },
+    end(reason) {
+      if (reason !== undefined) {
+        endError = fromConnectError(reason) ?? new McpError("invalid_message", reason instanceof Error ? reason.message : String(reason), { cause: reason });
+      }
+      onEnd();
+    },
+  });
+  o.signal?.addEventListener("abort", () => stream.close(), { once: true });
+
+  const send = (message: ClientPayload) => stream.send(create(ClientMessageSchema, { message }));
 
   let handshakeDone: ((h: HandshakeResult) => void) | undefined;
   let handshakeFailed: ((e: McpError) => void) | undefined;
@@ -281,19 +299,7 @@ async function openSession(client: Client<typeof SessionService>, token: string 
     }
   }
 
-  let sessionReady = false;
-  let endError: McpError | undefined;
-  (async () => {
-    try {
-      for await (const m of client.connect(outbound, { signal: abort.signal })) {
-        onMessage(m);
-        if (m.message.case === "error" && !sessionReady) endError = fromProtoError(m.message.value);
-      }
-    } catch (e) {
-      endError = abort.signal.aborted ? undefined : (fromConnectError(e) ?? new McpError("invalid_message", e instanceof Error ? e.message : String(e), { cause: e }));
-    }
-  })().finally(() => {
-    outbound.end();
+  function onEnd(): void {
     const err = endError ?? new McpError("session_expired", "the session stream ended");
     handshakeFailed?.(err);
     for (const r of readers) r.end();
@@ -307,7 +313,7 @@ async function openSession(client: Client<typeof SessionService>, token: string 
     pendingAuth?.reject(err);
     clearInterval(heartbeat);
     resolveClosed(endError);
-  });
+  }
 
   const hs = await handshake;
   sessionReady = true;
@@ -320,7 +326,7 @@ async function openSession(client: Client<typeof SessionService>, token: string 
   function execute(command: MessageInitShape<typeof CommandSchema>, co: Omit<CallOptions, "id" | "timeoutMs"> = {}): Promise<Response> {
     const id = command.id !== undefined && command.id !== "" ? command.id : freshId();
     return new Promise<Response>((resolve, reject) => {
-      if (outbound.ended) return reject(endError ?? new McpError("session_expired", "the session stream has ended"));
+      if (stream.ended) return reject(endError ?? new McpError("session_expired", "the session stream has ended"));
       pendingResponses.set(id, { resolve, reject, onEvent: co.onEvent });
       co.signal?.addEventListener("abort", () => send({ case: "cancel", value: { commandId: id } }), { once: true });
       send({ case: "command", value: { ...command, id } });
@@ -399,8 +405,7 @@ async function openSession(client: Client<typeof SessionService>, token: string 
     },
     closed,
     close() {
-      outbound.end();
-      abort.abort();
+      stream.close();
     },
   };
 }

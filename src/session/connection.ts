@@ -232,9 +232,16 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
         // Cancelling a command that already finished is not an error: its Response is on its way.
         session.runner.cancel(m.value.commandId);
         return;
-      case "ping":
-        session.emit({ case: "pong", value: create(PongSchema, { id: m.value.id }) });
+      case "ping": {
+        // Answered on the next turn of the event loop, so work that arrived before the Ping and
+        // finishes at once (an echo, an in-memory update) is answered before its Pong, even when
+        // a client sends them all in one write. Not a promise of §4 step 4, just the least surprise.
+        const id = m.value.id;
+        setImmediate(() => {
+          if (!session.closed) session.emit({ case: "pong", value: create(PongSchema, { id }) });
+        });
         return;
+      }
       case "authentication":
         authenticateSession(session, m.value.token);
         return;
@@ -331,6 +338,8 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
       for (;;) {
         if (self.congested) await waitWritable();
         if (state.kind === "closed") break;
+        // The session dropped this stream (slow consumer) or another stream took it over.
+        if (state.kind === "bound" && !state.session.isAttachedTo(self)) break;
         const r = await it.next();
         if (r.done === true) break;
         receive(r.value);

@@ -1,0 +1,200 @@
+/**
+ * The client's session stream over node:http2 with gRPC framing, without per-message promise
+ * plumbing (ARCHITECTURE.md "The session's hot path"): every message sent in one tick goes out in
+ * one `write()`, and frames are decoded in the stream's `data` handler and dispatched at once.
+ * Unary calls keep using connect-es.
+ */
+import { connect as h2connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { findTrailerError } from "@connectrpc/connect/protocol-grpc";
+import { ClientMessageSchema, ServerMessageSchema, type ClientMessage } from "../../gen/mcp/v1/session_pb.js";
+import { VERSION } from "../version.js";
+import type { OpenSessionStream, SessionStream } from "./session-stream.js";
+
+/** Options of `h2SessionStream`. */
+export interface H2SessionStreamOptions {
+  /** The server, `http://…` (h2c with prior knowledge) or `https://…` (TLS, ALPN h2). */
+  baseUrl: string;
+  /** Extra request headers, e.g. `authorization`. */
+  headers?: Record<string, string>;
+  /**
+   * Largest ServerMessage accepted, in bytes.
+   * @default 4 MiB + 1 KiB (the server's default max_message_bytes and some room)
+   */
+  readMaxBytes?: number;
+}
+
+const PATH = "/mcp.v1.SessionService/Connect";
+
+/** Opens each session stream on its own HTTP/2 connection, closed with the stream. */
+export function h2SessionStream(options: H2SessionStreamOptions): OpenSessionStream {
+  const url = new URL(options.baseUrl);
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new TypeError(`baseUrl must be an http:// or https:// URL, got ${url.protocol}`);
+  }
+  const path = url.pathname.replace(/\/+$/, "") + PATH;
+  const origin = url.origin;
+  const readMaxBytes = options.readMaxBytes ?? 4 * 1024 * 1024 + 1024;
+  const extra = options.headers ?? {};
+
+  return (handlers) => {
+    let ended = false; // our outbound side
+    let over = false; // handlers.end was called
+    let closedByUs = false;
+    let failure: unknown;
+    let out: ClientMessage[] = [];
+    let flushScheduled = false;
+
+    const session: ClientHttp2Session = h2connect(origin);
+    session.on("error", (e) => {
+      failure ??= new ConnectError(e.message, Code.Unavailable, undefined, undefined, e);
+    });
+    const stream: ClientHttp2Stream = session.request({
+      ":method": "POST",
+      ":path": path,
+      "content-type": "application/grpc+proto",
+      te: "trailers",
+      "user-agent": `mcp-client-ts/${VERSION}`,
+      ...extra,
+    });
+    stream.on("error", (e) => {
+      failure ??= new ConnectError(e.message, Code.Unavailable, undefined, undefined, e);
+    });
+
+    const finish = () => {
+      if (over) return;
+      over = true;
+      ended = true;
+      out = [];
+      if (!session.destroyed) session.close();
+      handlers.end(closedByUs ? undefined : failure);
+    };
+
+    stream.on("response", (headers: IncomingHttpHeaders) => {
+      const status = headers[":status"] as unknown as number | undefined; // node:http2 gives :status as a number
+      if (status !== 200) {
+        failure ??= new ConnectError(`HTTP ${String(status)} from ${origin}${path}`, status === 404 ? Code.Unimplemented : Code.Unavailable);
+        return;
+      }
+      // A "trailers-only" response carries the RPC's status in its headers.
+      if (headers["grpc-status"] !== undefined) failure ??= trailerError(headers);
+    });
+    stream.on("trailers", (trailers: IncomingHttpHeaders) => {
+      failure ??= trailerError(trailers);
+    });
+
+    // Frame reassembly: chunks are kept until a whole frame is there, then joined once.
+    let parts: Buffer[] = [];
+    let buffered = 0;
+    let need = 5;
+    stream.on("data", (chunk: Buffer) => {
+      if (over) return;
+      parts.push(chunk);
+      buffered += chunk.length;
+      if (buffered < need) return;
+      const buf = parts.length === 1 ? parts[0]! : Buffer.concat(parts, buffered); // not empty
+      parts = [];
+      buffered = 0;
+      let off = 0;
+      const end = buf.length;
+      while (end - off >= 5) {
+        const flag = buf[off]!; // off + 5 <= end
+        const len = buf.readUInt32BE(off + 1);
+        if (flag !== 0 || len > readMaxBytes) {
+          failure ??= new ConnectError(
+            flag !== 0 ? "compressed message from the server, but none was negotiated" : `message of ${len} bytes exceeds readMaxBytes ${readMaxBytes}`,
+            flag !== 0 ? Code.Internal : Code.ResourceExhausted,
+          );
+          stream.close(constants.NGHTTP2_CANCEL);
+          return;
+        }
+        if (end - off - 5 < len) {
+          need = 5 + len;
+          break;
+        }
+        const bytes = buf.subarray(off + 5, off + 5 + len);
+        off += 5 + len;
+        let m;
+        try {
+          m = fromBinary(ServerMessageSchema, bytes);
+        } catch (e) {
+          failure ??= new ConnectError(`could not decode a ServerMessage: ${e instanceof Error ? e.message : String(e)}`, Code.Internal, undefined, undefined, e);
+          stream.close(constants.NGHTTP2_CANCEL);
+          return;
+        }
+        handlers.message(m);
+        if (over) return;
+      }
+      if (off < end) {
+        parts.push(off === 0 ? buf : buf.subarray(off));
+        buffered = end - off;
+        if (buffered < 5) need = 5;
+      } else {
+        need = 5;
+      }
+    });
+
+    stream.once("close", () => {
+      if (failure === undefined && stream.rstCode !== undefined && stream.rstCode !== constants.NGHTTP2_NO_ERROR) {
+        failure = new ConnectError(`the stream was reset (HTTP/2 error code ${stream.rstCode})`, Code.Canceled);
+      }
+      finish();
+    });
+
+    function flush(): void {
+      flushScheduled = false;
+      if (ended || out.length === 0) return;
+      const batch = out;
+      out = [];
+      const bins = new Array<Uint8Array>(batch.length);
+      let total = 0;
+      for (let i = 0; i < batch.length; i++) {
+        const bin = toBinary(ClientMessageSchema, batch[i]!); // i < length
+        bins[i] = bin;
+        total += 5 + bin.length;
+      }
+      const buf = Buffer.allocUnsafe(total);
+      let off = 0;
+      for (const bin of bins) {
+        buf[off] = 0;
+        buf.writeUInt32BE(bin.length, off + 1);
+        buf.set(bin, off + 5);
+        off += 5 + bin.length;
+      }
+      stream.write(buf);
+    }
+
+    const self: SessionStream = {
+      send(m) {
+        if (ended) return;
+        out.push(m);
+        if (!flushScheduled) {
+          flushScheduled = true;
+          // After the current chain of promise continuations: every send of this tick in one write.
+          process.nextTick(flush);
+        }
+      },
+      get ended() {
+        return ended;
+      },
+      close() {
+        if (over) return;
+        flush();
+        ended = true;
+        closedByUs = true;
+        if (!stream.destroyed) stream.close(constants.NGHTTP2_CANCEL);
+      },
+    };
+    return self;
+  };
+}
+
+function trailerError(h: IncomingHttpHeaders): ConnectError | undefined {
+  const headers = new Headers();
+  for (const [k, v] of Object.entries(h)) {
+    if (k.startsWith(":") || v === undefined) continue;
+    headers.set(k, Array.isArray(v) ? v.join(", ") : String(v));
+  }
+  return findTrailerError(headers);
+}
