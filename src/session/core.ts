@@ -197,6 +197,7 @@ export function createCore(deps: CoreDeps): McpCore {
         id: randomUUID(),
         auth,
         resumeBufferMessages: options.resumeBufferMessages,
+        maxOutboundMessages: options.maxOutboundMessages,
         resumeTtlMs: options.resumeTtlMs,
         expiryWarningMs: options.expiryWarningMs,
         now,

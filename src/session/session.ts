@@ -46,6 +46,8 @@ export interface SessionInit {
   id: string;
   auth: AuthState;
   resumeBufferMessages: number;
+  /** Messages queued for a congested stream before it is dropped with `slow_consumer` (§6). */
+  maxOutboundMessages: number;
   resumeTtlMs: number;
   expiryWarningMs: number;
   now: () => number;
@@ -106,13 +108,23 @@ export class Session {
     return this.state.kind === "attached" && this.state.owner === owner;
   }
 
-  /** Numbers a message, keeps it for resume and queues it for the attached stream. */
-  emit(payload: ServerPayload): ServerMessage {
+  /** Numbers a message and keeps it for resume. */
+  private numbered(payload: ServerPayload): ServerMessage {
     const seq = ++this.seq;
     const msg = create(ServerMessageSchema, { seq, message: payload });
     this.ring[Number(seq % BigInt(this.ring.length))] = msg;
     for (const tap of this.taps) tap(msg);
+    return msg;
+  }
+
+  /** Numbers a message, keeps it for resume and queues it for the attached stream. */
+  emit(payload: ServerPayload): ServerMessage {
+    const msg = this.numbered(payload);
     if (this.state.kind === "attached") {
+      if (this.pending.length >= this.init.maxOutboundMessages) {
+        this.dropSlowConsumer();
+        return msg;
+      }
       this.pending.push(msg);
       if (!this.flushScheduled) {
         this.flushScheduled = true;
@@ -139,7 +151,8 @@ export class Session {
   /** Sends whatever is queued now (also called by the timer set in `emit`). */
   readonly flush = (): void => {
     this.flushScheduled = false;
-    if (this.state.kind !== "attached" || this.pending.length === 0) return;
+    // While congested, messages wait here — bounded by maxOutboundMessages — not in the transport.
+    if (this.state.kind !== "attached" || this.pending.length === 0 || this.congested) return;
     const batch = this.pending;
     this.pending = [];
     const sink = this.state.sink;
@@ -153,9 +166,28 @@ export class Session {
   };
 
   private setUncongested(sink: MessageSink): void {
-    if (this.state.kind === "attached" && this.state.sink !== sink) return;
+    if (this.state.kind !== "attached" || this.state.sink !== sink) return;
     this.congested = false;
     for (const w of this.writableWaiters.splice(0)) w();
+    if (this.pending.length > 0 && !this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flush);
+    }
+  }
+
+  /**
+   * The client reads too slowly and its queue is full: tell it why and drop the stream. The
+   * session stays for resume; what it could not take is in the resume ring.
+   */
+  private dropSlowConsumer(): void {
+    if (this.state.kind !== "attached") return;
+    const sink = this.state.sink;
+    const err = new McpError("slow_consumer", `the client is not reading: ${this.init.maxOutboundMessages} messages are queued for it`, {
+      retryAfterMs: 1000,
+    });
+    sink.write([this.numbered({ case: "error", value: toProtoError(err) })]);
+    this.enterDetached();
+    sink.close();
   }
 
   /** True while the attached stream's buffer is full: producers should wait (`writable()`). */
@@ -195,7 +227,10 @@ export class Session {
 
   /** The stream went away: keep the session for resume for `resumeTtlMs`. */
   detach(owner: object): void {
-    if (!this.isAttachedTo(owner)) return;
+    if (this.isAttachedTo(owner)) this.enterDetached();
+  }
+
+  private enterDetached(): void {
     const timer = setTimeout(
       () => this.close(new McpError("session_expired", `session ${this.id} was not resumed within ${this.init.resumeTtlMs} ms`)),
       this.init.resumeTtlMs,
@@ -234,7 +269,8 @@ export class Session {
     if (next.kind === "closed") for (const t of this.expiryTimers) clearTimeout(t);
     this.state = next;
     this.congested = false;
-    if (next.kind === "attached") for (const w of this.writableWaiters.splice(0)) w();
+    // Waiters re-check their condition after every transition (attached again, detached, closed).
+    for (const w of this.writableWaiters.splice(0)) w();
   }
 
   /** Replaces the session's credentials (Authentication refresh) and re-arms the expiry timers. */

@@ -125,4 +125,27 @@ describe("slow consumer", () => {
     expect(rest.filter((m) => m.message.case === "error")).toHaveLength(1);
     slow.close();
   });
+
+  test("the queue bound drops a non-reading client by size, long before the slow-consumer timer", async () => {
+    const tools = createTestTools();
+    // A 60 s timer: only the size bound (maxOutboundMessages) can drop the client within the wait below.
+    const bounded = await startServer({ tools: tools.tools, maxOutboundMessages: 64, slowConsumerTimeoutMs: 60_000 });
+    try {
+      const slow = openRawStream(bounded.url);
+      slow.send(handshake(await bounded.token()));
+      const hr = await slow.next();
+      if (hr?.message.case !== "handshakeResult") throw new Error(`expected a HandshakeResult, got ${hr?.message.case}`);
+      const session = () => bounded.server.core.sessions.get(hr.message.case === "handshakeResult" ? hr.message.value.sessionId : "");
+      slow.send({ case: "command", value: { id: "flood", tool: "spam", timeoutMs: 30_000 } });
+      await tools.probe.startedOnce("flood");
+      await eventually(() => session()?.connected === false, "the size bound to drop the client", 15_000);
+      expect(session()?.closed).toBe(false);
+      const rest = await slow.rest();
+      const last = rest.at(-1);
+      expect(last?.message.case === "error" && last.message.value.code).toBe("slow_consumer");
+      slow.close();
+    } finally {
+      await bounded.close();
+    }
+  });
 });
