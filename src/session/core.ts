@@ -300,7 +300,11 @@ export function createCore(deps: CoreDeps): McpCore {
         }
       };
       // after_seq 0 means only new events (mcp.v1.SubscribeRequest), not a replay of the whole ring.
-      const replay = afterSeq === 0n ? [] : (s.messagesAfter(afterSeq) ?? []);
+      const replay = afterSeq === 0n ? [] : s.messagesAfter(afterSeq);
+      if (replay === undefined) {
+        // Never a silent gap: the caller learns it must start from the present.
+        throw new McpError("session_expired", `session ${sessionId} no longer holds events after seq ${afterSeq}: subscribe with after_seq 0`);
+      }
       for (const m of replay) tap(m);
       s.taps.add(tap);
       const onAbort = () => wake?.();

@@ -274,6 +274,28 @@ describe("EventService/Subscribe", () => {
     s.close();
   });
 
+  test("an after_seq the session no longer holds → NotFound session_expired, never a silent gap", async () => {
+    const ring = await startServer({ tools: createTestTools().tools, resumeBufferMessages: 8 });
+    try {
+      const token = await ring.token("alice");
+      const s = await openReader(ring.url, handshake(token));
+      const hr = s.first;
+      if (hr?.message.case !== "handshakeResult") throw new Error("no HandshakeResult");
+      s.send({ case: "command", value: { id: "many", tool: "count", payload: args({ count: 20 }) } });
+      await s.response("many");
+      const events = createClient(EventService, createGrpcTransport({ baseUrl: ring.url, interceptors: bearer(token) }));
+      const drain = async () => {
+        for await (const _ of events.subscribe({ sessionId: hr.message.value.sessionId, afterSeq: 1n, types: [] })) {
+          /* the first events are gone from the ring */
+        }
+      };
+      expect(await failure(drain())).toEqual({ status: Code.NotFound, kind: ErrorKind.PROTOCOL, code: "session_expired" });
+      s.close();
+    } finally {
+      await ring.close();
+    }
+  });
+
   test("another principal's session → PermissionDenied permission_denied; an unknown one → NotFound session_expired", async () => {
     const s = await openReader(t.url, handshake(await t.token("alice")));
     const hr = s.first;
