@@ -195,9 +195,10 @@ export class Session {
     return this.congested || this.state.kind !== "attached";
   }
 
-  /** Resolves when a stream is attached and can take more; rejects never. */
+  /** Resolves when a stream is attached and can take more, or the session closed; rejects never. */
   writable(): Promise<void> {
-    if (!this.isCongested) return Promise.resolve();
+    // A closed session will never be writable again: callers re-check `closed` and stop.
+    if (!this.isCongested || this.state.kind === "closed") return Promise.resolve();
     return new Promise((resolve) => this.writableWaiters.push(resolve));
   }
 
