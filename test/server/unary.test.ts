@@ -281,11 +281,12 @@ describe("EventService/Subscribe", () => {
       const s = await openReader(ring.url, handshake(token));
       const hr = s.first;
       if (hr?.message.case !== "handshakeResult") throw new Error("no HandshakeResult");
+      const sessionId = hr.message.value.sessionId;
       s.send({ case: "command", value: { id: "many", tool: "count", payload: args({ count: 20 }) } });
       await s.response("many");
       const events = createClient(EventService, createGrpcTransport({ baseUrl: ring.url, interceptors: bearer(token) }));
       const drain = async () => {
-        for await (const _ of events.subscribe({ sessionId: hr.message.value.sessionId, afterSeq: 1n, types: [] })) {
+        for await (const _ of events.subscribe({ sessionId, afterSeq: 1n, types: [] })) {
           /* the first events are gone from the ring */
         }
       };
