@@ -116,8 +116,10 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
       closers.push(() => v.close());
     }
     const policy = opts.policyFile === undefined ? createPolicy() : await loadPolicyFile(opts.policyFile);
-    const authorizer = createAuthorizer({ policy, audit: options.audit ?? createJsonAuditSink() });
+    const audit = options.audit ?? createJsonAuditSink();
+    const authorizer = createAuthorizer({ policy, audit });
     const store = await openContextStore(opts.store);
+    closers.push(() => store.close());
     const contexts: ContextManager = createContextManager({ store });
     closers.push(() => contexts.close());
     const tools: ToolRegistry = createToolRegistry();
@@ -129,8 +131,10 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
       authorizer,
       revocations,
       contexts,
+      store,
       tools,
       server: { name: "mcp-server", version: VERSION },
+      audit,
       ...(options.now === undefined ? {} : { now: options.now }),
     });
   }
