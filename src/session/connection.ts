@@ -99,11 +99,8 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
   /** A fatal error: tell the client and end the stream (the session stays for resume). */
   function fail(err: McpError): void {
     if (state.kind === "bound") {
-      const s = state.session;
-      s.emit({ case: "error", value: toProtoError(err) });
-      s.flush();
-      s.detach(self);
-      sink.close();
+      if (state.session.isAttachedTo(self)) state.session.drop(err);
+      else sink.close();
     } else if (state.kind !== "closed") {
       sendUnbound({ case: "error", value: toProtoError(err) });
       sink.close();

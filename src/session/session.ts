@@ -122,7 +122,11 @@ export class Session {
     const msg = this.numbered(payload);
     if (this.state.kind === "attached") {
       if (this.pending.length >= this.init.maxOutboundMessages) {
-        this.dropSlowConsumer();
+        this.drop(
+          new McpError("slow_consumer", `the client is not reading: ${this.init.maxOutboundMessages} messages are queued for it`, {
+            retryAfterMs: 1000,
+          }),
+        );
         return msg;
       }
       this.pending.push(msg);
@@ -176,15 +180,14 @@ export class Session {
   }
 
   /**
-   * The client reads too slowly and its queue is full: tell it why and drop the stream. The
-   * session stays for resume; what it could not take is in the resume ring.
+   * Ends the attached stream with a final error, written past any queue so the client learns
+   * why (slow consumer, a fatal protocol error). The session stays for resume; what the stream
+   * could not take is in the resume ring.
    */
-  private dropSlowConsumer(): void {
+  drop(err: McpError): void {
     if (this.state.kind !== "attached") return;
     const sink = this.state.sink;
-    const err = new McpError("slow_consumer", `the client is not reading: ${this.init.maxOutboundMessages} messages are queued for it`, {
-      retryAfterMs: 1000,
-    });
+    if (!this.congested) this.flush();
     sink.write([this.numbered({ case: "error", value: toProtoError(err) })]);
     this.enterDetached();
     sink.close();
