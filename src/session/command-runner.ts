@@ -34,6 +34,8 @@ export interface CommandRunnerLimits {
 interface Inflight {
   readonly abort: AbortController;
   settled: boolean;
+  /** Aborts the command's signal and settles it with the reason (no abort listener per command). */
+  cancel(reason: unknown): void;
 }
 
 /** A session's command runner. */
@@ -95,7 +97,15 @@ export function createCommandRunner(
       return;
     }
     const startedAt = now();
-    const entry: Inflight = { abort: new AbortController(), settled: false };
+    const entry: Inflight = {
+      abort: new AbortController(),
+      settled: false,
+      cancel(reason) {
+        if (entry.settled) return;
+        entry.abort.abort(reason);
+        settle(errorResponse(id, toMcpError(reason, "cancelled"), now() - startedAt));
+      },
+    };
     table.set(id, entry);
     const timeoutMs = Math.min(command.timeoutMs === 0 ? limits.defaultTimeoutMs : command.timeoutMs, limits.maxTimeoutMs);
     const timer = setTimeout(() => {
@@ -112,11 +122,6 @@ export function createCommandRunner(
       table.delete(id);
       onResponse(response);
     }
-    entry.abort.signal.addEventListener(
-      "abort",
-      () => settle(errorResponse(id, toMcpError(entry.abort.signal.reason, "cancelled"), now() - startedAt)),
-      { once: true },
-    );
 
     const emit = (type: string, data: JsonObject) => {
       if (!entry.settled) host.emitEvent(id, type, data);
@@ -129,7 +134,8 @@ export function createCommandRunner(
     run.then(
       (result) => {
         if (result !== undefined) {
-          settle(create(ResponseSchema, { commandId: id, result, durationMs: now() - startedAt }));
+          // A literal, not create(): every field is given, and this runs once per command (hot path).
+          settle({ $typeName: "mcp.v1.Response", commandId: id, result, durationMs: now() - startedAt } satisfies Response);
         }
       },
       (e: unknown) => settle(errorResponse(id, toMcpError(e), now() - startedAt)),
@@ -179,14 +185,14 @@ export function createCommandRunner(
     cancel(commandId) {
       const entry = table.get(commandId);
       if (entry === undefined) return false;
-      entry.abort.abort(new McpError("cancelled", `command "${commandId}" was cancelled by the client`));
+      entry.cancel(new McpError("cancelled", `command "${commandId}" was cancelled by the client`));
       return true;
     },
     get inflight() {
       return table.size;
     },
     abortAll(reason) {
-      for (const entry of [...table.values()]) entry.abort.abort(reason);
+      for (const entry of [...table.values()]) entry.cancel(reason);
     },
   };
 }

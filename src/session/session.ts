@@ -6,7 +6,7 @@
 import { create, type JsonObject } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { EventSchema } from "../../gen/mcp/v1/event_pb.js";
-import { ServerMessageSchema, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
+import type { ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import type { Principal, SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { McpError, toProtoError } from "../errors.js";
 import type { CommandRunner } from "./command-runner.js";
@@ -111,7 +111,8 @@ export class Session {
   /** Numbers a message and keeps it for resume. */
   private numbered(payload: ServerPayload): ServerMessage {
     const seq = ++this.seq;
-    const msg = create(ServerMessageSchema, { seq, message: payload });
+    // A literal, not create(): both fields are given, and this runs once per message (hot path).
+    const msg: ServerMessage = { $typeName: "mcp.v1.ServerMessage", seq, message: payload };
     this.ring[Number(seq % BigInt(this.ring.length))] = msg;
     for (const tap of this.taps) tap(msg);
     return msg;
