@@ -7,5 +7,8 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 30_000,
     pool: "forks",
+    // Under CI a JSON report too, from which .ci/run prints the closing "N passed, N failed" line.
+    reporters: process.env["CI"] === undefined ? ["default"] : ["default", "json"],
+    outputFile: { json: ".ci/test-results.json" },
   },
 });
