@@ -1,0 +1,416 @@
+/**
+ * The "Commands and tools" benchmark: the session stream, unary Execute, a @grpc/grpc-js echo and a
+ * raw node:http2 echo (the ceiling), side by side in one run on one machine; then server RSS with a
+ * client that stops reading; then bench/context-sync.ts. Each server runs in its own process
+ * (bench/server.ts), the load in this one. `npm run bench`; see bench/README.md.
+ */
+import { execFileSync, fork, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname } from "node:path";
+import { connect as h2connect, constants } from "node:http2";
+import { cpus } from "node:os";
+import { fileURLToPath } from "node:url";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import { ClientMessageSchema, ServerMessageSchema, type ServerMessage } from "../gen/mcp/v1/session_pb.js";
+import { ProtocolVersion } from "../gen/mcp/v1/types_pb.js";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { createMcpClient } from "../src/client/index.js";
+import { mintToken } from "../src/security/index.js";
+
+/** The HS256 secret bench/server.ts's `mcp` server verifies with. */
+const BENCH_SECRET = "bench-secret-0123456789-0123456789-abcdef";
+
+const WARMUP_MS = Number(process.env["BENCH_WARMUP_MS"] ?? 1000);
+const MEASURE_MS = Number(process.env["BENCH_MEASURE_MS"] ?? 5000);
+const SEQ_MS = Number(process.env["BENCH_SEQ_MS"] ?? 2000);
+const STREAM_INFLIGHT = 64;
+const UNARY_INFLIGHT = 32;
+const TEXT = "hello, benchmark";
+
+// ---------------------------------------------------------------- server processes
+
+interface Child {
+  port: number;
+  ask<T>(op: string): Promise<T>;
+  stop(): void;
+  proc: ChildProcess;
+}
+
+async function startChild(kind: string, args: string[] = []): Promise<Child> {
+  const proc = fork(fileURLToPath(new URL("./server.ts", import.meta.url)), [kind, ...args], {
+    execArgv: ["--import", "tsx", ...(process.env["BENCH_SERVER_PROF"] === kind ? ["--cpu-prof", "--cpu-prof-dir=bench/.prof"] : [])],
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    proc.once("message", (m: { port: number }) => resolve(m.port));
+    proc.once("exit", (code) => reject(new Error(`bench server ${kind} exited with ${String(code)}`)));
+  });
+  return {
+    port,
+    proc,
+    ask: <T>(op: string) =>
+      new Promise<T>((resolve) => {
+        proc.once("message", (m: T) => resolve(m));
+        proc.send({ op });
+      }),
+    stop: () => {
+      proc.send({ op: "exit" });
+    },
+  };
+}
+
+// ---------------------------------------------------------------- the driver
+
+/** A way to issue one call; `done` must be called once per call when its answer arrived. */
+type Opener = (done: () => void) => { send(): void; close(): void };
+
+interface DriveResult {
+  perSec: number;
+  p50us: number;
+  p99us: number;
+}
+
+/**
+ * Keeps `inFlight` calls going for warm-up + measure; counts answers in the measure window. With
+ * inFlight 1 it records every round trip (sequential latency).
+ */
+function drive(open: Opener, inFlight: number, measureMs: number): Promise<DriveResult> {
+  return new Promise((resolve) => {
+    let measuring = false;
+    let stopped = false;
+    let count = 0;
+    const lat: number[] = [];
+    const sentAt: number[] = [];
+    let startedAt = 0;
+    const t = open(() => {
+      const now = performance.now();
+      const sent = inFlight === 1 ? sentAt.shift() : undefined;
+      if (measuring) {
+        count++;
+        if (sent !== undefined) lat.push(now - sent);
+      }
+      if (!stopped) {
+        if (inFlight === 1) sentAt.push(performance.now());
+        t.send();
+      }
+    });
+    for (let i = 0; i < inFlight; i++) {
+      if (inFlight === 1) sentAt.push(performance.now());
+      t.send();
+    }
+    setTimeout(() => {
+      measuring = true;
+      startedAt = performance.now();
+      setTimeout(() => {
+        measuring = false;
+        stopped = true;
+        const elapsed = performance.now() - startedAt;
+        // Let the calls still out come back before closing.
+        setTimeout(() => {
+          t.close();
+          lat.sort((a, b) => a - b);
+          const q = (p: number) => (lat.length === 0 ? 0 : lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]! * 1000);
+          resolve({ perSec: (count * 1000) / elapsed, p50us: q(0.5), p99us: q(0.99) });
+        }, 300);
+      }, measureMs);
+    }, WARMUP_MS);
+  });
+}
+
+// ---------------------------------------------------------------- openers
+
+async function mcpSessionOpener(port: number, token: string, perMessage = false): Promise<Opener> {
+  const baseUrl = `http://127.0.0.1:${port}`;
+  // perMessage: the Connect protocol through connect-es and connect-node, one promise per message
+  // on both sides — the path every session stream took before the node:http2 fast path.
+  const transport = perMessage
+    ? createConnectTransport({ baseUrl, httpVersion: "2", interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${token}`), next(req))] })
+    : undefined;
+  const session = await createMcpClient({ baseUrl, token, ...(transport === undefined ? {} : { transport }) }).connect({ heartbeatIntervalMs: 0 });
+  return (done) => ({
+    send: () => {
+      session.call("echo", { text: TEXT }).then(done, (e: unknown) => {
+        console.error("session call failed:", e);
+        process.exit(1);
+      });
+    },
+    close: () => session.close(),
+  });
+}
+
+function mcpUnaryOpener(port: number, token: string, protocol: "grpc" | "connect"): Opener {
+  const client = createMcpClient({ baseUrl: `http://127.0.0.1:${port}`, token, protocol, httpVersion: "2" });
+  return (done) => ({
+    send: () => {
+      client.commands.execute({ tool: "echo", payload: { case: "arguments", value: { text: TEXT } } }).then(done, (e: unknown) => {
+        console.error("unary call failed:", e);
+        process.exit(1);
+      });
+    },
+    close: () => {},
+  });
+}
+
+type EchoClient = grpc.Client & {
+  echo(req: { text: string }, cb: (err: grpc.ServiceError | null) => void): void;
+  echoStream(): grpc.ClientDuplexStream<{ text: string }, { text: string }>;
+};
+
+function grpcJsClient(port: number): EchoClient {
+  const def = protoLoader.loadSync(fileURLToPath(new URL("./echo.proto", import.meta.url)));
+  const pkg = grpc.loadPackageDefinition(def) as unknown as { bench: { v1: { EchoService: grpc.ServiceClientConstructor } } };
+  return new pkg.bench.v1.EchoService(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as unknown as EchoClient;
+}
+
+/** grpc-js calling our CommandService/Execute, proto from proto/ (separates our server's cost from connect-es's client). */
+function grpcJsOnOursUnaryOpener(port: number, token: string): Opener {
+  const require = createRequire(import.meta.url);
+  const def = protoLoader.loadSync(["mcp/v1/command.proto"], {
+    includeDirs: [fileURLToPath(new URL("../proto", import.meta.url)), dirname(require.resolve("protobufjs/package.json"))],
+    oneofs: true,
+  });
+  type Exec = grpc.Client & { Execute(req: object, md: grpc.Metadata, cb: (e: grpc.ServiceError | null) => void): void };
+  const pkg = grpc.loadPackageDefinition(def) as unknown as { mcp: { v1: { CommandService: grpc.ServiceClientConstructor } } };
+  const client = new pkg.mcp.v1.CommandService(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as unknown as Exec;
+  const md = new grpc.Metadata();
+  md.set("authorization", `Bearer ${token}`);
+  const req = { tool: "echo", arguments: { fields: { text: { stringValue: TEXT } } } };
+  return (done) => ({
+    send: () =>
+      client.Execute(req, md, (err) => {
+        if (err !== null) {
+          console.error("grpc-js on ours failed:", err);
+          process.exit(1);
+        }
+        done();
+      }),
+    close: () => client.close(),
+  });
+}
+
+function grpcJsBidiOpener(client: EchoClient): Opener {
+  return (done) => {
+    const call = client.echoStream();
+    call.on("data", () => done());
+    call.on("error", () => {});
+    return { send: () => call.write({ text: TEXT }), close: () => call.end() };
+  };
+}
+
+function grpcJsUnaryOpener(client: EchoClient): Opener {
+  return (done) => ({
+    send: () =>
+      client.echo({ text: TEXT }, (err) => {
+        if (err !== null) {
+          console.error("grpc-js unary failed:", err);
+          process.exit(1);
+        }
+        done();
+      }),
+    close: () => {},
+  });
+}
+
+/** Length-prefixed frames over one node:http2 stream, every tick's frames in one write. */
+function rawOpener(port: number): Opener {
+  return (done) => {
+    const session = h2connect(`http://127.0.0.1:${port}`);
+    const stream = session.request({ ":method": "POST", ":path": "/bench.v1.EchoService/EchoStream", "content-type": "application/grpc+proto", te: "trailers" });
+    stream.on("error", () => {});
+    const payload = Buffer.from(TEXT);
+    const frame = Buffer.alloc(5 + payload.length);
+    frame.writeUInt32BE(payload.length, 1);
+    payload.copy(frame, 5);
+    let pending = 0;
+    let scheduled = false;
+    const flush = () => {
+      scheduled = false;
+      const n = pending;
+      pending = 0;
+      const b = Buffer.allocUnsafe(n * frame.length);
+      for (let i = 0; i < n; i++) frame.copy(b, i * frame.length);
+      stream.write(b);
+    };
+    let rest: Buffer | undefined;
+    stream.on("data", (chunk: Buffer) => {
+      const buf = rest === undefined ? chunk : Buffer.concat([rest, chunk]);
+      let off = 0;
+      while (buf.length - off >= 5) {
+        const len = buf.readUInt32BE(off + 1);
+        if (buf.length - off - 5 < len) break;
+        off += 5 + len;
+        done();
+      }
+      rest = off === buf.length ? undefined : buf.subarray(off);
+    });
+    return {
+      send: () => {
+        pending++;
+        if (!scheduled) {
+          scheduled = true;
+          process.nextTick(flush);
+        }
+      },
+      close: () => {
+        stream.close(constants.NGHTTP2_CANCEL);
+        session.close();
+      },
+    };
+  };
+}
+
+// ---------------------------------------------------------------- RSS with a client that stops reading
+
+function clientFrame(message: Parameters<typeof create<typeof ClientMessageSchema>>[1]): Buffer {
+  const bin = toBinary(ClientMessageSchema, create(ClientMessageSchema, message));
+  const out = Buffer.alloc(5 + bin.length);
+  out.writeUInt32BE(bin.length, 1);
+  out.set(bin, 5);
+  return out;
+}
+
+async function slowConsumer(token: string): Promise<string[]> {
+  const slowMs = 3000;
+  const child = await startChild("mcp", [String(slowMs)]);
+  const lines: string[] = [];
+  try {
+    const session = h2connect(`http://127.0.0.1:${child.port}`);
+    session.on("error", () => {});
+    const stream = session.request({ ":method": "POST", ":path": "/mcp.v1.SessionService/Connect", "content-type": "application/grpc+proto", te: "trailers" });
+    stream.on("error", () => {});
+    const received: ServerMessage[] = [];
+    let rest: Buffer | undefined;
+    let ended = false;
+    stream.on("data", (chunk: Buffer) => {
+      const buf = rest === undefined ? chunk : Buffer.concat([rest, chunk]);
+      let off = 0;
+      while (buf.length - off >= 5) {
+        const len = buf.readUInt32BE(off + 1);
+        if (buf.length - off - 5 < len) break;
+        received.push(fromBinary(ServerMessageSchema, buf.subarray(off + 5, off + 5 + len)));
+        off += 5 + len;
+      }
+      rest = off === buf.length ? undefined : buf.subarray(off);
+    });
+    const over = new Promise<void>((r) => {
+      stream.once("end", () => ((ended = true), r()));
+      stream.once("close", () => ((ended = true), r()));
+    });
+    stream.write(
+      clientFrame({
+        message: { case: "handshake", value: { protocolVersions: [ProtocolVersion.PROTOCOL_VERSION_1_0], client: { name: "bench", version: "0" }, token } },
+      }),
+    );
+    while (received.length === 0) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 300));
+    const { reset: before } = await child.ask<{ reset: number }>("reset");
+    // Stop reading, then ask for 2,000 echoes of 32 KiB each (64 MiB of answers).
+    stream.pause();
+    const big = "x".repeat(32 * 1024);
+    const COMMANDS = 2000;
+    for (let i = 0; i < COMMANDS; i++) {
+      stream.write(clientFrame({ message: { case: "command", value: { id: `s${i}`, tool: "echo", payload: { case: "arguments", value: { text: big } } } } }));
+    }
+    const t0 = performance.now();
+    await new Promise((r) => setTimeout(r, slowMs + 1500));
+    const { peak } = await child.ask<{ peak: number }>("peak");
+    // Read again: what was queued, then the Error that ended the stream.
+    stream.resume();
+    await Promise.race([over, new Promise((r) => setTimeout(r, 5000))]);
+    const responses = received.filter((m) => m.message.case === "response").length;
+    const last = received.at(-1);
+    const lastError = last?.message.case === "error" ? `${last.message.value.code} (${last.message.value.message})` : `none (last: ${last?.message.case})`;
+    stream.close(constants.NGHTTP2_CANCEL);
+    session.destroy();
+    await new Promise((r) => setTimeout(r, 1000));
+    const { rss: after } = await child.ask<{ rss: number }>("rss");
+    const mb = (n: number) => `${(n / 1024 / 1024).toFixed(1)} MiB`;
+    lines.push(`(f) server RSS while a client stops reading (${COMMANDS} echo commands of 32 KiB sent, ${mb(COMMANDS * 32 * 1024)} of answers asked for; slowConsumerTimeoutMs ${slowMs})`);
+    lines.push(`    RSS before ${mb(before)}, peak ${mb(peak)} (+${mb(peak - before)}), after the drop ${mb(after)}`);
+    lines.push(`    answers the server produced before pausing: ${responses} of ${COMMANDS}; stream ended: ${ended}; last message: ${lastError}`);
+    lines.push(`    time from the commands to the end: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  } finally {
+    child.stop();
+  }
+  return lines;
+}
+
+// ---------------------------------------------------------------- main
+
+const cpuModel = /model name\s*:\s*(.*)/.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? cpus()[0]?.model ?? "unknown";
+console.log(`machine: ${cpus().length} cores (nproc), ${cpuModel}, node ${process.version}`);
+console.log(`warm-up ${WARMUP_MS} ms, measure ${MEASURE_MS} ms (throughput) / ${SEQ_MS} ms (sequential); payload ${JSON.stringify(TEXT)}`);
+console.log("");
+
+const token = await mintToken({ secret: BENCH_SECRET, subject: "bench", roles: ["developer"], ttlSec: 3600, issuer: "mcp", audience: "mcp" });
+
+const mcp = await startChild("mcp");
+if (process.env["BENCH_ONLY"] === "unary") {
+  // Profiling aid: only ours, unary (BENCH_SERVER_PROF=mcp writes the server's profile to bench/.prof).
+  console.log(`unary calls/s ${Math.round((await drive(grpcJsOnOursUnaryOpener(mcp.port, token), UNARY_INFLIGHT, MEASURE_MS)).perSec)}`);
+  mcp.stop();
+  setTimeout(() => process.exit(0), 200);
+  await new Promise(() => {});
+}
+const oursStream = await drive(await mcpSessionOpener(mcp.port, token), STREAM_INFLIGHT, MEASURE_MS);
+if (process.env["BENCH_ONLY"] === "stream") {
+  console.log(`stream calls/s ${Math.round(oursStream.perSec)}`);
+  mcp.stop();
+  setTimeout(() => process.exit(0), 200);
+  await new Promise(() => {});
+}
+const oursSeq = await drive(await mcpSessionOpener(mcp.port, token), 1, SEQ_MS);
+const perMessageStream = await drive(await mcpSessionOpener(mcp.port, token, true), STREAM_INFLIGHT, MEASURE_MS);
+const oursUnaryGrpc = await drive(mcpUnaryOpener(mcp.port, token, "grpc"), UNARY_INFLIGHT, MEASURE_MS);
+const oursUnaryConnect = await drive(mcpUnaryOpener(mcp.port, token, "connect"), UNARY_INFLIGHT, MEASURE_MS);
+const oursUnaryGrpcJs = await drive(grpcJsOnOursUnaryOpener(mcp.port, token), UNARY_INFLIGHT, MEASURE_MS);
+mcp.stop();
+
+const gj = await startChild("grpcjs");
+const gjClient = grpcJsClient(gj.port);
+const gjStream = await drive(grpcJsBidiOpener(gjClient), STREAM_INFLIGHT, MEASURE_MS);
+const gjSeq = await drive(grpcJsBidiOpener(gjClient), 1, SEQ_MS);
+const gjUnary = await drive(grpcJsUnaryOpener(gjClient), UNARY_INFLIGHT, MEASURE_MS);
+gjClient.close();
+gj.stop();
+
+const raw = await startChild("raw");
+const rawStream = await drive(rawOpener(raw.port), STREAM_INFLIGHT, MEASURE_MS);
+const rawSeq = await drive(rawOpener(raw.port), 1, SEQ_MS);
+raw.stop();
+
+const f0 = (n: number) => Math.round(n).toLocaleString("en-US");
+const r2 = (a: number, b: number) => (a / b).toFixed(2);
+const pad = (s: string, n: number) => s.padEnd(n);
+const mark = (ok: boolean) => (ok ? "met" : "MISSED");
+
+console.log(pad("", 46) + pad("ours", 14) + pad("grpc-js", 14) + pad("raw http2", 14));
+console.log(
+  pad(`(a) stream calls/s, ${STREAM_INFLIGHT} in flight, one stream`, 46) + pad(f0(oursStream.perSec), 14) + pad(f0(gjStream.perSec), 14) + pad(f0(rawStream.perSec), 14),
+);
+console.log(pad("    same, Connect protocol via connect-node", 46) + pad(f0(perMessageStream.perSec), 14) + "(per-message plumbing, for comparison)");
+console.log(
+  pad("(b) sequential round trip p50 (µs)", 46) + pad(f0(oursSeq.p50us), 14) + pad(f0(gjSeq.p50us), 14) + pad(f0(rawSeq.p50us), 14),
+);
+console.log(pad("    sequential round trip p99 (µs)", 46) + pad(f0(oursSeq.p99us), 14) + pad(f0(gjSeq.p99us), 14) + pad(f0(rawSeq.p99us), 14));
+console.log(pad(`(c) unary Execute calls/s, ${UNARY_INFLIGHT} in flight, gRPC`, 46) + pad(f0(oursUnaryGrpc.perSec), 14) + pad(f0(gjUnary.perSec), 14) + "-");
+console.log(pad("    ours, Connect protocol (connect-es client)", 46) + pad(f0(oursUnaryConnect.perSec), 14));
+console.log(pad("    ours, gRPC, @grpc/grpc-js as the client", 46) + pad(f0(oursUnaryGrpcJs.perSec), 14));
+console.log("");
+console.log("(e) ratios and the issue's targets");
+console.log(`    stream calls/s  ours/grpc-js bidi = ${r2(oursStream.perSec, gjStream.perSec)}  (target >= 1.5: ${mark(oursStream.perSec >= 1.5 * gjStream.perSec)})`);
+console.log(`    stream calls/s  ours/raw ceiling  = ${r2(oursStream.perSec, rawStream.perSec)}  (target >= 0.25: ${mark(oursStream.perSec >= 0.25 * rawStream.perSec)})`);
+console.log(`    sequential p50  ours/raw ceiling  = ${r2(oursSeq.p50us, rawSeq.p50us)}  (target <= 1.5: ${mark(oursSeq.p50us <= 1.5 * rawSeq.p50us)})`);
+console.log(`    sequential p50  ours/grpc-js bidi = ${r2(oursSeq.p50us, gjSeq.p50us)}`);
+console.log(`    unary calls/s   ours/grpc-js      = ${r2(oursUnaryGrpc.perSec, gjUnary.perSec)}  (target >= 1.0: ${mark(oursUnaryGrpc.perSec >= gjUnary.perSec)})`);
+console.log("");
+
+for (const line of await slowConsumer(token)) console.log(line);
+console.log("");
+
+console.log("bench/context-sync.ts:");
+process.stdout.write(execFileSync(process.execPath, ["--import", "tsx", fileURLToPath(new URL("./context-sync.ts", import.meta.url))], { encoding: "utf8" }));
+process.exit(0);

@@ -1,0 +1,107 @@
+/**
+ * The server side of bench/run.ts, run in its own process (forked with IPC) so server and load
+ * each get a core: `mcp` (createMcpServer, in-memory store, HS256), `grpcjs` (a @grpc/grpc-js
+ * echo server from bench/echo.proto) or `raw` (node:http2 echoing gRPC frames, one write per tick:
+ * the ceiling). Sends `{ port }` when listening; answers `{ rss }` (current) and `{ peak }` (the
+ * largest RSS sampled every 10 ms since the last `{ reset }`).
+ */
+import { createServer as createH2Server, type ServerHttp2Stream } from "node:http2";
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import { createMcpServer } from "../src/server/server.js";
+
+/** Also in bench/run.ts, which mints the tokens. */
+const BENCH_SECRET = "bench-secret-0123456789-0123456789-abcdef";
+
+const kind = process.argv[2];
+const send = (m: object) => process.send?.(m);
+
+let peak = process.memoryUsage.rss();
+setInterval(() => {
+  const r = process.memoryUsage.rss();
+  if (r > peak) peak = r;
+}, 10).unref();
+process.on("message", (m: { op: string }) => {
+  if (m.op === "rss") send({ rss: process.memoryUsage.rss() });
+  if (m.op === "peak") send({ peak });
+  if (m.op === "reset") {
+    peak = process.memoryUsage.rss();
+    send({ reset: peak });
+  }
+  if (m.op === "exit") process.exit(0);
+});
+process.on("disconnect", () => process.exit(0));
+
+if (kind === "mcp") {
+  const server = createMcpServer({
+    port: 0,
+    bindAddress: "127.0.0.1",
+    jwtSecret: BENCH_SECRET,
+    store: "memory",
+    audit: () => {},
+    maxInflightCommands: 256,
+    slowConsumerTimeoutMs: Number(process.argv[3] ?? 10_000),
+  });
+  const { port } = await server.listen();
+  send({ port });
+} else if (kind === "grpcjs") {
+  const def = protoLoader.loadSync(fileURLToPath(new URL("./echo.proto", import.meta.url)));
+  const pkg = grpc.loadPackageDefinition(def) as unknown as { bench: { v1: { EchoService: grpc.ServiceClientConstructor } } };
+  const server = new grpc.Server();
+  server.addService(pkg.bench.v1.EchoService.service, {
+    echo: (call: grpc.ServerUnaryCall<{ text: string }, { text: string }>, cb: grpc.sendUnaryData<{ text: string }>) =>
+      cb(null, { text: call.request.text }),
+    echoStream: (call: grpc.ServerDuplexStream<{ text: string }, { text: string }>) => {
+      call.on("data", (m: { text: string }) => call.write({ text: m.text }));
+      call.on("end", () => call.end());
+    },
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) => (err === null ? resolve(p) : reject(err))),
+  );
+  send({ port });
+} else if (kind === "raw") {
+  // The ceiling: frames echoed as they are cut from 'data', every tick's frames in one write.
+  const server = createH2Server();
+  server.on("stream", (stream: ServerHttp2Stream) => {
+    stream.respond({ ":status": 200, "content-type": "application/grpc+proto" }, { waitForTrailers: true });
+    stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+    let rest: Buffer | undefined;
+    let out: Buffer[] = [];
+    let scheduled = false;
+    const flush = () => {
+      scheduled = false;
+      if (out.length === 0 || stream.destroyed) return;
+      const b = out.length === 1 ? out[0]! : Buffer.concat(out);
+      out = [];
+      stream.write(b);
+    };
+    stream.on("data", (chunk: Buffer) => {
+      let buf = rest === undefined ? chunk : Buffer.concat([rest, chunk]);
+      let off = 0;
+      while (buf.length - off >= 5) {
+        const len = buf.readUInt32BE(off + 1);
+        if (buf.length - off - 5 < len) break;
+        out.push(buf.subarray(off, off + 5 + len));
+        off += 5 + len;
+      }
+      rest = off === buf.length ? undefined : buf.subarray(off);
+      buf = Buffer.alloc(0);
+      if (!scheduled && out.length > 0) {
+        scheduled = true;
+        setImmediate(flush);
+      }
+    });
+    stream.on("end", () => {
+      flush();
+      stream.end();
+    });
+    stream.on("error", () => {});
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const addr = server.address();
+  send({ port: typeof addr === "object" && addr !== null ? addr.port : 0 });
+} else {
+  throw new TypeError(`unknown server kind ${String(kind)}: mcp | grpcjs | raw`);
+}
