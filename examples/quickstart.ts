@@ -18,17 +18,23 @@ const token = await mintToken({ secret, subject: "alice", roles: ["developer"], 
 const session = await createMcpClient({ baseUrl: url, token }).connect();
 session.send({ case: "update", value: { id: "u1", contextId: "demo", ops: [{ op: { case: "put", value: { key: "greeting", value: { kind: { case: "stringValue", value: "hello" } } } } }] } });
 session.send({ case: "command", value: { id: "c1", tool: "echo", payload: { case: "arguments", value: { text: "hello" } } } });
-session.send({ case: "ping", value: { id: 1n } });
 
-// The receive loop: dispatch on the message type.
+// The receive loop: dispatch on the message type. Answers come in any order (matched by id);
+// once both are in, a Ping, and its Pong ends the loop.
+let answered = 0;
+const answer = () => {
+  if (++answered === 2) session.send({ case: "ping", value: { id: 1n } });
+};
 loop: for await (const msg of session.messages()) {
   const m = msg.message;
   switch (m.case) {
     case "updateResult":
       console.log(`#${msg.seq} context ${m.value.contextId} is at version ${m.value.version}`);
+      answer();
       break;
     case "response":
       console.log(`#${msg.seq} response to ${m.value.commandId}:`, m.value.result.case === "output" ? m.value.result.value : m.value.result);
+      answer();
       break;
     case "event":
       console.log(`#${msg.seq} event ${m.value.type}`);

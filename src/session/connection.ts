@@ -229,16 +229,10 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
         // Cancelling a command that already finished is not an error: its Response is on its way.
         session.runner.cancel(m.value.commandId);
         return;
-      case "ping": {
-        // Answered on the next turn of the event loop, so work that arrived before the Ping and
-        // finishes at once (an echo, an in-memory update) is answered before its Pong, even when
-        // a client sends them all in one write. Not a promise of §4 step 4, just the least surprise.
-        const id = m.value.id;
-        setImmediate(() => {
-          if (!session.closed) session.emit({ case: "pong", value: create(PongSchema, { id }) });
-        });
+      case "ping":
+        // Answered at once: a Pong measures the round trip, it does not wait for earlier work.
+        session.emit({ case: "pong", value: create(PongSchema, { id: m.value.id }) });
         return;
-      }
       case "authentication":
         authenticateSession(session, m.value.token);
         return;
