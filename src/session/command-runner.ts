@@ -7,6 +7,7 @@
 import { create, type JsonObject } from "@bufbuild/protobuf";
 import { BatchMode, ResponseSchema, type Command, type CommandBatch, type Response } from "../../gen/mcp/v1/command_pb.js";
 import { McpError, toMcpError, toProtoError } from "../errors.js";
+import type { ToolContext } from "../tools/registered-tool.js";
 
 /** What the runner needs from the rest of the core, per command. */
 export interface CommandHost {
@@ -20,7 +21,13 @@ export interface CommandHost {
 
 /** A command that passed its checks and is ready to run. */
 export interface PreparedCommand {
-  run(signal: AbortSignal, emit: (type: string, data: JsonObject) => void): Promise<Response["result"]>;
+  /** The principal's subject, passed on to the tool's context (logs only). */
+  readonly subject?: string;
+  /**
+   * Runs the command. `ctx.signal` is created on first read (most tools never read it), and
+   * `ctx.aborted` says whether it fired without creating it.
+   */
+  run(ctx: ToolContext): Promise<Response["result"]>;
 }
 
 /** Limits the runner enforces. */
@@ -29,13 +36,6 @@ export interface CommandRunnerLimits {
   maxBatchSize: number;
   defaultTimeoutMs: number;
   maxTimeoutMs: number;
-}
-
-interface Inflight {
-  readonly abort: AbortController;
-  settled: boolean;
-  /** Aborts the command's signal and settles it with the reason (no abort listener per command). */
-  cancel(reason: unknown): void;
 }
 
 /** A session's command runner. */
@@ -52,6 +52,118 @@ export interface CommandRunner {
   abortAll(reason: McpError): void;
 }
 
+/**
+ * One command in flight, and the `ToolContext` its tool gets. A class, not a closure set per
+ * command: this is allocated once per command on the hot path, and its methods live on the
+ * prototype. The AbortController (an EventTarget, ~10 % of a command's cost when made eagerly)
+ * exists only once a tool reads `signal` or the command is aborted.
+ */
+class Inflight implements ToolContext {
+  settled = false;
+  /** Set once aborted (timeout, Cancel, session end); the signal's reason. */
+  private reason: unknown = undefined;
+  private isAborted = false;
+  private controller: AbortController | undefined = undefined;
+  readonly subject?: string;
+
+  constructor(
+    readonly commandId: string,
+    readonly startedAt: number,
+    /** Epoch ms (runner clock) after which the command times out. */
+    readonly deadline: number,
+    readonly timeoutMs: number,
+    private readonly host: CommandHost,
+    readonly onResponse: (response: Response) => void,
+    subject: string | undefined,
+  ) {
+    if (subject !== undefined) this.subject = subject;
+  }
+
+  get signal(): AbortSignal {
+    if (this.controller === undefined) {
+      this.controller = new AbortController();
+      if (this.isAborted) this.controller.abort(this.reason);
+    }
+    return this.controller.signal;
+  }
+
+  get aborted(): boolean {
+    return this.isAborted;
+  }
+
+  emit(type: string, data: JsonObject): void {
+    if (!this.settled) this.host.emitEvent(this.commandId, type, data);
+  }
+
+  /** Fires the signal (if anyone holds it) with `reason`. */
+  abort(reason: unknown): void {
+    if (this.isAborted) return;
+    this.isAborted = true;
+    this.reason = reason;
+    this.controller?.abort(reason);
+  }
+}
+
+/**
+ * Command timeouts without a `setTimeout` per command: one timer per runner, armed for the
+ * earliest deadline. Settling a command does not touch the timer; when it fires it expires what is
+ * due and re-arms for the earliest deadline left. Timeouts are whole milliseconds and a few ms of
+ * lateness is fine (PROTOCOL.md §3), so the scan of the in-flight table (≤ max_inflight_commands)
+ * on each firing is cheap next to a timer per command. The timer is ref'd only while commands
+ * are in flight, like the per-command timers it replaces.
+ */
+class DeadlineTimer {
+  private timer: ReturnType<typeof setTimeout> | undefined = undefined;
+  /** When the armed timer fires (runner clock); Infinity when none is armed. */
+  private armedFor = Infinity;
+  private refed = false;
+
+  constructor(
+    private readonly table: Map<string, Inflight>,
+    private readonly now: () => number,
+    private readonly expire: (entry: Inflight) => void,
+  ) {}
+
+  /** A command with `deadline` started. */
+  added(deadline: number): void {
+    if (deadline < this.armedFor) this.arm(deadline);
+    else if (!this.refed) {
+      this.timer?.ref();
+      this.refed = true;
+    }
+  }
+
+  /** The table became empty: let the process exit while nothing runs. */
+  idle(): void {
+    if (this.refed) {
+      this.timer?.unref();
+      this.refed = false;
+    }
+  }
+
+  private arm(deadline: number): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.armedFor = deadline;
+    this.timer = setTimeout(this.fire, Math.max(1, deadline - this.now()));
+    this.refed = true;
+  }
+
+  private readonly fire = (): void => {
+    this.timer = undefined;
+    this.armedFor = Infinity;
+    const t = this.now();
+    const due: Inflight[] = [];
+    let next = Infinity;
+    for (const entry of this.table.values()) {
+      if (entry.deadline <= t) due.push(entry);
+      else if (entry.deadline < next) next = entry.deadline;
+    }
+    // Expire after the scan: settling edits the table.
+    for (const entry of due) this.expire(entry);
+    if (next !== Infinity && this.table.size > 0) this.arm(next);
+  };
+}
+
 /** Creates the runner of one session. */
 export function createCommandRunner(
   host: CommandHost,
@@ -59,6 +171,11 @@ export function createCommandRunner(
   now: () => number = Date.now,
 ): CommandRunner {
   const table = new Map<string, Inflight>();
+  const deadlines = new DeadlineTimer(table, now, (entry) => {
+    const err = new McpError("timeout", `command "${entry.commandId}" did not finish within ${entry.timeoutMs} ms`);
+    entry.abort(err);
+    settle(entry, errorResponse(entry.commandId, err, now() - entry.startedAt));
+  });
 
   function errorResponse(commandId: string, err: McpError, durationMs = 0): Response {
     return create(ResponseSchema, {
@@ -66,6 +183,22 @@ export function createCommandRunner(
       result: { case: "error", value: toProtoError(err.withCommandId(commandId)) },
       durationMs,
     });
+  }
+
+  // The one place a command ends.
+  function settle(entry: Inflight, response: Response): void {
+    if (entry.settled) return;
+    entry.settled = true;
+    table.delete(entry.commandId);
+    if (table.size === 0) deadlines.idle();
+    entry.onResponse(response);
+  }
+
+  /** Aborts the command's signal and settles it with the reason (no abort listener per command). */
+  function cancelEntry(entry: Inflight, reason: unknown): void {
+    if (entry.settled) return;
+    entry.abort(reason);
+    settle(entry, errorResponse(entry.commandId, toMcpError(reason, "cancelled"), now() - entry.startedAt));
   }
 
   function start(command: Command, onResponse: (response: Response) => void): void {
@@ -97,48 +230,43 @@ export function createCommandRunner(
       return;
     }
     const startedAt = now();
-    const entry: Inflight = {
-      abort: new AbortController(),
-      settled: false,
-      cancel(reason) {
-        if (entry.settled) return;
-        entry.abort.abort(reason);
-        settle(errorResponse(id, toMcpError(reason, "cancelled"), now() - startedAt));
-      },
-    };
-    table.set(id, entry);
     const timeoutMs = Math.min(command.timeoutMs === 0 ? limits.defaultTimeoutMs : command.timeoutMs, limits.maxTimeoutMs);
-    const timer = setTimeout(() => {
-      const err = new McpError("timeout", `command "${id}" did not finish within ${timeoutMs} ms`);
-      entry.abort.abort(err);
-      settle(errorResponse(id, err, now() - startedAt));
-    }, timeoutMs);
+    const entry = new Inflight(id, startedAt, startedAt + timeoutMs, timeoutMs, host, onResponse, prepared.subject);
+    table.set(id, entry);
+    deadlines.added(entry.deadline);
 
-    // The one place a command ends.
-    function settle(response: Response): void {
-      if (entry.settled) return;
-      entry.settled = true;
-      clearTimeout(timer);
-      table.delete(id);
-      onResponse(response);
+    if (command.contextVersion > 0n) {
+      host.checkPrecondition(command.contextId, command.contextVersion).then(
+        () => {
+          if (!entry.settled) runPrepared(entry, prepared);
+        },
+        (e: unknown) => settle(entry, errorResponse(id, toMcpError(e), now() - entry.startedAt)),
+      );
+      return;
     }
+    runPrepared(entry, prepared);
+  }
 
-    const emit = (type: string, data: JsonObject) => {
-      if (!entry.settled) host.emitEvent(id, type, data);
-    };
-    const precondition =
-      command.contextVersion > 0n ? host.checkPrecondition(command.contextId, command.contextVersion) : undefined;
-    const run = precondition === undefined
-      ? prepared.run(entry.abort.signal, emit)
-      : precondition.then(() => (entry.settled ? undefined : prepared.run(entry.abort.signal, emit)));
+  function runPrepared(entry: Inflight, prepared: PreparedCommand): void {
+    let run: Promise<Response["result"]>;
+    try {
+      run = prepared.run(entry);
+    } catch (e) {
+      // run() is async in every tool; a host that throws synchronously still settles once.
+      settle(entry, errorResponse(entry.commandId, toMcpError(e), now() - entry.startedAt));
+      return;
+    }
     run.then(
       (result) => {
-        if (result !== undefined) {
-          // A literal, not create(): every field is given, and this runs once per command (hot path).
-          settle({ $typeName: "mcp.v1.Response", commandId: id, result, durationMs: now() - startedAt } satisfies Response);
-        }
+        // A literal, not create(): every field is given, and this runs once per command (hot path).
+        settle(entry, {
+          $typeName: "mcp.v1.Response",
+          commandId: entry.commandId,
+          result,
+          durationMs: now() - entry.startedAt,
+        } satisfies Response);
       },
-      (e: unknown) => settle(errorResponse(id, toMcpError(e), now() - startedAt)),
+      (e: unknown) => settle(entry, errorResponse(entry.commandId, toMcpError(e), now() - entry.startedAt)),
     );
   }
 
@@ -185,14 +313,14 @@ export function createCommandRunner(
     cancel(commandId) {
       const entry = table.get(commandId);
       if (entry === undefined) return false;
-      entry.cancel(new McpError("cancelled", `command "${commandId}" was cancelled by the client`));
+      cancelEntry(entry, new McpError("cancelled", `command "${commandId}" was cancelled by the client`));
       return true;
     },
     get inflight() {
       return table.size;
     },
     abortAll(reason) {
-      for (const entry of [...table.values()]) entry.cancel(reason);
+      for (const entry of [...table.values()]) cancelEntry(entry, reason);
     },
   };
 }

@@ -211,10 +211,8 @@ export function createCore(deps: CoreDeps): McpCore {
           authorizer.require(subjectOf(auth, sessionId), `context:${command.contextId}:read`, SecurityLevel.STANDARD, `precondition on ${command.contextId}`);
         }
         const subject = auth.principal?.subject;
-        return {
-          run: (signal, emit) =>
-            tool.run(command, subject === undefined ? { signal, commandId: command.id, emit } : { signal, commandId: command.id, subject, emit }),
-        };
+        // The runner's context is the ToolContext itself (signal made on first read).
+        return subject === undefined ? { run: (ctx) => tool.run(command, ctx) } : { subject, run: (ctx) => tool.run(command, ctx) };
       },
       async checkPrecondition(contextId, version) {
         // A sync from the expected version is an empty delta when the context is there; its

@@ -14,6 +14,12 @@ export interface ToolContext {
    * stop promptly, pass it to fs / child_process, and reject with `signal.reason`.
    */
   readonly signal: AbortSignal;
+  /**
+   * Whether `signal` has fired, without reading `signal`: the core creates the command's
+   * AbortController only when a tool first reads `signal` (most tools finish without awaiting
+   * anything abortable). Absent in contexts made by hand: read `signal.aborted` then.
+   */
+  readonly aborted?: boolean;
   /** The command's id, for logs and events. */
   readonly commandId: string;
   /** The principal's subject (token `sub`), when authenticated; for logs only. */

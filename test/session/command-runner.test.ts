@@ -33,12 +33,12 @@ function createHost() {
     prepare(command) {
       if (command.tool !== "work") throw new McpError("unknown_tool", `no tool named "${command.tool}"`, { field: "tool" });
       return {
-        run: (signal, emit) =>
+        run: (ctx) =>
           new Promise((resolve, reject) => {
             jobs.set(command.id, {
               command,
-              signal,
-              emit,
+              signal: ctx.signal,
+              emit: (type, data) => ctx.emit(type, data),
               resolve: (output) => resolve({ case: "output", value: output }),
               reject,
             });
