@@ -22,6 +22,7 @@ import {
 import { createBuiltinTools, createToolRegistry, type RegisteredTool, type ToolRegistry } from "../tools/index.js";
 import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { createCore, type McpCore } from "../session/core.js";
+import { createRedisSessionStore } from "../session/session-store.js";
 import { connectionFacts, listen, type Listener, type RequestHandler } from "./listener.js";
 import { kConnectionFacts, registerRoutes } from "./routes.js";
 import { createSessionH2Handler } from "./session-h2.js";
@@ -99,6 +100,9 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
     const revocations: RevocationStore =
       redisUrl === undefined ? createMemoryRevocationStore() : createRedisRevocationStore({ url: redisUrl });
     closers.push(() => revocations.close());
+    // With a shared Redis, detached sessions are parked there so any instance can resume them (§8).
+    const sessionStore = redisUrl === undefined ? undefined : await createRedisSessionStore({ url: redisUrl });
+    if (sessionStore !== undefined) closers.push(() => sessionStore.close());
     let verifier: TokenVerifier | undefined;
     if (opts.jwtSecret !== undefined || opts.jwks !== undefined) {
       verifier = createTokenVerifier({
@@ -132,6 +136,7 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
       revocations,
       contexts,
       store,
+      ...(sessionStore === undefined ? {} : { sessionStore }),
       tools,
       server: { name: "mcp-server", version: VERSION },
       audit,

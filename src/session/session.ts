@@ -51,8 +51,14 @@ export interface SessionInit {
   resumeTtlMs: number;
   expiryWarningMs: number;
   now: () => number;
-  /** Called once when the session closes for good (TTL, revoke, shutdown). */
+  /** Called once when the session closes for good (TTL, revoke, shutdown, hand-off). */
   onClosed: (session: Session) => void;
+  /** Called when the stream goes away (the core parks the session where other instances can resume it). */
+  onDetached?: (session: Session) => void;
+  /** Called when a stream resumes it here. */
+  onAttached?: (session: Session) => void;
+  /** Continue a session another instance parked: its creation time, last seq and the messages held for resume. */
+  restored?: { createdAt: number; lastSeq: bigint; messages: readonly ServerMessage[] };
 }
 
 /**
@@ -80,13 +86,18 @@ export class Session {
   private expiryTimers: ReturnType<typeof setTimeout>[] = [];
   private readonly init: SessionInit;
 
-  constructor(init: SessionInit, sink: MessageSink, owner: object) {
+  /** A new session attached to `stream`, or — without one — a restored session waiting for its resume. */
+  constructor(init: SessionInit, stream?: { sink: MessageSink; owner: object }) {
     this.init = init;
     this.id = init.id;
     this.auth = init.auth;
-    this.createdAt = init.now();
+    this.createdAt = init.restored?.createdAt ?? init.now();
     this.ring = new Array<ServerMessage | undefined>(init.resumeBufferMessages);
-    this.state = { kind: "attached", sink, owner };
+    if (init.restored !== undefined) {
+      this.seq = init.restored.lastSeq;
+      for (const m of init.restored.messages) this.ring[Number(m.seq % BigInt(this.ring.length))] = m;
+    }
+    this.state = stream === undefined ? { kind: "detached", since: init.now(), timer: this.resumeTimer() } : { kind: "attached", ...stream };
     this.scheduleExpiry();
   }
 
@@ -228,6 +239,7 @@ export class Session {
   attach(sink: MessageSink, owner: object): void {
     if (this.state.kind === "closed") throw this.state.reason;
     this.setState({ kind: "attached", sink, owner });
+    this.init.onAttached?.(this);
   }
 
   /** The stream went away: keep the session for resume for `resumeTtlMs`. */
@@ -236,12 +248,32 @@ export class Session {
   }
 
   private enterDetached(): void {
+    this.setState({ kind: "detached", since: this.init.now(), timer: this.resumeTimer() });
+    this.init.onDetached?.(this);
+  }
+
+  /** Closes the session unless it is resumed within `resumeTtlMs`. */
+  private resumeTimer(): ReturnType<typeof setTimeout> {
     const timer = setTimeout(
       () => this.close(new McpError("session_expired", `session ${this.id} was not resumed within ${this.init.resumeTtlMs} ms`)),
       this.init.resumeTtlMs,
     );
     timer.unref();
-    this.setState({ kind: "detached", since: this.init.now(), timer });
+    return timer;
+  }
+
+  /**
+   * Another instance takes the session over (§8): what still runs here ends — each command
+   * still gets its one Response, `reason`, which the core forwards with the session — and the
+   * session lets go without a word to the client, who is now connected elsewhere.
+   */
+  handOff(reason: McpError): void {
+    if (this.state.kind !== "detached") return;
+    this.runner.abortAll(reason);
+    for (const w of this.watches.values()) w.abort(reason);
+    this.watches.clear();
+    this.setState({ kind: "closed", reason });
+    this.init.onClosed(this);
   }
 
   /** Ends the session for good: the client is told why, commands aborted, watches stopped, stream closed. */

@@ -11,6 +11,9 @@ import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { createMcpClient } from "../../src/client/index.js";
 import { mintToken } from "../../src/security/index.js";
+import { ErrorKind } from "../../gen/mcp/v1/error_pb.js";
+import { createTestTools } from "../helpers/command-tools.js";
+import { handshake, openRawStream, startServer } from "../helpers/server.js";
 import { startCli, tempDir } from "./helpers.js";
 
 const SECRET = "e2e-stores-secret-0123456789-abcdefgh";
@@ -107,6 +110,117 @@ describe.runIf(haveRedis)("two server processes on one Redis", () => {
       // And the other way round, through plain reads: B sees A's state.
       expect((await onB.contexts.getContext({ contextId: id })).toVersion).toBe(5n);
     } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  test("a session resumes on instance B after its stream to A went away; a foreign subject cannot move it", async () => {
+    const args = ["--port", "0", "--store", DB_URL, "--jwt-secret", SECRET];
+    const [a, b] = await Promise.all([startCli(args), startCli(args)]);
+    const redis = new Redis(DB_URL);
+    try {
+      const tok = await token();
+      const onA = openRawStream(a.url);
+      onA.send(handshake(tok));
+      const hr = await onA.next();
+      if (hr?.message.case !== "handshakeResult") throw new Error(`expected a HandshakeResult, got ${hr?.message.case}`);
+      const sessionId = hr.message.value.sessionId;
+      onA.send({ case: "ping", value: { id: 1n } });
+      expect((await onA.next())?.seq).toBe(2n);
+      // Three commands, then the client finishes sending and goes away without reading their Responses.
+      for (const id of ["c1", "c2", "c3"]) {
+        onA.send({ case: "command", value: { id, tool: "echo", payload: { case: "arguments", value: { text: id } } } });
+      }
+      onA.end();
+      for (let i = 0; (await redis.exists(`mcp:session:${sessionId}`)) === 0; i++) {
+        if (i > 200) throw new Error("instance A never parked the session");
+        await new Promise((r) => setTimeout(r, 25));
+      }
+
+      // Another subject's resume on B is refused and moves nothing.
+      const mallory = openRawStream(b.url);
+      mallory.send(handshake(await mintToken({ secret: SECRET, subject: "mallory", roles: ["developer"], ttlSec: 600 }), { resume: { sessionId, lastSeq: 2n } }));
+      const refused = await mallory.rest();
+      expect(refused.map((m) => m.message.case === "error" && m.message.value.code)).toEqual(["permission_denied"]);
+      expect(await redis.exists(`mcp:session:${sessionId}`)).toBe(1);
+
+      // The owner resumes on B: everything after seq 2 exactly once, in order, then live.
+      const onB = openRawStream(b.url);
+      onB.send(handshake(tok, { resume: { sessionId, lastSeq: 2n } }));
+      const got: [bigint, string, string][] = [];
+      for (;;) {
+        const m = await onB.next();
+        if (m === undefined) throw new Error(`the stream ended early: ${String(onB.failure)}`);
+        const c = m.message;
+        got.push([m.seq, c.case ?? "", c.case === "response" ? c.value.commandId : c.case === "handshakeResult" ? String(c.value.resumed) : ""]);
+        if (c.case === "handshakeResult") break;
+      }
+      expect(got).toEqual([
+        [3n, "response", "c1"],
+        [4n, "response", "c2"],
+        [5n, "response", "c3"],
+        [6n, "handshakeResult", "true"],
+      ]);
+      onB.send({ case: "command", value: { id: "c4", tool: "echo", payload: { case: "arguments", value: { text: "on B" } } } });
+      const live = await onB.next();
+      expect([live?.seq, live?.message.case === "response" && live.message.value.commandId]).toEqual([7n, "c4"]);
+      onB.close();
+
+      // B parked it in turn when that stream went away: it moves back to A the same way.
+      for (let i = 0; (await redis.exists(`mcp:session:${sessionId}`)) === 0; i++) {
+        if (i > 200) throw new Error("instance B never parked the session");
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      const back = openRawStream(a.url);
+      back.send(handshake(tok, { resume: { sessionId, lastSeq: 7n } }));
+      const first = await back.next();
+      expect([first?.seq, first?.message.case === "handshakeResult" && first.message.value.resumed]).toEqual([8n, true]);
+      back.close();
+    } finally {
+      redis.disconnect();
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  test("a command still running on A when B takes the session over answers cancelled, exactly once, on B", async () => {
+    const toolsA = createTestTools();
+    const [a, b] = await Promise.all([
+      startServer({ store: DB_URL, tools: toolsA.tools, jwtSecret: SECRET }),
+      startServer({ store: DB_URL, tools: createTestTools().tools, jwtSecret: SECRET }),
+    ]);
+    const redis = new Redis(DB_URL);
+    try {
+      const tok = await token();
+      const onA = openRawStream(a.url);
+      onA.send(handshake(tok));
+      const hr = await onA.next();
+      if (hr?.message.case !== "handshakeResult") throw new Error(`expected a HandshakeResult, got ${hr?.message.case}`);
+      const sessionId = hr.message.value.sessionId;
+      onA.send({ case: "command", value: { id: "stuck", tool: "gate", payload: { case: "arguments", value: { key: "never-opened" } } } });
+      await toolsA.probe.startedOnce("stuck");
+      onA.end();
+      for (let i = 0; (await redis.exists(`mcp:session:${sessionId}`)) === 0; i++) {
+        if (i > 200) throw new Error("instance A never parked the session");
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      const onB = openRawStream(b.url);
+      onB.send(handshake(tok, { resume: { sessionId, lastSeq: 1n } }));
+      const replay = [];
+      for (let m = await onB.next(); m !== undefined; m = await onB.next()) {
+        replay.push(m);
+        if (m.message.case === "handshakeResult") break;
+      }
+      const responses = replay.filter((m) => m.message.case === "response");
+      expect(responses).toHaveLength(1);
+      const r = responses[0]?.message.value;
+      expect(r !== undefined && "commandId" in r && r.commandId).toBe("stuck");
+      expect(r !== undefined && "result" in r && r.result.case === "error" && [r.result.value.kind, r.result.value.code]).toEqual([ErrorKind.COMMAND, "cancelled"]);
+      // The handler on A saw its signal fire: it stopped, it did not leak.
+      expect(await toolsA.probe.abortedWith("stuck")).toBe("cancelled");
+      expect(replay.at(-1)?.message.case === "handshakeResult" && replay.at(-1)?.seq).toBe(3n);
+      onB.close();
+    } finally {
+      redis.disconnect();
       await Promise.all([a.close(), b.close()]);
     }
   });

@@ -60,6 +60,8 @@ export interface RawStream {
   rest(): Promise<ServerMessage[]>;
   /** The error the stream ended with, if the RPC failed. */
   readonly failure: unknown;
+  /** Half-closes: everything sent so far still reaches the server, then the client goes quiet. */
+  end(): void;
   close(): void;
 }
 
@@ -88,6 +90,9 @@ export function openRawStream(url: string, headers: Record<string, string> = {})
     },
     get failure() {
       return failure;
+    },
+    end() {
+      out.end();
     },
     close() {
       out.end();
