@@ -25,6 +25,7 @@ import { McpError, fromProtoError } from "../errors.js";
 import { openConnection, readError } from "../session/connection.js";
 import type { McpCore, TransportInfo } from "../session/core.js";
 import type { AuthState } from "../session/session.js";
+import type { CommandRunner } from "../session/command-runner.js";
 import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { toConnectError } from "./connect-error.js";
 import { createQueueSink } from "./queue-sink.js";
@@ -53,25 +54,48 @@ async function unaryAuth(core: McpCore, ctx: HandlerContext): Promise<AuthState>
   return core.authenticate(core.bearer(transport), transport, SecurityLevel.HIGH);
 }
 
-/** Runs one command through the core's runner — the same one sessions use — and returns its Response. */
-function runCommand(core: McpCore, auth: AuthState, command: Command, signal: AbortSignal, onEvent?: (r: ExecuteStreamResponse) => void): Promise<Response> {
+/**
+ * Starts one command on a runner of its own — the same runner sessions use — and returns that
+ * runner, so the caller can `abortAll` it when the client goes away. `onResponse` is called once.
+ */
+export function startCommand(
+  core: McpCore,
+  auth: AuthState,
+  command: Command,
+  onResponse: (r: Response) => void,
+  onEvent?: (r: ExecuteStreamResponse) => void,
+): CommandRunner {
   if (command.id === "") command.id = randomUUID();
   const runner = core.createRunner(
     () => auth,
-    (commandId, type, data) =>
-      onEvent?.(
-        create(ExecuteStreamResponseSchema, {
-          message: { case: "event", value: create(EventSchema, { type, commandId, data, time: timestampFromMs(core.now()) }) },
-        }),
-      ),
+    onEvent === undefined
+      ? () => {}
+      : (commandId, type, data) =>
+          onEvent(
+            create(ExecuteStreamResponseSchema, {
+              message: { case: "event", value: create(EventSchema, { type, commandId, data, time: timestampFromMs(core.now()) }) },
+            }),
+          ),
   );
+  runner.start(command, onResponse);
+  return runner;
+}
+
+/** Runs one command through the core's runner — the same one sessions use — and returns its Response. */
+function runCommand(core: McpCore, auth: AuthState, command: Command, signal: AbortSignal, onEvent?: (r: ExecuteStreamResponse) => void): Promise<Response> {
   return new Promise<Response>((resolve) => {
     const onAbort = () => runner.abortAll(new McpError("cancelled", "the client cancelled the request"));
     signal.addEventListener("abort", onAbort, { once: true });
-    runner.start(command, (r) => {
-      signal.removeEventListener("abort", onAbort);
-      resolve(r);
-    });
+    const runner = startCommand(
+      core,
+      auth,
+      command,
+      (r) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(r);
+      },
+      onEvent,
+    );
   });
 }
 

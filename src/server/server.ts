@@ -26,6 +26,7 @@ import { createRedisSessionStore } from "../session/session-store.js";
 import { connectionFacts, listen, type Listener, type RequestHandler } from "./listener.js";
 import { kConnectionFacts, registerRoutes } from "./routes.js";
 import { createSessionH2Handler } from "./session-h2.js";
+import { createUnaryH2Handler } from "./unary-h2.js";
 import { VERSION } from "../version.js";
 
 /** Options of `createMcpServer`: the configuration plus parts an embedder may supply. */
@@ -163,10 +164,11 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
         maxTimeoutMs: opts.maxTimeoutMs,
         contextValues: (req) => createContextValues().set(kConnectionFacts, connectionFacts(req)),
       });
-      // The session stream over gRPC/HTTP/2 takes the fast path; everything else goes to connect-node.
+      // The session stream and unary Execute over gRPC/HTTP/2 take fast paths; everything else goes to connect-node.
       const sessionStream = createSessionH2Handler(c);
+      const unaryExecute = createUnaryH2Handler(c);
       const handler: RequestHandler = (req, res) => {
-        if (!sessionStream(req, res)) connectHandler(req, res);
+        if (!sessionStream(req, res) && !unaryExecute(req, res)) connectHandler(req, res);
       };
       listener = await listen(
         {

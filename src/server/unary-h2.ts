@@ -1,0 +1,226 @@
+/**
+ * gRPC unary fast path on node:http2 for `mcp.v1.CommandService/Execute` (beside the session
+ * stream's, src/server/session-h2.ts). connect-node spends ~90 % of a unary call on its
+ * per-request machinery; here one request is: read one frame, `fromBinary`, authenticate exactly
+ * like routes.ts `unaryAuth`, run the command on the shared runner (`startCommand`), and answer
+ * with one HEADERS + DATA + trailers, or a trailers-only error carrying the §7 status and the
+ * `mcp.v1.Error` detail in `grpc-status-details-bin` — what connect-node sends for the same error.
+ *
+ * Only gRPC over HTTP/2 with identity encoding takes this path; the Connect protocol, gRPC-Web,
+ * HTTP/1.1, compressed requests and every other RPC still go through connect-node.
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Stream } from "node:http2";
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import { CommandSchema, ResponseSchema, type Command, type Response } from "../../gen/mcp/v1/command_pb.js";
+import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
+import { McpError, fromProtoError } from "../errors.js";
+import type { McpCore, TransportInfo } from "../session/core.js";
+import type { AuthState } from "../session/session.js";
+import { toConnectError } from "./connect-error.js";
+import { connectionFacts } from "./listener.js";
+import { startCommand } from "./routes.js";
+
+/** The unary RPC served here. */
+export const EXECUTE_PATH = "/mcp.v1.CommandService/Execute";
+
+const GRPC_HEADERS = { ":status": 200, "content-type": "application/grpc+proto" } as const;
+const OK_TRAILERS = { "grpc-status": "0" } as const;
+
+/**
+ * Returns a request handler that serves unary `Execute` when the request is gRPC over HTTP/2 with
+ * identity encoding, and returns false (untouched) for anything else.
+ */
+export function createUnaryH2Handler(
+  core: McpCore,
+): (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => boolean {
+  const maxMessageBytes = core.deps.options.maxMessageBytes;
+  return (req, res) => {
+    if (!(req instanceof Http2ServerRequest) || !isFastPath(req)) return false;
+    serveExecute(core, req, res as Http2ServerResponse, maxMessageBytes);
+    return true;
+  };
+}
+
+function isFastPath(req: Http2ServerRequest): boolean {
+  if (req.method !== "POST" || req.url !== EXECUTE_PATH) return false;
+  const ct = req.headers["content-type"];
+  if (ct !== "application/grpc" && ct !== "application/grpc+proto") return false;
+  const enc = req.headers["grpc-encoding"];
+  return enc === undefined || enc === "identity";
+}
+
+/**
+ * `grpc-timeout` in milliseconds (gRPC over HTTP/2: 1–8 digits and a unit H M S m u n);
+ * undefined when absent; an McpError when malformed.
+ */
+export function parseGrpcTimeout(value: string | string[] | undefined): number | undefined | McpError {
+  if (value === undefined) return undefined;
+  const m = typeof value === "string" ? /^(\d{1,8})([HMSmun])$/.exec(value) : null;
+  if (m === null) return new McpError("invalid_message", `protocol error: invalid grpc timeout value: ${String(value)}`);
+  const n = Number(m[1]);
+  switch (m[2]) {
+    case "H":
+      return n * 3_600_000;
+    case "M":
+      return n * 60_000;
+    case "S":
+      return n * 1000;
+    case "m":
+      return n;
+    case "u":
+      return n / 1000;
+    default:
+      return n / 1_000_000;
+  }
+}
+
+/**
+ * `grpc-message` percent-encoding (gRPC over HTTP/2): printable ASCII except `%` stays as is,
+ * everything else is percent-encoded UTF-8.
+ */
+export function encodeGrpcMessage(message: string): string {
+  // eslint-disable-next-line no-control-regex
+  if (!/[^\x20-\x24\x26-\x7e]/.test(message)) return message;
+  let out = "";
+  for (const byte of Buffer.from(message, "utf8")) {
+    out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  return out;
+}
+
+/** The trailers of a failed RPC: status, message and google.rpc.Status with the mcp.v1.Error detail. */
+export function errorTrailers(reason: unknown): Record<string, string> {
+  const err = toConnectError(reason);
+  const out: Record<string, string> = {};
+  setTrailerStatus(new Headers(), err).forEach((v, k) => (out[k] = v));
+  out["grpc-message"] = encodeGrpcMessage(err.rawMessage);
+  return out;
+}
+
+/** Ends the RPC with a trailers-only response (one HEADERS frame with END_STREAM). */
+function respondError(stream: ServerHttp2Stream, reason: unknown): void {
+  if (stream.destroyed || stream.closed || stream.headersSent) return;
+  stream.respond({ ...GRPC_HEADERS, ...errorTrailers(reason) }, { endStream: true });
+}
+
+/** One gRPC frame (flag 0, uint32 BE length, payload). */
+function frameOf(bin: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(5 + bin.length);
+  out[0] = 0;
+  out.writeUInt32BE(bin.length, 1);
+  out.set(bin, 5);
+  return out;
+}
+
+function serveExecute(core: McpCore, req: Http2ServerRequest, res: Http2ServerResponse, maxMessageBytes: number): void {
+  const stream = res.stream;
+  // Errors of a reset stream surface as 'close'; an unhandled 'error' would crash the process.
+  stream.on("error", () => {});
+  req.on("error", () => {});
+  const startedAt = core.now();
+  let done = false;
+
+  /** Answers with an error before the command ran; the rest of the body is read and dropped. */
+  const refuse = (reason: unknown) => {
+    done = true;
+    respondError(stream, reason);
+    // Nothing more of the request is wanted; keep HTTP/2 flow control from holding the connection.
+    req.removeListener("data", onData);
+    req.resume();
+  };
+
+  const facts = connectionFacts(req);
+  if (facts.overLimit) {
+    refuse(new McpError("too_many_connections", "the server is at its connection limit: retry later", { retryAfterMs: 1000 }));
+    return;
+  }
+  const timeoutMs = parseGrpcTimeout(req.headers["grpc-timeout"]);
+  if (timeoutMs instanceof McpError) {
+    refuse(timeoutMs);
+    return;
+  }
+  const deadline = timeoutMs === undefined ? undefined : startedAt + timeoutMs;
+
+  // The one frame: chunks are kept until the body ends (a unary request is one frame + END_STREAM).
+  let parts: Buffer[] = [];
+  let received = 0;
+  /** The frame's total size (5 + length) once its header is in. */
+  let frameSize = -1;
+  function onData(chunk: Buffer): void {
+    if (done) return;
+    parts.push(chunk);
+    received += chunk.length;
+    if (frameSize < 0 && received >= 5) {
+      // The frame header is in: refuse compressed or oversized frames before buffering them.
+      const head = parts.length === 1 ? chunk : Buffer.concat(parts, received);
+      if (head[0] !== 0) {
+        return refuse(new McpError("invalid_message", "compressed gRPC frames are not accepted: send with identity encoding"));
+      }
+      const len = head.readUInt32BE(1);
+      if (len > maxMessageBytes) {
+        return refuse(new McpError("message_too_large", `message of ${len} bytes exceeds max_message_bytes ${maxMessageBytes}`));
+      }
+      frameSize = 5 + len;
+    }
+    if (frameSize >= 0 && received > frameSize) {
+      return refuse(new McpError("invalid_message", "protocol error: received extra input message for unary method"));
+    }
+  }
+  req.on("data", onData);
+
+  req.once("end", () => {
+    if (done) return;
+    if (received === 0) return refuse(new McpError("invalid_message", "protocol error: missing input message for unary method"));
+    if (received < frameSize || frameSize < 0) {
+      return refuse(new McpError("invalid_message", `protocol error: the request ended inside a frame (${received} bytes)`));
+    }
+    const body = parts.length === 1 ? parts[0]! : Buffer.concat(parts, received); // received > 0: parts is not empty
+    parts = [];
+    let command: Command;
+    try {
+      command = fromBinary(CommandSchema, body.subarray(5));
+    } catch (e) {
+      return refuse(new McpError("invalid_message", `could not decode a Command: ${e instanceof Error ? e.message : String(e)}`, { cause: e }));
+    }
+    let auth: Promise<AuthState>;
+    try {
+      // Exactly routes.ts `unaryAuth`: the Authorization header, at the highest level allowed.
+      const transport: TransportInfo = { secure: facts.secure, authorization: req.headers.authorization ?? null };
+      auth = core.authenticate(core.bearer(transport), transport, SecurityLevel.HIGH);
+    } catch (e) {
+      return refuse(e);
+    }
+    auth.then((a) => run(a, command), refuse);
+  });
+
+  function run(auth: AuthState, command: Command): void {
+    if (done || stream.destroyed || stream.closed) return;
+    if (deadline !== undefined) {
+      // The client's deadline caps the command's own timeout (the runner applies max_timeout_ms).
+      const left = Math.ceil(deadline - core.now());
+      if (left <= 0) {
+        return refuse(new McpError("timeout", `the request's deadline (grpc-timeout ${String(req.headers["grpc-timeout"])}) passed before the command started`));
+      }
+      const own = command.timeoutMs === 0 ? core.deps.options.defaultTimeoutMs : command.timeoutMs;
+      command.timeoutMs = Math.min(own, left);
+    }
+    let answered = false;
+    const onClose = () => {
+      // Client cancel or reset before the answer: abort the command (its handler's signal fires).
+      if (!answered) runner.abortAll(new McpError("cancelled", "the client cancelled the request"));
+    };
+    const runner = startCommand(core, auth, command, (r: Response) => {
+      answered = true;
+      done = true;
+      stream.removeListener("close", onClose);
+      if (stream.destroyed || stream.closed) return;
+      if (r.result.case === "error") return respondError(stream, fromProtoError(r.result.value));
+      res.addTrailers(OK_TRAILERS);
+      stream.respond(GRPC_HEADERS, { waitForTrailers: true });
+      stream.end(frameOf(toBinary(ResponseSchema, r)));
+    });
+    if (!answered) stream.once("close", onClose);
+  }
+}
