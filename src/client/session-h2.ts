@@ -5,10 +5,11 @@
  * Unary calls keep using connect-es.
  */
 import { connect as h2connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { fromBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { findTrailerError } from "@connectrpc/connect/protocol-grpc";
-import { ClientMessageSchema, ServerMessageSchema, type ClientMessage } from "../../gen/mcp/v1/session_pb.js";
+import { ServerMessageSchema, type ClientMessage } from "../../gen/mcp/v1/session_pb.js";
+import { encodeClientMessage } from "../session/fast-wire.js";
 import { VERSION } from "../version.js";
 import type { OpenSessionStream, SessionStream } from "./session-stream.js";
 
@@ -156,7 +157,7 @@ export function h2SessionStream(options: H2SessionStreamOptions): OpenSessionStr
       const bins = new Array<Uint8Array>(batch.length);
       let total = 0;
       for (let i = 0; i < batch.length; i++) {
-        const bin = toBinary(ClientMessageSchema, batch[i]!); // i < length
+        const bin = encodeClientMessage(batch[i]!); // i < length
         bins[i] = bin;
         total += 5 + bin.length;
       }
