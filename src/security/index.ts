@@ -8,7 +8,7 @@
 export { createTokenVerifier } from "./token-verifier.js";
 export type { TokenVerifier, TokenVerifierOptions, VerifiedToken } from "./token-verifier.js";
 export { createMemoryRevocationStore } from "./revocation.js";
-export type { RevocationStore, MemoryRevocationStoreOptions } from "./revocation.js";
+export type { Revocation, RevocationListener, RevocationStore, MemoryRevocationStoreOptions } from "./revocation.js";
 export { createRedisRevocationStore } from "./redis-revocation.js";
 export type { RedisRevocationStoreOptions } from "./redis-revocation.js";
 export { grantedLevel, levelAtLeast, levelName, parseLevel } from "./levels.js";

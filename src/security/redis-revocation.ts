@@ -4,7 +4,7 @@
  * Redis forgets it by itself once the revoked token or session could no longer be used.
  */
 import { Redis } from "ioredis";
-import { checkId, checkUntil, type RevocationStore } from "./revocation.js";
+import { checkId, checkUntil, type Revocation, type RevocationListener, type RevocationStore } from "./revocation.js";
 
 /** Options of `createRedisRevocationStore`. Give either `url` or `redis`. */
 export interface RedisRevocationStoreOptions {
@@ -56,6 +56,34 @@ export function createRedisRevocationStore(options: RedisRevocationStoreOptions)
     const ttl = Math.ceil(untilMs - now());
     if (ttl <= 0) return; // already expired: nothing left to refuse
     await redis.eval(REVOKE_SCRIPT, 1, `${prefix}revoked:${kind}:${id}`, ttl);
+    // Every instance (this one included) hears it and ends the live sessions it concerns.
+    await redis.publish(channel, JSON.stringify({ kind, id }));
+  }
+
+  const channel = `${prefix}revocations`;
+  const listeners = new Set<RevocationListener>();
+  // A subscribed connection can run nothing else: a second one, opened with the first listener.
+  let sub: Redis | undefined;
+  function listen(): void {
+    if (sub !== undefined) return;
+    const s = redis.duplicate();
+    sub = s;
+    s.on("error", () => {});
+    s.on("message", (ch: string, text: string) => {
+      if (ch !== channel) return;
+      let r: Partial<Revocation>;
+      try {
+        r = JSON.parse(text) as Partial<Revocation>;
+      } catch {
+        return; // not ours
+      }
+      if ((r.kind === "token" || r.kind === "session") && typeof r.id === "string") {
+        for (const l of listeners) l({ kind: r.kind, id: r.id });
+      }
+    });
+    s.subscribe(channel).catch(() => {
+      // Without the feed, revocations still refuse every new authentication.
+    });
   }
 
   async function has(kind: string, id: string): Promise<boolean> {
@@ -68,7 +96,14 @@ export function createRedisRevocationStore(options: RedisRevocationStoreOptions)
     isTokenRevoked: (jti) => has("token", jti),
     revokeSession: (sessionId, untilMs) => add("session", sessionId, untilMs),
     isSessionRevoked: (sessionId) => has("session", sessionId),
+    subscribe(listener) {
+      listeners.add(listener);
+      listen();
+      return () => listeners.delete(listener);
+    },
     close: async () => {
+      listeners.clear();
+      sub?.disconnect();
       if (!owned) return;
       // quit() waits for a reply that a server we never reached cannot send.
       if (redis.status === "ready") await redis.quit();

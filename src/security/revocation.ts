@@ -15,9 +15,24 @@ export interface RevocationStore {
   revokeSession(sessionId: string, untilMs: number): Promise<void>;
   /** Whether this session is revoked now. */
   isSessionRevoked(sessionId: string): Promise<boolean>;
+  /**
+   * Hears every revocation from now on — for a shared store, also those made through other
+   * server instances — so live sessions end at once, not only at their next authentication.
+   * Returns the unsubscribe function.
+   */
+  subscribe(listener: RevocationListener): () => void;
   /** Release resources (connections the store opened itself). */
   close(): Promise<void>;
 }
+
+/** One revocation: a token id or a session id. */
+export interface Revocation {
+  kind: "token" | "session";
+  id: string;
+}
+
+/** Called for each revocation; must not throw. */
+export type RevocationListener = (revocation: Revocation) => void;
 
 /** Options of `createMemoryRevocationStore`. */
 export interface MemoryRevocationStoreOptions {
@@ -57,12 +72,28 @@ export function createMemoryRevocationStore(options: MemoryRevocationStoreOption
     return false;
   }
 
+  const listeners = new Set<RevocationListener>();
+  const tell = (r: Revocation) => {
+    for (const l of listeners) l(r);
+  };
+
   return {
-    revokeToken: async (jti, untilMs) => add(tokens, jti, untilMs, "jti"),
+    revokeToken: async (jti, untilMs) => {
+      add(tokens, jti, untilMs, "jti");
+      tell({ kind: "token", id: jti });
+    },
     isTokenRevoked: async (jti) => has(tokens, jti, "jti"),
-    revokeSession: async (sessionId, untilMs) => add(sessions, sessionId, untilMs, "sessionId"),
+    revokeSession: async (sessionId, untilMs) => {
+      add(sessions, sessionId, untilMs, "sessionId");
+      tell({ kind: "session", id: sessionId });
+    },
     isSessionRevoked: async (sessionId) => has(sessions, sessionId, "sessionId"),
+    subscribe(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
     close: async () => {
+      listeners.clear();
       tokens.clear();
       sessions.clear();
     },

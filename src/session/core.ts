@@ -321,11 +321,17 @@ export function createCore(deps: CoreDeps): McpCore {
     throw new McpError("permission_denied", `session ${sessionId} belongs to another principal`);
   }
 
-  async function endSessionsOfToken(jti: string): Promise<void> {
-    for (const s of [...sessions.values()]) {
-      if (s.auth.jti === jti) s.close(new McpError("token_revoked", `the session's token was revoked`));
+  // Every revocation — made here or through another instance sharing the store — ends the live
+  // sessions it concerns at once, not only at their next authentication.
+  const stopRevocationFeed = revocations.subscribe((r) => {
+    if (r.kind === "session") {
+      sessions.get(r.id)?.close(new McpError("token_revoked", `session ${r.id} was revoked by an administrator`));
+      return;
     }
-  }
+    for (const s of [...sessions.values()]) {
+      if (s.auth.jti === r.id) s.close(new McpError("token_revoked", `the session's token was revoked`));
+    }
+  });
 
   return {
     deps,
@@ -454,17 +460,17 @@ export function createCore(deps: CoreDeps): McpCore {
 
     async revokeSession(auth, sessionId) {
       authorize(auth, "sessions:admin", SecurityLevel.STANDARD, `revoke session ${sessionId}`);
+      // The revocation feed ends it here and on every other instance.
       await revocations.revokeSession(sessionId, now() + options.resumeTtlMs + 24 * 3600_000);
-      sessions.get(sessionId)?.close(new McpError("token_revoked", `session ${sessionId} was revoked by an administrator`));
     },
 
     async revokeToken(auth, jti, untilMs) {
       authorize(auth, "sessions:admin", SecurityLevel.STANDARD, `revoke token ${jti}`);
       await revocations.revokeToken(jti, untilMs ?? now() + 30 * 24 * 3600_000);
-      await endSessionsOfToken(jti);
     },
 
     async close() {
+      stopRevocationFeed();
       const reason = new McpError("session_expired", "the server is shutting down");
       for (const s of [...sessions.values()]) {
         // A parked session stays resumable on another instance; the rest end here.

@@ -224,4 +224,21 @@ describe.runIf(haveRedis)("two server processes on one Redis", () => {
       await Promise.all([a.close(), b.close()]);
     }
   });
+
+  test("revoking a token through instance A ends its live stream on instance B", async () => {
+    const [a, b] = await Promise.all([startServer({ store: DB_URL, jwtSecret: SECRET }), startServer({ store: DB_URL, jwtSecret: SECRET })]);
+    try {
+      const jti = `jti-${randomUUID()}`;
+      const onB = openRawStream(b.url);
+      onB.send(handshake(await mintToken({ secret: SECRET, subject: "carol", roles: ["developer"], ttlSec: 600, jti })));
+      expect((await onB.next())?.message.case).toBe("handshakeResult");
+      const admin = createMcpClient({ baseUrl: a.url, token: await mintToken({ secret: SECRET, subject: "root", roles: ["admin"], ttlSec: 600 }) });
+      await admin.admin.revokeToken({ jti });
+      const rest = await onB.rest();
+      const last = rest.at(-1);
+      expect(last?.message.case === "error" && [last.message.value.kind, last.message.value.code]).toEqual([ErrorKind.SECURITY, "token_revoked"]);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
 });

@@ -62,6 +62,18 @@ for (const { name, make } of stores) {
   });
 }
 
+test("memory store: subscribers hear every revocation, at once", async () => {
+  const store = createMemoryRevocationStore();
+  const heard: string[] = [];
+  const stop = store.subscribe((r) => heard.push(`${r.kind}:${r.id}`));
+  await store.revokeToken("jti-9", Date.now() + 60_000);
+  await store.revokeSession("sess-9", Date.now() + 60_000);
+  stop();
+  await store.revokeToken("after-stop", Date.now() + 60_000);
+  expect(heard).toEqual(["token:jti-9", "session:sess-9"]);
+  await store.close();
+});
+
 describe("memory store expiry", () => {
   test("entries end at untilMs, and a shorter revoke does not cut a longer one", async () => {
     const clock = { t: 1_000_000 };
@@ -105,6 +117,23 @@ describe("redis store", () => {
     }
   });
 
+  test("a revocation through one instance is heard by another's subscribers", async () => {
+    const p = `${prefix}feed:`;
+    const a = createRedisRevocationStore({ url: REDIS_URL, prefix: p });
+    const b = createRedisRevocationStore({ url: REDIS_URL, prefix: p });
+    const heard: string[] = [];
+    b.subscribe((r) => heard.push(`${r.kind}:${r.id}`));
+    try {
+      await subscribed(p);
+      await a.revokeToken("remote-jti", Date.now() + 60_000);
+      await until(() => heard.length >= 1);
+      expect(heard).toEqual(["token:remote-jti"]);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
   test("a revocation on one instance holds on another", async () => {
     const p = `${prefix}shared:`;
     const a = createRedisRevocationStore({ url: REDIS_URL, prefix: p });
@@ -133,3 +162,26 @@ describe("redis store", () => {
     expect(() => createRedisRevocationStore({})).toThrow(TypeError);
   });
 });
+
+/** Polls `check` (bounded): pub/sub delivery is asynchronous. */
+async function until(check: () => boolean, ms = 5_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** Waits until a Redis store's revocation channel has a subscriber (SUBSCRIBE is asynchronous). */
+async function subscribed(channelPrefix: string): Promise<void> {
+  const channel = `${channelPrefix}revocations`;
+  await untilAsync(async () => Number(((await admin.pubsub("NUMSUB", channel)) as [string, number])[1]) >= 1);
+}
+
+async function untilAsync(check: () => Promise<boolean>, ms = 5_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
