@@ -19,6 +19,8 @@ export { createJsonAuditSink } from "./audit.js";
 export type { AuditEntry, AuditSink, AuditWritable } from "./audit.js";
 export { createAuthorizer } from "./authorizer.js";
 export type { Authorizer, AuthorizerOptions, AuthSubject } from "./authorizer.js";
+export { withVerificationCache } from "./verification-cache.js";
+export type { VerificationCacheOptions } from "./verification-cache.js";
 export { mintToken } from "./mint.js";
 export type { MintTokenOptions } from "./mint.js";
 export { loadOrCreateDevSecret } from "./dev-secret.js";

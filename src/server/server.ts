@@ -15,6 +15,7 @@ import {
   createRedisRevocationStore,
   createTokenVerifier,
   loadPolicyFile,
+  withVerificationCache,
   type AuditSink,
   type RevocationStore,
   type TokenVerifier,
@@ -117,6 +118,8 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
         revocations,
         ...(options.now === undefined ? {} : { now: options.now }),
       });
+      // With a shared secret, repeated tokens skip the signature check (see withVerificationCache).
+      if (opts.jwks === undefined) verifier = withVerificationCache(verifier, { revocations, ...(options.now === undefined ? {} : { now: options.now }) });
       const v = verifier;
       closers.push(() => v.close());
     }

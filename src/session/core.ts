@@ -116,7 +116,7 @@ export function createCore(deps: CoreDeps): McpCore {
     }
     let v: Awaited<ReturnType<TokenVerifier["verify"]>>;
     try {
-      v = (await cachedVerification(token)) ?? remember(token, await deps.verifier.verify(token));
+      v = await deps.verifier.verify(token);
     } catch (e) {
       if (e instanceof McpError) auditRefusal(e);
       throw e;
@@ -129,49 +129,6 @@ export function createCore(deps: CoreDeps): McpCore {
     };
     if (v.jti !== undefined) auth.jti = v.jti;
     return auth;
-  }
-
-  // Tokens verified lately, by their compact string: a unary client sends the same token on every
-  // request, and a signature check per request is a WebCrypto job on the thread pool. Only with a
-  // shared secret: with a JWKS, a key removed from the set must stop a token at once. Bounded in
-  // size and age; an entry is used only before its `exp`, and revocation is checked on every use,
-  // as verify() does.
-  const cacheTokens = options.jwks === undefined;
-  const verified = new Map<string, { v: Awaited<ReturnType<TokenVerifier["verify"]>>; at: number }>();
-  const VERIFIED_MAX = 1024;
-  const VERIFIED_MAX_AGE_MS = 30_000;
-
-  async function cachedVerification(token: string): Promise<Awaited<ReturnType<TokenVerifier["verify"]>> | undefined> {
-    const hit = verified.get(token);
-    if (hit === undefined) return undefined;
-    const t = now();
-    if (t >= hit.v.expiresAt || t - hit.at > VERIFIED_MAX_AGE_MS || t < hit.at) {
-      // Expired or stale: the full verification decides (and words the error).
-      verified.delete(token);
-      return undefined;
-    }
-    const jti = hit.v.jti;
-    if (jti !== undefined) {
-      let revoked: boolean;
-      try {
-        revoked = await revocations.isTokenRevoked(jti);
-      } catch (cause) {
-        // Fail closed, like the verifier.
-        throw new McpError("unauthenticated", "token revocation status is unavailable", { cause });
-      }
-      if (revoked) {
-        verified.delete(token);
-        throw new McpError("token_revoked", "token has been revoked");
-      }
-    }
-    return hit.v;
-  }
-
-  function remember(token: string, v: Awaited<ReturnType<TokenVerifier["verify"]>>): Awaited<ReturnType<TokenVerifier["verify"]>> {
-    if (!cacheTokens) return v;
-    if (verified.size >= VERIFIED_MAX) verified.delete(verified.keys().next().value!); // size > 0: oldest first
-    verified.set(token, { v, at: now() });
-    return v;
   }
 
   /** A refused token is a denial too (§5): who is unknown, so the entry says what and why. */
