@@ -5,11 +5,10 @@
  * Unary calls keep using connect-es.
  */
 import { connect as h2connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
-import { fromBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { findTrailerError } from "@connectrpc/connect/protocol-grpc";
-import { ServerMessageSchema, type ClientMessage } from "../../gen/mcp/v1/session_pb.js";
-import { encodeClientMessage } from "../session/fast-wire.js";
+import type { ClientMessage } from "../../gen/mcp/v1/session_pb.js";
+import { decodeServerMessage, encodeClientMessage } from "../session/fast-wire.js";
 import { VERSION } from "../version.js";
 import type { OpenSessionStream, SessionStream } from "./session-stream.js";
 
@@ -124,7 +123,7 @@ export function h2SessionStream(options: H2SessionStreamOptions): OpenSessionStr
         off += 5 + len;
         let m;
         try {
-          m = fromBinary(ServerMessageSchema, bytes);
+          m = decodeServerMessage(bytes);
         } catch (e) {
           failure ??= new ConnectError(`could not decode a ServerMessage: ${e instanceof Error ? e.message : String(e)}`, Code.Internal, undefined, undefined, e);
           stream.close(constants.NGHTTP2_CANCEL);

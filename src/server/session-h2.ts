@@ -15,12 +15,11 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Http2ServerRequest, type Http2ServerResponse } from "node:http2";
-import { fromBinary } from "@bufbuild/protobuf";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
-import { ClientMessageSchema, type ClientMessage, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
+import type { ClientMessage, ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import { McpError } from "../errors.js";
 import { openConnection, type Connection } from "../session/connection.js";
-import { encodeServerMessage } from "../session/fast-wire.js";
+import { decodeClientMessage, encodeServerMessage } from "../session/fast-wire.js";
 import type { McpCore } from "../session/core.js";
 import type { MessageSink } from "../session/session.js";
 import { toConnectError } from "./connect-error.js";
@@ -233,7 +232,7 @@ function serveSession(
       }
       let msg: ClientMessage;
       try {
-        msg = fromBinary(ClientMessageSchema, buf.subarray(off + 5, off + 5 + len));
+        msg = decodeClientMessage(buf.subarray(off + 5, off + 5 + len));
       } catch (e) {
         return fail(new McpError("invalid_message", `could not decode a ClientMessage: ${e instanceof Error ? e.message : String(e)}`, { cause: e }));
       }

@@ -6,7 +6,8 @@
  * protobuf for the same message (field order by number), so any decoder reads them; everything
  * else — and any value a Struct cannot hold — goes through `toBinary` as before.
  */
-import { toBinary, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
+import { fromBinary, toBinary, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
+import type { Command, Response } from "../../gen/mcp/v1/command_pb.js";
 import { ClientMessageSchema, ServerMessageSchema, type ClientMessage, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 
 /** Protobuf bytes of `m`; the same message `toBinary(ServerMessageSchema, m)` encodes. */
@@ -331,4 +332,227 @@ function encodeCommandFast(m: ClientMessage): Uint8Array | undefined {
     writeVarint(w, version);
   }
   return w.buf;
+}
+
+// ---------------------------------------------------------------- decoding
+
+/**
+ * Decodes a ClientMessage; a Command with JSON arguments (the hot path) is read by hand, anything
+ * else — or anything unexpected inside it (an unknown field, a wire type, invalid UTF-8, a repeated
+ * message field protobuf would merge) — by `fromBinary`, which then decides exactly as before.
+ */
+export function decodeClientMessage(bytes: Uint8Array): ClientMessage {
+  return decodeCommandFast(bytes) ?? fromBinary(ClientMessageSchema, bytes);
+}
+
+/** Decodes a ServerMessage; a JSON Response by hand, the rest by `fromBinary` (as above). */
+export function decodeServerMessage(bytes: Uint8Array): ServerMessage {
+  return decodeResponseFast(bytes) ?? fromBinary(ServerMessageSchema, bytes);
+}
+
+/** Thrown inside the hand decoders to give up; never escapes this module. */
+const GIVE_UP = Symbol("give up");
+
+interface Reader {
+  buf: Uint8Array;
+  pos: number;
+}
+
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+const doubleBytes = new Uint8Array(8);
+const doubleView = new DataView(doubleBytes.buffer);
+
+/** A varint that fits in a double exactly (< 2^53), else give up. */
+function readVarint(r: Reader): number {
+  const buf = r.buf;
+  let result = 0;
+  let mul = 1;
+  for (let i = 0; i < 8; i++) {
+    if (r.pos >= buf.length) throw GIVE_UP;
+    const b = buf[r.pos++]!;
+    result += (b & 0x7f) * mul;
+    if (b < 0x80) return result;
+    mul *= 0x80;
+  }
+  throw GIVE_UP;
+}
+
+/** The end offset of a length-delimited part starting at r.pos. */
+function readLength(r: Reader): number {
+  const len = readVarint(r);
+  const end = r.pos + len;
+  if (end > r.buf.length) throw GIVE_UP;
+  return end;
+}
+
+function readString(r: Reader): string {
+  const end = readLength(r);
+  const buf = r.buf;
+  let s = "";
+  let i = r.pos;
+  // Short ASCII strings (ids, tool names, keys) are cheaper to build here than through a decoder.
+  for (; i < end; i++) {
+    const c = buf[i]!;
+    if (c >= 0x80 || end - r.pos > 64) break;
+    s += String.fromCharCode(c);
+  }
+  if (i < end) {
+    try {
+      s = strictUtf8.decode(buf.subarray(r.pos, end));
+    } catch {
+      throw GIVE_UP; // invalid UTF-8: protobuf-es decides
+    }
+  }
+  r.pos = end;
+  return s;
+}
+
+function readStruct(r: Reader, end: number): JsonObject {
+  const o: JsonObject = {};
+  while (r.pos < end) {
+    if (r.buf[r.pos++] !== TAG_FIELDS) throw GIVE_UP;
+    const entryEnd = readLength(r);
+    let key = "";
+    let value: JsonValue | undefined;
+    while (r.pos < entryEnd) {
+      const tag = r.buf[r.pos++];
+      if (tag === TAG_KEY) key = readString(r);
+      else if (tag === TAG_VALUE) value = readValue(r, readLength(r));
+      else throw GIVE_UP;
+    }
+    if (value === undefined || r.pos !== entryEnd) throw GIVE_UP;
+    o[key] = value;
+  }
+  if (r.pos !== end) throw GIVE_UP;
+  return o;
+}
+
+function readValue(r: Reader, end: number): JsonValue {
+  let value: JsonValue | undefined;
+  while (r.pos < end) {
+    const tag = r.buf[r.pos++];
+    switch (tag) {
+      case TAG_NULL:
+        readVarint(r);
+        value = null;
+        break;
+      case TAG_NUMBER:
+        if (r.pos + 8 > end) throw GIVE_UP;
+        for (let i = 0; i < 8; i++) doubleBytes[i] = r.buf[r.pos + i]!;
+        value = doubleView.getFloat64(0, true);
+        r.pos += 8;
+        break;
+      case TAG_STRING:
+        value = readString(r);
+        break;
+      case TAG_BOOL:
+        value = readVarint(r) !== 0;
+        break;
+      case TAG_STRUCT:
+        value = readStruct(r, readLength(r));
+        break;
+      case TAG_LIST: {
+        const listEnd = readLength(r);
+        const list: JsonValue[] = [];
+        while (r.pos < listEnd) {
+          if (r.buf[r.pos++] !== TAG_FIELDS) throw GIVE_UP;
+          list.push(readValue(r, readLength(r)));
+        }
+        if (r.pos !== listEnd) throw GIVE_UP;
+        value = list;
+        break;
+      }
+      default:
+        throw GIVE_UP;
+    }
+  }
+  if (value === undefined || r.pos !== end) throw GIVE_UP;
+  return value;
+}
+
+function decodeCommandFast(bytes: Uint8Array): ClientMessage | undefined {
+  try {
+    const r: Reader = { buf: bytes, pos: 0 };
+    if (bytes[r.pos++] !== TAG_CM_COMMAND) return undefined;
+    const end = readLength(r);
+    if (end !== bytes.length) return undefined; // more fields after the command
+    let id = "";
+    let tool = "";
+    let payload: Command["payload"] = { case: undefined };
+    let timeoutMs = 0;
+    let contextId = "";
+    let contextVersion = 0n;
+    while (r.pos < end) {
+      switch (bytes[r.pos++]) {
+        case TAG_CMD_ID:
+          id = readString(r);
+          break;
+        case TAG_CMD_TOOL:
+          tool = readString(r);
+          break;
+        case TAG_CMD_ARGUMENTS:
+          if (payload.case !== undefined) return undefined; // protobuf would merge
+          payload = { case: "arguments", value: readStruct(r, readLength(r)) };
+          break;
+        case TAG_CMD_TIMEOUT:
+          timeoutMs = readVarint(r);
+          if (timeoutMs > 0xffffffff) return undefined;
+          break;
+        case TAG_CMD_CONTEXT_ID:
+          contextId = readString(r);
+          break;
+        case TAG_CMD_CONTEXT_VERSION:
+          contextVersion = BigInt(readVarint(r));
+          break;
+        default:
+          return undefined;
+      }
+    }
+    // Literals with every field, as fromBinary builds them (plain objects for proto3 messages).
+    const command: Command = { $typeName: "mcp.v1.Command", id, tool, payload, timeoutMs, contextId, contextVersion };
+    return { $typeName: "mcp.v1.ClientMessage", message: { case: "command", value: command } };
+  } catch (e) {
+    if (e === GIVE_UP) return undefined;
+    throw e;
+  }
+}
+
+function decodeResponseFast(bytes: Uint8Array): ServerMessage | undefined {
+  try {
+    const r: Reader = { buf: bytes, pos: 0 };
+    let seq = 0n;
+    if (bytes[r.pos] === TAG_SEQ) {
+      r.pos++;
+      seq = BigInt(readVarint(r));
+    }
+    if (bytes[r.pos++] !== TAG_RESPONSE) return undefined;
+    const end = readLength(r);
+    if (end !== bytes.length) return undefined;
+    let commandId = "";
+    let output: JsonObject | undefined;
+    let durationMs = 0;
+    while (r.pos < end) {
+      switch (bytes[r.pos++]) {
+        case TAG_COMMAND_ID:
+          commandId = readString(r);
+          break;
+        case TAG_OUTPUT:
+          if (output !== undefined) return undefined; // protobuf would merge
+          output = readStruct(r, readLength(r));
+          break;
+        case TAG_DURATION:
+          durationMs = readVarint(r);
+          if (durationMs > 0xffffffff) return undefined;
+          break;
+        default:
+          return undefined; // an error or typed output: fromBinary
+      }
+    }
+    if (output === undefined) return undefined;
+    const response: Response = { $typeName: "mcp.v1.Response", commandId, result: { case: "output", value: output }, durationMs };
+    return { $typeName: "mcp.v1.ServerMessage", seq, message: { case: "response", value: response } };
+  } catch (e) {
+    if (e === GIVE_UP) return undefined;
+    throw e;
+  }
 }

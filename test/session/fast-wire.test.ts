@@ -3,10 +3,10 @@
  * write exactly what protobuf-es's `toBinary` writes, for every shape of JSON a Struct can hold.
  */
 import { describe, expect, test } from "vitest";
-import { create, toBinary, type JsonObject } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type JsonObject } from "@bufbuild/protobuf";
 import { CommandSchema, ResponseSchema } from "../../gen/mcp/v1/command_pb.js";
 import { ClientMessageSchema, ServerMessageSchema } from "../../gen/mcp/v1/session_pb.js";
-import { encodeClientMessage, encodeServerMessage } from "../../src/session/fast-wire.js";
+import { decodeClientMessage, decodeServerMessage, encodeClientMessage, encodeServerMessage } from "../../src/session/fast-wire.js";
 
 const outputs: JsonObject[] = [
   {},
@@ -58,5 +58,52 @@ describe("fast-wire", () => {
                 });
                 expect(Buffer.from(encodeClientMessage(m))).toEqual(Buffer.from(toBinary(ClientMessageSchema, m)));
               }
+  });
+});
+
+describe("fast-wire decoding", () => {
+  const servers = [
+    ...outputs.map((output) =>
+      create(ServerMessageSchema, {
+        seq: 42n,
+        message: { case: "response", value: create(ResponseSchema, { commandId: "c-é", durationMs: 3, result: { case: "output", value: output } }) },
+      }),
+    ),
+    create(ServerMessageSchema, { seq: 0n, message: { case: "response", value: create(ResponseSchema, { result: { case: "output", value: {} } }) } }),
+    create(ServerMessageSchema, { seq: 9n, message: { case: "response", value: create(ResponseSchema, { commandId: "x", result: { case: "error", value: { code: "timeout" } } }) } }),
+    create(ServerMessageSchema, { seq: 7n, message: { case: "pong", value: { id: 3n } } }),
+  ];
+  const clients = [
+    ...outputs.map((value) =>
+      create(ClientMessageSchema, {
+        message: { case: "command", value: create(CommandSchema, { id: "c-1", tool: "echo", timeoutMs: 70_000, contextId: "ctx", contextVersion: 2n ** 45n, payload: { case: "arguments", value } }) },
+      }),
+    ),
+    create(ClientMessageSchema, { message: { case: "command", value: create(CommandSchema, { id: "c-2", tool: "echo" }) } }),
+    create(ClientMessageSchema, { message: { case: "ping", value: { id: 5n } } }),
+  ];
+
+  test("decodes exactly what fromBinary decodes", () => {
+    for (const m of servers) {
+      const bytes = toBinary(ServerMessageSchema, m);
+      expect(decodeServerMessage(bytes)).toStrictEqual(fromBinary(ServerMessageSchema, bytes));
+    }
+    for (const m of clients) {
+      const bytes = toBinary(ClientMessageSchema, m);
+      expect(decodeClientMessage(bytes)).toStrictEqual(fromBinary(ClientMessageSchema, bytes));
+    }
+  });
+
+  test("unknown fields, invalid UTF-8 and truncation are left to fromBinary", () => {
+    const bytes = toBinary(ClientMessageSchema, clients[0]!);
+    const withUnknown = Buffer.concat([Buffer.from(bytes), Buffer.from([0xf8, 0x01, 0x01])]); // field 31, varint
+    expect(decodeClientMessage(withUnknown)).toStrictEqual(fromBinary(ClientMessageSchema, withUnknown));
+    const badUtf8 = toBinary(ClientMessageSchema, create(ClientMessageSchema, { message: { case: "command", value: create(CommandSchema, { id: "ab", tool: "echo" }) } }));
+    const i = Buffer.from(badUtf8).indexOf("ab");
+    badUtf8[i] = 0xff;
+    // protobuf-es refuses invalid UTF-8 in proto3 strings; so must the fast path.
+    expect(() => fromBinary(ClientMessageSchema, badUtf8)).toThrow();
+    expect(() => decodeClientMessage(badUtf8)).toThrow();
+    expect(() => decodeClientMessage(bytes.subarray(0, bytes.length - 3))).toThrow();
   });
 });
