@@ -238,36 +238,31 @@ export function createCommandRunner(
     if (command.contextVersion > 0n) {
       host.checkPrecondition(command.contextId, command.contextVersion).then(
         () => {
-          if (!entry.settled) runPrepared(entry, prepared);
+          if (!entry.settled) void runPrepared(entry, prepared);
         },
         (e: unknown) => settle(entry, errorResponse(id, toMcpError(e), now() - entry.startedAt)),
       );
       return;
     }
-    runPrepared(entry, prepared);
+    void runPrepared(entry, prepared);
   }
 
-  function runPrepared(entry: Inflight, prepared: PreparedCommand): void {
-    let run: Promise<Response["result"]>;
+  // An async function, not `.then(onResult, onError)`: no two closures per command.
+  async function runPrepared(entry: Inflight, prepared: PreparedCommand): Promise<void> {
+    let result: Response["result"];
     try {
-      run = prepared.run(entry);
+      result = await prepared.run(entry);
     } catch (e) {
-      // run() is async in every tool; a host that throws synchronously still settles once.
       settle(entry, errorResponse(entry.commandId, toMcpError(e), now() - entry.startedAt));
       return;
     }
-    run.then(
-      (result) => {
-        // A literal, not create(): every field is given, and this runs once per command (hot path).
-        settle(entry, {
-          $typeName: "mcp.v1.Response",
-          commandId: entry.commandId,
-          result,
-          durationMs: now() - entry.startedAt,
-        } satisfies Response);
-      },
-      (e: unknown) => settle(entry, errorResponse(entry.commandId, toMcpError(e), now() - entry.startedAt)),
-    );
+    // A literal, not create(): every field is given, and this runs once per command (hot path).
+    settle(entry, {
+      $typeName: "mcp.v1.Response",
+      commandId: entry.commandId,
+      result,
+      durationMs: now() - entry.startedAt,
+    } satisfies Response);
   }
 
   function startBatch(batch: CommandBatch, onResponse: (response: Response) => void): void {

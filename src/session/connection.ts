@@ -5,6 +5,7 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import type { Response } from "../../gen/mcp/v1/command_pb.js";
 import { ContextUpdateResultSchema, type ContextSync, type StateSync } from "../../gen/mcp/v1/context_pb.js";
 import {
   AuthenticationResultSchema,
@@ -24,7 +25,7 @@ import type { AuthState, MessageSink, Session } from "./session.js";
 type ConnectionState =
   | { kind: "awaiting_handshake" }
   | { kind: "handshaking" }
-  | { kind: "bound"; session: Session }
+  | { kind: "bound"; session: Session; respond: (r: Response) => void }
   | { kind: "closed" };
 
 /** A stream's connection to the core. Create one per stream with `openConnection`. */
@@ -133,7 +134,8 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
               session.detach(self);
               return;
             }
-            setState({ kind: "bound", session });
+            // One response callback per stream, not a closure per command (hot path).
+            setState({ kind: "bound", session, respond: (r) => session.emit({ case: "response", value: r }) });
             const queued = held;
             held = [];
             for (const m of queued) receive(m);
@@ -142,7 +144,7 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
         );
         return;
       case "bound":
-        dispatch(state.session, msg);
+        dispatch(state.session, state.respond, msg);
     }
   }
 
@@ -214,16 +216,16 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
     session.emit({ case: "error", value: toProtoError(err) });
   }
 
-  function dispatch(session: Session, msg: ClientMessage): void {
+  function dispatch(session: Session, respond: (r: Response) => void, msg: ClientMessage): void {
     const m = msg.message;
     switch (m.case) {
       case "command":
         // Readiness (authenticated, not expired) is checked per command by the runner's host, so a
         // refused command still gets its one Response.
-        session.runner.start(m.value, (r) => session.emit({ case: "response", value: r }));
+        session.runner.start(m.value, respond);
         return;
       case "batch":
-        session.runner.startBatch(m.value, (r) => session.emit({ case: "response", value: r }));
+        session.runner.startBatch(m.value, respond);
         return;
       case "cancel":
         // Cancelling a command that already finished is not an error: its Response is on its way.
