@@ -6,7 +6,7 @@
 import { randomUUID } from "node:crypto";
 import { create, type JsonObject } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import type { Command, ToolDescriptor } from "../../gen/mcp/v1/command_pb.js";
+import type { Command, Response, ToolDescriptor } from "../../gen/mcp/v1/command_pb.js";
 import type { ContextSync, ContextUpdate, ContextUpdateResult, StateSync } from "../../gen/mcp/v1/context_pb.js";
 import { EventSchema, type Event } from "../../gen/mcp/v1/event_pb.js";
 import { SessionInfoSchema, type SessionInfo } from "../../gen/mcp/v1/admin_pb.js";
@@ -18,7 +18,8 @@ import { McpError } from "../errors.js";
 import type { AuditSink, Authorizer, AuthSubject, RevocationStore, TokenVerifier } from "../security/index.js";
 import { grantedLevel, levelAtLeast, levelName } from "../security/index.js";
 import type { ToolRegistry } from "../tools/index.js";
-import { createCommandRunner, type CommandHost, type CommandRunner } from "./command-runner.js";
+import type { RegisteredTool, ToolContext } from "../tools/registered-tool.js";
+import { createCommandRunner, type CommandHost, type CommandRunner, type PreparedCommand } from "./command-runner.js";
 import { Session, type AuthState, type MessageSink } from "./session.js";
 import type { ParkedSession, SessionStore } from "./session-store.js";
 
@@ -92,6 +93,26 @@ function subjectOf(auth: AuthState, sessionId?: string): AuthSubject {
 }
 
 /** Assembles the core. */
+/**
+ * A command ready to run its tool. A class, not `{ run: (ctx) => … }`: no closure per command on
+ * the hot path (under tsx every closure also costs a `__name` call). The runner's context is the
+ * ToolContext itself (its signal made on first read).
+ */
+class PreparedToolRun implements PreparedCommand {
+  readonly subject?: string;
+  constructor(
+    private readonly tool: RegisteredTool,
+    private readonly command: Command,
+    subject: string | undefined,
+  ) {
+    if (subject !== undefined) this.subject = subject;
+  }
+
+  run(ctx: ToolContext): Promise<Response["result"]> {
+    return this.tool.run(this.command, ctx);
+  }
+}
+
 export function createCore(deps: CoreDeps): McpCore {
   const { options, authorizer, contexts, tools, revocations } = deps;
   const now = deps.now ?? Date.now;
@@ -171,8 +192,7 @@ export function createCore(deps: CoreDeps): McpCore {
           authorizer.require(subjectOf(auth, sessionId), `context:${command.contextId}:read`, SecurityLevel.STANDARD, `precondition on ${command.contextId}`);
         }
         const subject = auth.principal?.subject;
-        // The runner's context is the ToolContext itself (signal made on first read).
-        return subject === undefined ? { run: (ctx) => tool.run(command, ctx) } : { subject, run: (ctx) => tool.run(command, ctx) };
+        return new PreparedToolRun(tool, command, subject);
       },
       async checkPrecondition(contextId, version) {
         // A sync from the expected version is an empty delta when the context is there; its
