@@ -13,6 +13,8 @@ import {
   ExecuteStreamResponseSchema,
   ListToolsResponseSchema,
   type Command,
+  type CommandBatch,
+  type ExecuteBatchResponse,
   type ExecuteStreamResponse,
   type Response,
 } from "../../gen/mcp/v1/command_pb.js";
@@ -78,6 +80,32 @@ export function startCommand(
           ),
   );
   runner.start(command, onResponse);
+  return runner;
+}
+
+/**
+ * Starts a batch on a runner of its own and returns that runner (for `abortAll`). `onDone` gets
+ * one Response per command, in the batch's order, once all have answered.
+ */
+export function startBatch(core: McpCore, auth: AuthState, batch: CommandBatch, onDone: (r: ExecuteBatchResponse) => void): CommandRunner {
+  const runner = core.createRunner(() => auth, () => {});
+  // Responses arrive in completion order; the reply lists them in the batch's order
+  // (ids repeated within a batch keep their relative order).
+  const byId = new Map<string, Response[]>();
+  const done = () => {
+    // Every command gets exactly one Response, so each id's list holds one per occurrence.
+    const responses = batch.commands.map((c) => byId.get(c.id)!.shift()!);
+    onDone(create(ExecuteBatchResponseSchema, { responses }));
+  };
+  let pending = batch.commands.length;
+  if (pending === 0) {
+    done();
+    return runner;
+  }
+  runner.startBatch(batch, (r) => {
+    byId.set(r.commandId, [...(byId.get(r.commandId) ?? []), r]);
+    if (--pending === 0) done();
+  });
   return runner;
 }
 
@@ -154,26 +182,14 @@ export function registerRoutes(router: ConnectRouter, core: McpCore): void {
     execute: guard(async (command, ctx) => unwrap(await runCommand(core, await unaryAuth(core, ctx), command, ctx.signal))),
     executeBatch: guard(async (batch, ctx) => {
       const auth = await unaryAuth(core, ctx);
-      const runner = core.createRunner(() => auth, () => {});
-      // Responses arrive in completion order; the reply lists them in the batch's order
-      // (ids repeated within a batch keep their relative order).
-      const byId = new Map<string, Response[]>();
-      await new Promise<void>((resolve) => {
-        let pending = batch.commands.length;
-        if (pending === 0) return resolve();
+      return new Promise<ExecuteBatchResponse>((resolve) => {
         const onAbort = () => runner.abortAll(new McpError("cancelled", "the client cancelled the request"));
         ctx.signal.addEventListener("abort", onAbort, { once: true });
-        runner.startBatch(batch, (r) => {
-          byId.set(r.commandId, [...(byId.get(r.commandId) ?? []), r]);
-          if (--pending === 0) {
-            ctx.signal.removeEventListener("abort", onAbort);
-            resolve();
-          }
+        const runner = startBatch(core, auth, batch, (r) => {
+          ctx.signal.removeEventListener("abort", onAbort);
+          resolve(r);
         });
       });
-      // Every command gets exactly one Response, so each id's list holds one per occurrence.
-      const responses = batch.commands.map((c) => byId.get(c.id)!.shift()!);
-      return create(ExecuteBatchResponseSchema, { responses });
     }),
     executeStream: guardStream(async function* (command, ctx) {
       const auth = await unaryAuth(core, ctx);

@@ -1,50 +1,115 @@
 /**
- * gRPC unary fast path on node:http2 for `mcp.v1.CommandService/Execute` (beside the session
- * stream's, src/server/session-h2.ts). connect-node spends ~90 % of a unary call on its
- * per-request machinery; here one request is: read one frame, `fromBinary`, authenticate exactly
- * like routes.ts `unaryAuth`, run the command on the shared runner (`startCommand`), and answer
- * with one HEADERS + DATA + trailers, or a trailers-only error carrying the §7 status and the
- * `mcp.v1.Error` detail in `grpc-status-details-bin` — what connect-node sends for the same error.
+ * gRPC unary fast path on node:http2 for `mcp.v1.CommandService` Execute, ExecuteBatch and
+ * ListTools (beside the session stream's, src/server/session-h2.ts). connect-node spends ~90 % of
+ * a unary call on its per-request machinery; here one request is: read one frame, `fromBinary`,
+ * authenticate exactly like routes.ts `unaryAuth`, run the command(s) on the shared runner
+ * (routes.ts `startCommand` / `startBatch`), and answer with one HEADERS + DATA + trailers, or a
+ * trailers-only error carrying the §7 status and the `mcp.v1.Error` detail in
+ * `grpc-status-details-bin` — what connect-node sends for the same error.
  *
  * Only gRPC over HTTP/2 with identity encoding takes this path; the Connect protocol, gRPC-Web,
  * HTTP/1.1, compressed requests and every other RPC still go through connect-node.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Stream } from "node:http2";
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
-import { CommandSchema, ResponseSchema, type Command, type Response } from "../../gen/mcp/v1/command_pb.js";
+import {
+  CommandBatchSchema,
+  CommandSchema,
+  ExecuteBatchResponseSchema,
+  ListToolsRequestSchema,
+  ListToolsResponseSchema,
+  ResponseSchema,
+} from "../../gen/mcp/v1/command_pb.js";
 import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { McpError, fromProtoError } from "../errors.js";
 import type { McpCore, TransportInfo } from "../session/core.js";
 import type { AuthState } from "../session/session.js";
 import { toConnectError } from "./connect-error.js";
 import { connectionFacts } from "./listener.js";
-import { startCommand } from "./routes.js";
+import { startBatch, startCommand } from "./routes.js";
 
-/** The unary RPC served here. */
-export const EXECUTE_PATH = "/mcp.v1.CommandService/Execute";
+/** How an answer is delivered: the encoded output message, or the error that fails the RPC. */
+type Finish = (out: Uint8Array | McpError) => void;
+
+/** One unary RPC: its input message and how to run it. */
+interface UnaryMethod<I extends DescMessage> {
+  input: I;
+  /**
+   * Starts the call; `finish` is called once. `leftMs` is what remains of the client's deadline.
+   * Returns how to abort it when the client goes away, if it can be aborted.
+   */
+  start(core: McpCore, auth: AuthState, input: MessageShape<I>, leftMs: number | undefined, finish: Finish): (() => void) | undefined;
+}
+
+const cancelled = () => new McpError("cancelled", "the client cancelled the request");
+
+const execute: UnaryMethod<typeof CommandSchema> = {
+  input: CommandSchema,
+  start(core, auth, command, leftMs, finish) {
+    if (leftMs !== undefined) {
+      // The client's deadline caps the command's own timeout (the runner applies max_timeout_ms).
+      const own = command.timeoutMs === 0 ? core.deps.options.defaultTimeoutMs : command.timeoutMs;
+      command.timeoutMs = Math.min(own, leftMs);
+    }
+    const runner = startCommand(core, auth, command, (r) =>
+      finish(r.result.case === "error" ? fromProtoError(r.result.value) : toBinary(ResponseSchema, r)),
+    );
+    return () => runner.abortAll(cancelled());
+  },
+};
+
+const executeBatch: UnaryMethod<typeof CommandBatchSchema> = {
+  input: CommandBatchSchema,
+  start(core, auth, batch, leftMs, finish) {
+    if (leftMs !== undefined) {
+      for (const command of batch.commands) {
+        const own = command.timeoutMs === 0 ? core.deps.options.defaultTimeoutMs : command.timeoutMs;
+        command.timeoutMs = Math.min(own, leftMs);
+      }
+    }
+    const runner = startBatch(core, auth, batch, (r) => finish(toBinary(ExecuteBatchResponseSchema, r)));
+    return () => runner.abortAll(cancelled());
+  },
+};
+
+const listTools: UnaryMethod<typeof ListToolsRequestSchema> = {
+  input: ListToolsRequestSchema,
+  start(core, auth, _req, _leftMs, finish) {
+    finish(toBinary(ListToolsResponseSchema, create(ListToolsResponseSchema, { tools: core.listTools(auth) })));
+    return undefined;
+  },
+};
+
+/** The unary RPCs served here, by HTTP/2 path. */
+export const UNARY_METHODS: ReadonlyMap<string, UnaryMethod<DescMessage>> = new Map<string, UnaryMethod<DescMessage>>([
+  ["/mcp.v1.CommandService/Execute", execute as unknown as UnaryMethod<DescMessage>],
+  ["/mcp.v1.CommandService/ExecuteBatch", executeBatch as unknown as UnaryMethod<DescMessage>],
+  ["/mcp.v1.CommandService/ListTools", listTools as unknown as UnaryMethod<DescMessage>],
+]);
 
 const GRPC_HEADERS = { ":status": 200, "content-type": "application/grpc+proto" } as const;
 const OK_TRAILERS = { "grpc-status": "0" } as const;
 
 /**
- * Returns a request handler that serves unary `Execute` when the request is gRPC over HTTP/2 with
- * identity encoding, and returns false (untouched) for anything else.
+ * Returns a request handler that serves the RPCs of `UNARY_METHODS` when the request is gRPC over
+ * HTTP/2 with identity encoding, and returns false (untouched) for anything else.
  */
 export function createUnaryH2Handler(
   core: McpCore,
 ): (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => boolean {
   const maxMessageBytes = core.deps.options.maxMessageBytes;
   return (req, res) => {
-    if (!(req instanceof Http2ServerRequest) || !isFastPath(req)) return false;
-    serveExecute(core, req, res as Http2ServerResponse, maxMessageBytes);
+    if (!(req instanceof Http2ServerRequest) || req.method !== "POST") return false;
+    const method = UNARY_METHODS.get(req.url);
+    if (method === undefined || !isGrpcIdentity(req)) return false;
+    serveUnary(core, req, res as Http2ServerResponse, maxMessageBytes, method);
     return true;
   };
 }
 
-function isFastPath(req: Http2ServerRequest): boolean {
-  if (req.method !== "POST" || req.url !== EXECUTE_PATH) return false;
+function isGrpcIdentity(req: Http2ServerRequest): boolean {
   const ct = req.headers["content-type"];
   if (ct !== "application/grpc" && ct !== "application/grpc+proto") return false;
   const enc = req.headers["grpc-encoding"];
@@ -114,11 +179,13 @@ function frameOf(bin: Uint8Array): Buffer {
   return out;
 }
 
-function serveExecute(core: McpCore, req: Http2ServerRequest, res: Http2ServerResponse, maxMessageBytes: number): void {
+const ignore = () => {};
+
+function serveUnary(core: McpCore, req: Http2ServerRequest, res: Http2ServerResponse, maxMessageBytes: number, method: UnaryMethod<DescMessage>): void {
   const stream = res.stream;
   // Errors of a reset stream surface as 'close'; an unhandled 'error' would crash the process.
-  stream.on("error", () => {});
-  req.on("error", () => {});
+  stream.on("error", ignore);
+  req.on("error", ignore);
   const startedAt = core.now();
   let done = false;
 
@@ -178,11 +245,11 @@ function serveExecute(core: McpCore, req: Http2ServerRequest, res: Http2ServerRe
     }
     const body = parts.length === 1 ? parts[0]! : Buffer.concat(parts, received); // received > 0: parts is not empty
     parts = [];
-    let command: Command;
+    let input: MessageShape<DescMessage>;
     try {
-      command = fromBinary(CommandSchema, body.subarray(5));
+      input = fromBinary(method.input, body.subarray(5));
     } catch (e) {
-      return refuse(new McpError("invalid_message", `could not decode a Command: ${e instanceof Error ? e.message : String(e)}`, { cause: e }));
+      return refuse(new McpError("invalid_message", `could not decode a ${method.input.name}: ${e instanceof Error ? e.message : String(e)}`, { cause: e }));
     }
     let auth: Promise<AuthState>;
     try {
@@ -192,35 +259,36 @@ function serveExecute(core: McpCore, req: Http2ServerRequest, res: Http2ServerRe
     } catch (e) {
       return refuse(e);
     }
-    auth.then((a) => run(a, command), refuse);
+    auth.then((a) => run(a, input), refuse);
   });
 
-  function run(auth: AuthState, command: Command): void {
+  function run(auth: AuthState, input: MessageShape<DescMessage>): void {
     if (done || stream.destroyed || stream.closed) return;
+    let leftMs: number | undefined;
     if (deadline !== undefined) {
-      // The client's deadline caps the command's own timeout (the runner applies max_timeout_ms).
-      const left = Math.ceil(deadline - core.now());
-      if (left <= 0) {
-        return refuse(new McpError("timeout", `the request's deadline (grpc-timeout ${String(req.headers["grpc-timeout"])}) passed before the command started`));
+      leftMs = Math.ceil(deadline - core.now());
+      if (leftMs <= 0) {
+        return refuse(new McpError("timeout", `the request's deadline (grpc-timeout ${String(req.headers["grpc-timeout"])}) passed before the call started`));
       }
-      const own = command.timeoutMs === 0 ? core.deps.options.defaultTimeoutMs : command.timeoutMs;
-      command.timeoutMs = Math.min(own, left);
     }
-    let answered = false;
+    let abort: (() => void) | undefined;
     const onClose = () => {
       // Client cancel or reset before the answer: abort the command (its handler's signal fires).
-      if (!answered) runner.abortAll(new McpError("cancelled", "the client cancelled the request"));
+      if (!done) abort?.();
     };
-    const runner = startCommand(core, auth, command, (r: Response) => {
-      answered = true;
-      done = true;
-      stream.removeListener("close", onClose);
-      if (stream.destroyed || stream.closed) return;
-      if (r.result.case === "error") return respondError(stream, fromProtoError(r.result.value));
-      res.addTrailers(OK_TRAILERS);
-      stream.respond(GRPC_HEADERS, { waitForTrailers: true });
-      stream.end(frameOf(toBinary(ResponseSchema, r)));
-    });
-    if (!answered) stream.once("close", onClose);
+    try {
+      abort = method.start(core, auth, input, leftMs, (out) => {
+        done = true;
+        stream.removeListener("close", onClose);
+        if (stream.destroyed || stream.closed) return;
+        if (out instanceof McpError) return respondError(stream, out);
+        res.addTrailers(OK_TRAILERS);
+        stream.respond(GRPC_HEADERS, { waitForTrailers: true });
+        stream.end(frameOf(out));
+      });
+    } catch (e) {
+      return refuse(e);
+    }
+    if (!done) stream.once("close", onClose);
   }
 }

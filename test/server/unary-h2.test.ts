@@ -1,6 +1,6 @@
 /**
- * The gRPC unary fast path (src/server/unary-h2.ts): `CommandService/Execute` over gRPC/HTTP/2
- * served without connect-node. Clients: connect-es (`createGrpcTransport`), `@grpc/grpc-js` with
+ * The gRPC unary fast path (src/server/unary-h2.ts): `CommandService` Execute, ExecuteBatch and
+ * ListTools over gRPC/HTTP/2 served without connect-node. Clients: connect-es (`createGrpcTransport`), `@grpc/grpc-js` with
  * our protos loaded at run time, and raw node:http2 for framing cases a client library will not
  * produce. Each error is compared with what connect-node answers for the same request (a second
  * listener on the same core serving connect-node alone), and the Connect protocol and gRPC-Web
@@ -17,7 +17,7 @@ import { Code, ConnectError, createClient, createContextValues, type Client, typ
 import { connectNodeAdapter, createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import protobuf from "protobufjs";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { CommandSchema, CommandService, ResponseSchema } from "../../gen/mcp/v1/command_pb.js";
+import { BatchMode, CommandSchema, CommandService, ResponseSchema } from "../../gen/mcp/v1/command_pb.js";
 import { ErrorKind, ErrorSchema } from "../../gen/mcp/v1/error_pb.js";
 import { kConnectionFacts, registerRoutes } from "../../src/server/routes.js";
 import { encodeGrpcMessage, parseGrpcTimeout } from "../../src/server/unary-h2.js";
@@ -179,6 +179,75 @@ describe("connect-es gRPC client", () => {
     await probe.startedOnce(id);
     probe.release(id);
     expect(outputOf(await p)).toEqual({ key: id });
+  });
+});
+
+describe("ExecuteBatch and ListTools (connect-es gRPC client)", () => {
+  let fast: Client<typeof CommandService>;
+  let slow: Client<typeof CommandService>;
+  beforeAll(() => {
+    fast = createClient(CommandService, createGrpcTransport({ baseUrl: t.url }));
+    slow = createClient(CommandService, createGrpcTransport({ baseUrl: referenceUrl }));
+  });
+  const noDurations = (rs: { durationMs: number }[]) => rs.map((r) => ({ ...r, durationMs: 0 }));
+
+  for (const mode of [BatchMode.SEQUENTIAL, BatchMode.PARALLEL]) {
+    test(`${BatchMode[mode]} batch: one Response per command in batch order, as through connect-node`, async () => {
+      const batch = (p: string) => ({
+        mode,
+        commands: [
+          { id: `${p}-a`, tool: "echo", payload: args({ text: "a" }) },
+          { id: `${p}-b`, tool: "nope" },
+          { id: `${p}-c`, tool: "echo", payload: args({ text: "c" }) },
+        ],
+      });
+      const p = nextId("bt");
+      const got = await fast.executeBatch(batch(p), auth(token));
+      expect(got.responses.map((r) => [r.commandId, r.result.case === "error" ? r.result.value.code : "ok"])).toEqual(
+        mode === BatchMode.SEQUENTIAL ? [[`${p}-a`, "ok"], [`${p}-b`, "unknown_tool"], [`${p}-c`, "cancelled"]] : [[`${p}-a`, "ok"], [`${p}-b`, "unknown_tool"], [`${p}-c`, "ok"]],
+      );
+      expect(noDurations(got.responses)).toEqual(noDurations((await slow.executeBatch(batch(p), auth(token))).responses));
+    });
+  }
+
+  test("batch: grpc-timeout caps every command's timeout", async () => {
+    const id = nextId("btt");
+    const got = await fast.executeBatch({ commands: [{ id, tool: "sleep", payload: args({}) }] }, { headers: { authorization: `Bearer ${token}`, "grpc-timeout": "40m" } });
+    expect(got.responses[0]?.result.case === "error" && got.responses[0].result.value.code).toBe("timeout");
+    expect(await probe.abortedWith(id)).toBe("timeout");
+  });
+
+  test("batch: a client that abandons the call cancels its commands", async () => {
+    const id = nextId("btc");
+    const ac = new AbortController();
+    const p = fast.executeBatch({ mode: BatchMode.PARALLEL, commands: [{ id, tool: "gate", payload: args({ key: id }) }] }, { ...auth(token), signal: ac.signal });
+    await probe.startedOnce(id);
+    ac.abort();
+    expect((await failure(p)).code).toBe(Code.Canceled);
+    expect(await probe.abortedWith(id)).toBe("cancelled");
+  });
+
+  test("ListTools: the same tools as through connect-node, filtered by role", async () => {
+    const got = await fast.listTools({}, auth(token));
+    expect(got.tools.map((x) => x.name)).toContain("gate");
+    expect(got).toEqual(await slow.listTools({}, auth(token)));
+    expect(await fast.listTools({}, auth(viewer))).toEqual(await slow.listTools({}, auth(viewer)));
+  });
+
+  test("without a token: no tools, and each batch command answers unauthenticated, as through connect-node", async () => {
+    expect((await fast.listTools({})).tools).toEqual([]);
+    expect(await slow.listTools({})).toEqual(await fast.listTools({}));
+    const batch = { commands: [{ id: "anon", tool: "echo", payload: args({ text: "x" }) }] };
+    const got = await fast.executeBatch(batch);
+    expect(got.responses[0]?.result.case === "error" && got.responses[0].result.value.code).toBe("unauthenticated");
+    expect(noDurations(got.responses)).toEqual(noDurations((await slow.executeBatch(batch)).responses));
+  });
+
+  test("a bad token: Unauthenticated with unauthenticated, identical to connect-node", async () => {
+    const got = await failure(fast.listTools({}, auth("not.a-jwt")));
+    expect(got).toMatchObject({ code: Code.Unauthenticated, detail: { code: "unauthenticated" } });
+    expect(await failure(slow.listTools({}, auth("not.a-jwt")))).toEqual(got);
+    expect(await failure(fast.executeBatch({ commands: [{ tool: "echo" }] }, auth("not.a-jwt")))).toEqual(got);
   });
 });
 
