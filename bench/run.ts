@@ -26,6 +26,9 @@ const BENCH_SECRET = "bench-secret-0123456789-0123456789-abcdef";
 const WARMUP_MS = Number(process.env["BENCH_WARMUP_MS"] ?? 1000);
 const MEASURE_MS = Number(process.env["BENCH_MEASURE_MS"] ?? 5000);
 const SEQ_MS = Number(process.env["BENCH_SEQ_MS"] ?? 2000);
+/** `--only stream|unary` (or BENCH_ONLY): one figure of ours, for iterating on a change. */
+const onlyFlag = process.argv.indexOf("--only");
+const ONLY = onlyFlag >= 0 ? process.argv[onlyFlag + 1] : process.env["BENCH_ONLY"];
 const STREAM_INFLIGHT = 64;
 const UNARY_INFLIGHT = 32;
 const TEXT = "hello, benchmark";
@@ -348,7 +351,7 @@ console.log("");
 const token = await mintToken({ secret: BENCH_SECRET, subject: "bench", roles: ["developer"], ttlSec: 3600, issuer: "mcp", audience: "mcp" });
 
 const mcp = await startChild("mcp");
-if (process.env["BENCH_ONLY"] === "unary") {
+if (ONLY === "unary") {
   // Profiling aid: only ours, unary (BENCH_SERVER_PROF=mcp writes the server's profile to bench/.prof).
   console.log(`unary calls/s ${Math.round((await drive(grpcJsOnOursUnaryOpener(mcp.port, token), UNARY_INFLIGHT, MEASURE_MS)).perSec)}`);
   mcp.stop();
@@ -356,7 +359,7 @@ if (process.env["BENCH_ONLY"] === "unary") {
   await new Promise(() => {});
 }
 const oursStream = await drive(await mcpSessionOpener(mcp.port, token), STREAM_INFLIGHT, MEASURE_MS);
-if (process.env["BENCH_ONLY"] === "stream") {
+if (ONLY === "stream") {
   console.log(`stream calls/s ${Math.round(oursStream.perSec)}`);
   mcp.stop();
   setTimeout(() => process.exit(0), 200);

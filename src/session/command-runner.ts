@@ -107,10 +107,11 @@ class Inflight implements ToolContext {
 /**
  * Command timeouts without a `setTimeout` per command: one timer per runner, armed for the
  * earliest deadline. Settling a command does not touch the timer; when it fires it expires what is
- * due and re-arms for the earliest deadline left. Timeouts are whole milliseconds and a few ms of
- * lateness is fine (PROTOCOL.md §3), so the scan of the in-flight table (≤ max_inflight_commands)
- * on each firing is cheap next to a timer per command. The timer is ref'd only while commands
- * are in flight, like the per-command timers it replaces.
+ * due and re-arms for the earliest deadline left (a deadline the clock has not quite reached yet
+ * is re-armed 1 ms later). With one timeout for all commands, deadlines grow in start order and
+ * the timer fires about once per timeout period; the scan of the in-flight table
+ * (≤ max_inflight_commands) on each firing is cheap next to a timer per command. The timer is
+ * ref'd only while commands are in flight, like the per-command timers it replaces.
  */
 class DeadlineTimer {
   private timer: ReturnType<typeof setTimeout> | undefined = undefined;
@@ -158,9 +159,10 @@ class DeadlineTimer {
       if (entry.deadline <= t) due.push(entry);
       else if (entry.deadline < next) next = entry.deadline;
     }
-    // Expire after the scan: settling edits the table.
+    // Expire after the scan: settling edits the table. A Response handler may start a command
+    // (a sequential batch), which arms the timer for its own deadline: keep the earlier one.
     for (const entry of due) this.expire(entry);
-    if (next !== Infinity && this.table.size > 0) this.arm(next);
+    if (next < this.armedFor && this.table.size > 0) this.arm(next);
   };
 }
 

@@ -212,6 +212,44 @@ describe("exactly-once settle", () => {
   });
 });
 
+describe("timeouts share one timer per runner", () => {
+  test("each command times out on its own deadline, shortest first, whatever the start order", async () => {
+    const { start, settled } = setup();
+    const startedAt = Date.now();
+    start({ id: "long", tool: "work", timeoutMs: 300 });
+    start({ id: "short", tool: "work", timeoutMs: 30 });
+    const short = await settled("short");
+    const shortAt = Date.now() - startedAt;
+    const long = await settled("long");
+    const longAt = Date.now() - startedAt;
+    expect([codeOf(short), codeOf(long)]).toEqual(["timeout", "timeout"]);
+    // Generous bounds: only the order and "not a deadline of the other command" matter here.
+    expect(shortAt).toBeLessThan(250);
+    expect(longAt).toBeGreaterThanOrEqual(290);
+  });
+
+  test("a command started from a timeout's Response keeps its own, earlier deadline", async () => {
+    const h = createHost();
+    const runner = createCommandRunner(h.host, limits);
+    const codes = new Map<string, { code: string; at: number }>();
+    const startedAt = Date.now();
+    const done = new Promise<void>((resolve) => {
+      const onResponse = (r: Response) => {
+        codes.set(r.commandId, { code: codeOf(r), at: Date.now() - startedAt });
+        if (r.commandId === "first") runner.start(create(CommandSchema, { id: "next", tool: "work", timeoutMs: 30 }), onResponse);
+        if (r.commandId === "next") resolve();
+      };
+      runner.start(create(CommandSchema, { id: "first", tool: "work", timeoutMs: 20 }), onResponse);
+      runner.start(create(CommandSchema, { id: "later", tool: "work", timeoutMs: 5_000 }), onResponse);
+    });
+    await done;
+    expect(codes.get("next")?.code).toBe("timeout");
+    // Started at ~20 ms with 30 ms to go: far before "later"'s 5 s deadline.
+    expect(codes.get("next")!.at).toBeLessThan(2_000);
+    runner.abortAll(new McpError("cancelled", "test over"));
+  });
+});
+
 describe("refused before running: one synchronous Response each", () => {
   const cases: { name: string; init: { id: string; tool: string }; want: { kind: ErrorKind; code: string; field?: string } }[] = [
     // The id is the key of the in-flight table; without one nothing can be matched.
