@@ -8,6 +8,8 @@
  */
 import { connect as h2connect, createServer as createH2Server, type Http2Server, type ServerHttp2Session } from "node:http2";
 import type { AddressInfo } from "node:net";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
@@ -23,6 +25,7 @@ import { kConnectionFacts, registerRoutes } from "../../src/server/routes.js";
 import { encodeGrpcMessage, parseGrpcTimeout } from "../../src/server/unary-h2.js";
 import { args, createTestTools, outputOf, type Probe } from "../helpers/command-tools.js";
 import { startServer, type TestServer } from "../helpers/server.js";
+import { selfSignedCert } from "../security/e2e-helpers.js";
 
 const REPO = join(import.meta.dirname, "../..");
 const require = createRequire(import.meta.url);
@@ -422,6 +425,42 @@ describe("framing over raw node:http2", () => {
     const out = await raw(frame(echo()), { "grpc-encoding": "gzip" });
     expect(out.headers["grpc-encoding"]).toBe("gzip");
     expect(out.trailers["grpc-status"]).toBe("0");
+  });
+});
+
+describe("connection facts", () => {
+  test("TLS: the connection is secure, so a high token reaches HIGH tools; cleartext stays STANDARD", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "mcp-unary-h2-"));
+    const { cert, key } = await selfSignedCert(dir);
+    const tls = await startServer({ tlsCert: cert, tlsKey: key });
+    try {
+      const high = await tls.token("hana", ["developer"], { level: "high" });
+      const ca = await readFile(cert, "utf8");
+      const overTls = createClient(CommandService, createGrpcTransport({ baseUrl: tls.url, nodeOptions: { ca } }));
+      expect((await overTls.listTools({}, auth(high))).tools.map((x) => x.name)).toContain("fs.write");
+      const clear = createClient(CommandService, createGrpcTransport({ baseUrl: t.url }));
+      const highHere = await t.token("hana", ["developer"], { level: "high" });
+      expect((await clear.listTools({}, auth(highHere))).tools.map((x) => x.name)).not.toContain("fs.write");
+    } finally {
+      await tls.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("a connection beyond maxConnections: Unavailable with too_many_connections", async () => {
+    const one = await startServer({ maxConnections: 1 });
+    try {
+      const bearerOne = await one.token();
+      const first = createClient(CommandService, createGrpcTransport({ baseUrl: one.url }));
+      expect(outputOf(await first.execute({ tool: "echo", payload: args({ text: "1" }) }, auth(bearerOne)))).toEqual({ text: "1" });
+      const second = createClient(CommandService, createGrpcTransport({ baseUrl: one.url }));
+      expect(await failure(second.execute({ tool: "echo", payload: args({ text: "2" }) }, auth(bearerOne)))).toMatchObject({
+        code: Code.Unavailable,
+        detail: { code: "too_many_connections", retryable: true },
+      });
+    } finally {
+      await one.close();
+    }
   });
 });
 
