@@ -167,11 +167,11 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
         maxTimeoutMs: opts.maxTimeoutMs,
         contextValues: (req) => createContextValues().set(kConnectionFacts, connectionFacts(req)),
       });
-      // The session stream and unary Execute over gRPC/HTTP/2 take fast paths; everything else goes to connect-node.
+      // The session stream and unary CommandService calls over gRPC/HTTP/2 take fast paths; everything else goes to connect-node.
       const sessionStream = createSessionH2Handler(c);
-      const unaryExecute = createUnaryH2Handler(c);
+      const unaryCommands = createUnaryH2Handler(c);
       const handler: RequestHandler = (req, res) => {
-        if (!sessionStream(req, res) && !unaryExecute(req, res)) connectHandler(req, res);
+        if (!sessionStream(req, res) && !unaryCommands(req, res)) connectHandler(req, res);
       };
       listener = await listen(
         {

@@ -82,11 +82,14 @@ const listTools: UnaryMethod<typeof ListToolsRequestSchema> = {
   },
 };
 
+/** Erases a method's input type for the table (each method decodes its own `input`). */
+const erased = <I extends DescMessage>(m: UnaryMethod<I>) => m as unknown as UnaryMethod<DescMessage>;
+
 /** The unary RPCs served here, by HTTP/2 path. */
-export const UNARY_METHODS: ReadonlyMap<string, UnaryMethod<DescMessage>> = new Map<string, UnaryMethod<DescMessage>>([
-  ["/mcp.v1.CommandService/Execute", execute as unknown as UnaryMethod<DescMessage>],
-  ["/mcp.v1.CommandService/ExecuteBatch", executeBatch as unknown as UnaryMethod<DescMessage>],
-  ["/mcp.v1.CommandService/ListTools", listTools as unknown as UnaryMethod<DescMessage>],
+export const UNARY_METHODS: ReadonlyMap<string, UnaryMethod<DescMessage>> = new Map([
+  ["/mcp.v1.CommandService/Execute", erased(execute)],
+  ["/mcp.v1.CommandService/ExecuteBatch", erased(executeBatch)],
+  ["/mcp.v1.CommandService/ListTools", erased(listTools)],
 ]);
 
 const GRPC_HEADERS = { ":status": 200, "content-type": "application/grpc+proto" } as const;
