@@ -91,9 +91,16 @@ class Inflight implements ToolContext {
     return this.isAborted;
   }
 
-  emit(type: string, data: JsonObject): void {
-    if (!this.settled) this.host.emitEvent(this.commandId, type, data);
+  /**
+   * A function bound to this command, made on first use: tools may call `ctx.emit(…)` or take
+   * `const { emit } = ctx`, and the many that never emit cost no closure.
+   */
+  get emit(): (type: string, data: JsonObject) => void {
+    return (this.boundEmit ??= (type, data) => {
+      if (!this.settled) this.host.emitEvent(this.commandId, type, data);
+    });
   }
+  private boundEmit: ((type: string, data: JsonObject) => void) | undefined = undefined;
 
   /** Fires the signal (if anyone holds it) with `reason`. */
   abort(reason: unknown): void {

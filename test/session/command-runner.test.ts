@@ -38,7 +38,7 @@ function createHost() {
             jobs.set(command.id, {
               command,
               signal: ctx.signal,
-              emit: (type, data) => ctx.emit(type, data),
+              emit: ctx.emit,
               resolve: (output) => resolve({ case: "output", value: output }),
               reject,
             });
