@@ -7,8 +7,8 @@
 import { connect as h2connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { findTrailerError } from "@connectrpc/connect/protocol-grpc";
-import type { ClientMessage } from "../../gen/mcp/v1/session_pb.js";
-import { decodeServerMessage, encodeClientMessage } from "../session/fast-wire.js";
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { ClientMessageSchema, ServerMessageSchema, type ClientMessage } from "../../gen/mcp/v1/session_pb.js";
 import { VERSION } from "../version.js";
 import type { OpenSessionStream, SessionStream } from "./session-stream.js";
 
@@ -123,7 +123,7 @@ export function h2SessionStream(options: H2SessionStreamOptions): OpenSessionStr
         off += 5 + len;
         let m;
         try {
-          m = decodeServerMessage(bytes);
+          m = fromBinary(ServerMessageSchema, bytes);
         } catch (e) {
           failure ??= new ConnectError(`could not decode a ServerMessage: ${e instanceof Error ? e.message : String(e)}`, Code.Internal, undefined, undefined, e);
           stream.close(constants.NGHTTP2_CANCEL);
@@ -156,7 +156,7 @@ export function h2SessionStream(options: H2SessionStreamOptions): OpenSessionStr
       const bins = new Array<Uint8Array>(batch.length);
       let total = 0;
       for (let i = 0; i < batch.length; i++) {
-        const bin = encodeClientMessage(batch[i]!); // i < length
+        const bin = toBinary(ClientMessageSchema, batch[i]!); // i < length
         bins[i] = bin;
         total += 5 + bin.length;
       }

@@ -16,10 +16,10 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Http2ServerRequest, type Http2ServerResponse } from "node:http2";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
-import type { ClientMessage, ServerMessage } from "../../gen/mcp/v1/session_pb.js";
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { ClientMessageSchema, ServerMessageSchema, type ClientMessage, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import { McpError } from "../errors.js";
 import { openConnection, type Connection } from "../session/connection.js";
-import { decodeClientMessage, encodeServerMessage } from "../session/fast-wire.js";
 import type { McpCore } from "../session/core.js";
 import type { MessageSink } from "../session/session.js";
 import { toConnectError } from "./connect-error.js";
@@ -73,7 +73,7 @@ function refuse(res: Http2ServerResponse, err: McpError): void {
 /** Encodes a batch as concatenated gRPC frames in one buffer. */
 function encodeBatch(batch: readonly ServerMessage[]): Buffer {
   if (batch.length === 1) {
-    const bin = encodeServerMessage(batch[0]!); // length checked
+    const bin = toBinary(ServerMessageSchema, batch[0]!); // length checked
     const out = Buffer.allocUnsafe(5 + bin.length);
     out[0] = 0;
     out.writeUInt32BE(bin.length, 1);
@@ -83,7 +83,7 @@ function encodeBatch(batch: readonly ServerMessage[]): Buffer {
   const bins: Uint8Array[] = new Array<Uint8Array>(batch.length);
   let total = 0;
   for (let i = 0; i < batch.length; i++) {
-    const bin = encodeServerMessage(batch[i]!); // i < length
+    const bin = toBinary(ServerMessageSchema, batch[i]!); // i < length
     bins[i] = bin;
     total += 5 + bin.length;
   }
@@ -232,7 +232,7 @@ function serveSession(
       }
       let msg: ClientMessage;
       try {
-        msg = decodeClientMessage(buf.subarray(off + 5, off + 5 + len));
+        msg = fromBinary(ClientMessageSchema, buf.subarray(off + 5, off + 5 + len));
       } catch (e) {
         return fail(new McpError("invalid_message", `could not decode a ClientMessage: ${e instanceof Error ? e.message : String(e)}`, { cause: e }));
       }
