@@ -17,7 +17,8 @@ import * as protoLoader from "@grpc/proto-loader";
 import { ClientMessageSchema, ServerMessageSchema, type ServerMessage } from "../gen/mcp/v1/session_pb.js";
 import { ProtocolVersion } from "../gen/mcp/v1/types_pb.js";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { createMcpClient } from "../src/client/index.js";
+import { EchoInputSchema, EchoOutputSchema } from "../gen/mcp/tools/v1/tools_pb.js";
+import { callTyped, createMcpClient } from "../src/client/index.js";
 import { mintToken } from "../src/security/index.js";
 
 /** The HS256 secret bench/server.ts's `mcp` server verifies with. */
@@ -30,6 +31,7 @@ const SEQ_MS = Number(process.env["BENCH_SEQ_MS"] ?? 2000);
 const onlyFlag = process.argv.indexOf("--only");
 const ONLY = onlyFlag >= 0 ? process.argv[onlyFlag + 1] : process.env["BENCH_ONLY"];
 const STREAM_INFLIGHT = 64;
+const ECHO = { input: EchoInputSchema, output: EchoOutputSchema };
 const UNARY_INFLIGHT = 32;
 const TEXT = "hello, benchmark";
 
@@ -125,7 +127,7 @@ function drive(open: Opener, inFlight: number, measureMs: number): Promise<Drive
 
 // ---------------------------------------------------------------- openers
 
-async function mcpSessionOpener(port: number, token: string, perMessage = false): Promise<Opener> {
+async function mcpSessionOpener(port: number, token: string, perMessage = false, typed = false): Promise<Opener> {
   const baseUrl = `http://127.0.0.1:${port}`;
   // perMessage: the Connect protocol through connect-es and connect-node, one promise per message
   // on both sides — the path every session stream took before the node:http2 fast path.
@@ -135,7 +137,10 @@ async function mcpSessionOpener(port: number, token: string, perMessage = false)
   const session = await createMcpClient({ baseUrl, token, ...(transport === undefined ? {} : { transport }) }).connect({ heartbeatIntervalMs: 0 });
   return (done) => ({
     send: () => {
-      session.call("echo", { text: TEXT }).then(done, (e: unknown) => {
+      // JSON: Command.arguments (Struct) in, output (Struct) back. Typed: Command.input (an Any
+      // of EchoInput) in, typed_output (an Any of EchoOutput) back — no Struct conversions.
+      const call = typed ? callTyped(session, "echo", ECHO, { text: TEXT }) : session.call("echo", { text: TEXT });
+      call.then(done, (e: unknown) => {
         console.error("session call failed:", e);
         process.exit(1);
       });
@@ -358,6 +363,12 @@ if (ONLY === "unary") {
   setTimeout(() => process.exit(0), 200);
   await new Promise(() => {});
 }
+if (ONLY === "stream-typed") {
+  console.log(`typed stream calls/s ${Math.round((await drive(await mcpSessionOpener(mcp.port, token, false, true), STREAM_INFLIGHT, MEASURE_MS)).perSec)}`);
+  mcp.stop();
+  setTimeout(() => process.exit(0), 200);
+  await new Promise(() => {});
+}
 const oursStream = await drive(await mcpSessionOpener(mcp.port, token), STREAM_INFLIGHT, MEASURE_MS);
 if (ONLY === "stream") {
   console.log(`stream calls/s ${Math.round(oursStream.perSec)}`);
@@ -365,6 +376,7 @@ if (ONLY === "stream") {
   setTimeout(() => process.exit(0), 200);
   await new Promise(() => {});
 }
+const oursTypedStream = await drive(await mcpSessionOpener(mcp.port, token, false, true), STREAM_INFLIGHT, MEASURE_MS);
 const oursSeq = await drive(await mcpSessionOpener(mcp.port, token), 1, SEQ_MS);
 const perMessageStream = await drive(await mcpSessionOpener(mcp.port, token, true), STREAM_INFLIGHT, MEASURE_MS);
 const oursUnaryGrpc = await drive(mcpUnaryOpener(mcp.port, token, "grpc"), UNARY_INFLIGHT, MEASURE_MS);
@@ -394,6 +406,7 @@ console.log(pad("", 46) + pad("ours", 14) + pad("grpc-js", 14) + pad("raw http2"
 console.log(
   pad(`(a) stream calls/s, ${STREAM_INFLIGHT} in flight, one stream`, 46) + pad(f0(oursStream.perSec), 14) + pad(f0(gjStream.perSec), 14) + pad(f0(rawStream.perSec), 14),
 );
+console.log(pad("    same, typed echo (Command.input Any)", 46) + pad(f0(oursTypedStream.perSec), 14));
 console.log(pad("    same, Connect protocol via connect-node", 46) + pad(f0(perMessageStream.perSec), 14) + "(per-message plumbing, for comparison)");
 console.log(
   pad("(b) sequential round trip p50 (µs)", 46) + pad(f0(oursSeq.p50us), 14) + pad(f0(gjSeq.p50us), 14) + pad(f0(rawSeq.p50us), 14),
@@ -405,6 +418,7 @@ console.log(pad("    ours, gRPC, @grpc/grpc-js as the client", 46) + pad(f0(ours
 console.log("");
 console.log("(e) ratios and the issue's targets");
 console.log(`    stream calls/s  ours/grpc-js bidi = ${r2(oursStream.perSec, gjStream.perSec)}  (target >= 1.5: ${mark(oursStream.perSec >= 1.5 * gjStream.perSec)})`);
+console.log(`    typed stream    ours/grpc-js bidi = ${r2(oursTypedStream.perSec, gjStream.perSec)}  (target >= 1.5: ${mark(oursTypedStream.perSec >= 1.5 * gjStream.perSec)})`);
 console.log(`    stream calls/s  ours/raw ceiling  = ${r2(oursStream.perSec, rawStream.perSec)}  (target >= 0.25: ${mark(oursStream.perSec >= 0.25 * rawStream.perSec)})`);
 console.log(`    sequential p50  ours/raw ceiling  = ${r2(oursSeq.p50us, rawSeq.p50us)}  (target <= 1.5: ${mark(oursSeq.p50us <= 1.5 * rawSeq.p50us)})`);
 console.log(`    sequential p50  ours/grpc-js bidi = ${r2(oursSeq.p50us, gjSeq.p50us)}`);
