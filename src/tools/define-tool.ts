@@ -5,12 +5,10 @@
  * decoding, validation and error mapping, so every tool fails the same way (PROTOCOL.md §7).
  */
 import {
-  ScalarType,
   create,
   createRegistry,
   fromJson,
   toJson,
-  type DescField,
   type DescMessage,
   type JsonObject,
   type JsonValue,
@@ -18,7 +16,7 @@ import {
   type MessageShape,
   type Registry,
 } from "@bufbuild/protobuf";
-import { FeatureSet_FieldPresence, anyIs, anyPack, anyUnpack, type Any } from "@bufbuild/protobuf/wkt";
+import { anyIs, anyPack, anyUnpack, type Any } from "@bufbuild/protobuf/wkt";
 import { Ajv2020, type ErrorObject, type ValidateFunction } from "ajv/dist/2020.js";
 import {
   ToolAnnotationsSchema,
@@ -104,11 +102,6 @@ export function defineTypedTool<I extends DescMessage, O extends DescMessage>(de
   const validate = compile(def.name, "input", deriveJsonSchema(input, { protoNames: true }));
   const descriptor = makeDescriptor(base, deriveJsonSchema(input), deriveJsonSchema(output), input.typeName, output.typeName);
 
-  // Flat messages of plain scalars skip protobuf-es's reflective JSON walk (see flatScalarFields).
-  const inputFields = flatScalarFields(input);
-  const outputFields = flatScalarFields(output);
-  const inputTemplate = inputFields === undefined ? undefined : create(input);
-
   function unpackInput(any: Any): MessageShape<I> {
     if (!anyIs(any, input)) {
       throw new McpError("invalid_argument", `tool ${base.name} expects input of type ${input.typeName}, got "${any.typeUrl}"`, {
@@ -125,10 +118,6 @@ export function defineTypedTool<I extends DescMessage, O extends DescMessage>(de
   }
 
   function parseArguments(json: JsonObject): MessageShape<I> {
-    if (inputFields !== undefined && inputTemplate !== undefined) {
-      const message = parseFlat(inputFields, inputTemplate, json);
-      if (message !== undefined) return message;
-    }
     try {
       return fromJson(input, json, { registry });
     } catch (e) {
@@ -141,12 +130,8 @@ export function defineTypedTool<I extends DescMessage, O extends DescMessage>(de
     }
   }
 
-  /** The handler's output as `output` JSON, as toJson with alwaysEmitImplicit would write it. */
+  /** The handler's output as `output` JSON (ProtoJSON by protobuf-es, every field written). */
   function outputJson(init: MessageInitShape<O>): JsonObject {
-    if (outputFields !== undefined) {
-      const json = flatToJson(outputFields, init as Record<string, unknown>);
-      if (json !== undefined) return json;
-    }
     const json = toJson(output, create(output, init), { alwaysEmitImplicit: true, registry });
     if (!isJsonObject(json)) throw new TypeError(`output ${output.typeName} is not a JSON object`);
     return json;
@@ -335,108 +320,6 @@ function handlerError(toolName: string, ctx: ToolContext, e: unknown): unknown {
   return new McpError("tool_failed", `tool ${toolName} failed: ${message}`, { cause: e });
 }
 
-/** A field of a flat message: an implicit-presence scalar whose JSON form is its JS value. */
-interface FlatField {
-  readonly localName: string;
-  readonly jsonName: string;
-  readonly protoName: string;
-  readonly kind: "string" | "bool" | "int32" | "uint32" | "double";
-  readonly zero: string | boolean | number;
-}
-
-/**
- * The fields of `desc` when every one is a singular, implicit-presence (proto3) scalar of a kind
- * whose protobuf JSON form is the plain JS value — string, bool, 32-bit integers, double — and
- * not in a oneof; else undefined. For those messages the JSON mapping is a rename of keys, so the
- * tool can convert without protobuf-es's reflective `fromJson` / `create` + `toJson` (a large
- * share of a small command's cost). Anything unusual in a given value (null, a number where a
- * string goes, NaN, a field under both its names) falls back to the reflective path, which keeps
- * its error messages.
- */
-function flatScalarFields(desc: DescMessage): readonly FlatField[] | undefined {
-  const out: FlatField[] = [];
-  for (const f of desc.fields) {
-    const kind = flatKind(f);
-    if (kind === undefined) return undefined;
-    const zero = kind === "string" ? "" : kind === "bool" ? false : 0;
-    out.push({ localName: f.localName, jsonName: f.jsonName, protoName: f.name, kind, zero });
-  }
-  return out;
-}
-
-function flatKind(f: DescField): FlatField["kind"] | undefined {
-  if (f.fieldKind !== "scalar" || f.oneof !== undefined || f.presence !== FeatureSet_FieldPresence.IMPLICIT) return undefined;
-  switch (f.scalar) {
-    case ScalarType.STRING:
-      return "string";
-    case ScalarType.BOOL:
-      return "bool";
-    case ScalarType.INT32:
-    case ScalarType.SINT32:
-    case ScalarType.SFIXED32:
-      return "int32";
-    case ScalarType.UINT32:
-    case ScalarType.FIXED32:
-      return "uint32";
-    case ScalarType.DOUBLE:
-      return "double";
-    default:
-      return undefined;
-  }
-}
-
-function flatValueOk(kind: FlatField["kind"], v: unknown): boolean {
-  switch (kind) {
-    case "string":
-      return typeof v === "string";
-    case "bool":
-      return typeof v === "boolean";
-    case "int32":
-      return typeof v === "number" && Number.isInteger(v) && v >= -0x80000000 && v <= 0x7fffffff;
-    case "uint32":
-      return typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 0xffffffff;
-    case "double":
-      return typeof v === "number" && Number.isFinite(v);
-  }
-}
-
-/** JSON arguments → a flat message; undefined when the reflective path must decide. */
-function parseFlat<T extends object>(fields: readonly FlatField[], template: T, json: JsonObject): T | undefined {
-  const message: Record<string, unknown> = { ...(template as Record<string, unknown>) };
-  let seen = 0;
-  for (const f of fields) {
-    let v: JsonValue | undefined = json[f.jsonName];
-    if (f.protoName !== f.jsonName) {
-      const byProtoName = json[f.protoName];
-      if (byProtoName !== undefined) {
-        if (v !== undefined) return undefined; // both names: fromJson's error
-        v = byProtoName;
-      }
-    }
-    if (v === undefined) continue;
-    if (!flatValueOk(f.kind, v)) return undefined;
-    message[f.localName] = v;
-    seen++;
-  }
-  // Keys that are no field (the schema check normally refuses them first).
-  if (Object.keys(json).length !== seen) return undefined;
-  return message as T;
-}
-
-/** A flat message's init (or message) → its JSON with every field, as toJson with alwaysEmitImplicit. */
-function flatToJson(fields: readonly FlatField[], init: Record<string, unknown>): JsonObject | undefined {
-  const json: JsonObject = {};
-  for (const f of fields) {
-    const v = init[f.localName];
-    if (v === undefined) {
-      json[f.jsonName] = f.zero;
-      continue;
-    }
-    if (!flatValueOk(f.kind, v)) return undefined;
-    json[f.jsonName] = v as string | boolean | number;
-  }
-  return json;
-}
 
 /**
  * The field named by a protobuf-es `FieldError` (the `cause` fromJson attaches). protobuf-es does
