@@ -7,8 +7,9 @@
 import { connect as h2connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { findTrailerError } from "@connectrpc/connect/protocol-grpc";
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { fromBinary } from "@bufbuild/protobuf";
 import { ClientMessageSchema, ServerMessageSchema, type ClientMessage } from "../../gen/mcp/v1/session_pb.js";
+import { encodeFrames } from "../transport/grpc-frames.js";
 import { VERSION } from "../version.js";
 import type { OpenSessionStream, SessionStream } from "./session-stream.js";
 
@@ -153,22 +154,7 @@ export function h2SessionStream(options: H2SessionStreamOptions): OpenSessionStr
       if (ended || out.length === 0) return;
       const batch = out;
       out = [];
-      const bins = new Array<Uint8Array>(batch.length);
-      let total = 0;
-      for (let i = 0; i < batch.length; i++) {
-        const bin = toBinary(ClientMessageSchema, batch[i]!); // i < length
-        bins[i] = bin;
-        total += 5 + bin.length;
-      }
-      const buf = Buffer.allocUnsafe(total);
-      let off = 0;
-      for (const bin of bins) {
-        buf[off] = 0;
-        buf.writeUInt32BE(bin.length, off + 1);
-        buf.set(bin, off + 5);
-        off += 5 + bin.length;
-      }
-      stream.write(buf);
+      stream.write(encodeFrames(ClientMessageSchema, batch));
     }
 
     const self: SessionStream = {

@@ -16,14 +16,15 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Http2ServerRequest, type Http2ServerResponse } from "node:http2";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
-import { ClientMessageSchema, ServerMessageSchema, type ClientMessage, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
+import { fromBinary } from "@bufbuild/protobuf";
+import { ClientMessageSchema, ServerMessageSchema, type ClientMessage } from "../../gen/mcp/v1/session_pb.js";
 import { McpError } from "../errors.js";
 import { openConnection, type Connection } from "../session/connection.js";
 import type { McpCore } from "../session/core.js";
 import type { MessageSink } from "../session/session.js";
 import { toConnectError } from "./connect-error.js";
 import { connectionFacts } from "./listener.js";
+import { encodeFrames } from "../transport/grpc-frames.js";
 
 /** The HTTP/2 path of the session stream (PROTOCOL.md §2). */
 export const SESSION_CONNECT_PATH = "/mcp.v1.SessionService/Connect";
@@ -68,34 +69,6 @@ function refuse(res: Http2ServerResponse, err: McpError): void {
   res.end();
   // Nothing of the request body is wanted; let HTTP/2 flow control not hold the connection.
   res.stream.resume();
-}
-
-/** Encodes a batch as concatenated gRPC frames in one buffer. */
-function encodeBatch(batch: readonly ServerMessage[]): Buffer {
-  if (batch.length === 1) {
-    const bin = toBinary(ServerMessageSchema, batch[0]!); // length checked
-    const out = Buffer.allocUnsafe(5 + bin.length);
-    out[0] = 0;
-    out.writeUInt32BE(bin.length, 1);
-    out.set(bin, 5);
-    return out;
-  }
-  const bins: Uint8Array[] = new Array<Uint8Array>(batch.length);
-  let total = 0;
-  for (let i = 0; i < batch.length; i++) {
-    const bin = toBinary(ServerMessageSchema, batch[i]!); // i < length
-    bins[i] = bin;
-    total += 5 + bin.length;
-  }
-  const out = Buffer.allocUnsafe(total);
-  let off = 0;
-  for (const bin of bins) {
-    out[off] = 0;
-    out.writeUInt32BE(bin.length, off + 1);
-    out.set(bin, off + 5);
-    off += 5 + bin.length;
-  }
-  return out;
 }
 
 function serveSession(
@@ -160,7 +133,7 @@ function serveSession(
       if (stream.destroyed || stream.writableEnded) return true;
       const n = batch.length;
       queuedMessages += n;
-      stream.write(encodeBatch(batch), () => {
+      stream.write(encodeFrames(ServerMessageSchema, batch), () => {
         queuedMessages -= n;
         releaseDrain();
       });

@@ -29,6 +29,7 @@ import type { AuthState } from "../session/session.js";
 import { toConnectError } from "./connect-error.js";
 import { connectionFacts } from "./listener.js";
 import { startBatch, startCommand } from "./routes.js";
+import { frameBytes } from "../transport/grpc-frames.js";
 
 /** How an answer is delivered: the encoded output message, or the error that fails the RPC. */
 type Finish = (out: Uint8Array | McpError) => void;
@@ -173,15 +174,6 @@ function respondError(stream: ServerHttp2Stream, reason: unknown): void {
   stream.respond({ ...GRPC_HEADERS, ...errorTrailers(reason) }, { endStream: true });
 }
 
-/** One gRPC frame (flag 0, uint32 BE length, payload). */
-function frameOf(bin: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(5 + bin.length);
-  out[0] = 0;
-  out.writeUInt32BE(bin.length, 1);
-  out.set(bin, 5);
-  return out;
-}
-
 const ignore = () => {};
 
 function serveUnary(core: McpCore, req: Http2ServerRequest, res: Http2ServerResponse, maxMessageBytes: number, method: UnaryMethod<DescMessage>): void {
@@ -287,7 +279,7 @@ function serveUnary(core: McpCore, req: Http2ServerRequest, res: Http2ServerResp
         if (out instanceof McpError) return respondError(stream, out);
         res.addTrailers(OK_TRAILERS);
         stream.respond(GRPC_HEADERS, { waitForTrailers: true });
-        stream.end(frameOf(out));
+        stream.end(frameBytes(out));
       });
     } catch (e) {
       return refuse(e);
