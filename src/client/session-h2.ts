@@ -9,7 +9,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { findTrailerError } from "@connectrpc/connect/protocol-grpc";
 import { fromBinary } from "@bufbuild/protobuf";
 import { ClientMessageSchema, ServerMessageSchema, type ClientMessage } from "../../gen/mcp/v1/session_pb.js";
-import { encodeFrames } from "../transport/grpc-frames.js";
+import { createFrameReader, encodeFrames } from "../transport/grpc-frames.js";
 import { VERSION } from "../version.js";
 import type { OpenSessionStream, SessionStream } from "./session-stream.js";
 
@@ -91,55 +91,30 @@ export function h2SessionStream(options: H2SessionStreamOptions): OpenSessionStr
       failure ??= trailerError(trailers);
     });
 
-    // Frame reassembly: chunks are kept until a whole frame is there, then joined once.
-    let parts: Buffer[] = [];
-    let buffered = 0;
-    let need = 5;
-    stream.on("data", (chunk: Buffer) => {
-      if (over) return;
-      parts.push(chunk);
-      buffered += chunk.length;
-      if (buffered < need) return;
-      const buf = parts.length === 1 ? parts[0]! : Buffer.concat(parts, buffered); // not empty
-      parts = [];
-      buffered = 0;
-      let off = 0;
-      const end = buf.length;
-      while (end - off >= 5) {
-        const flag = buf[off]!; // off + 5 <= end
-        const len = buf.readUInt32BE(off + 1);
-        if (flag !== 0 || len > readMaxBytes) {
-          failure ??= new ConnectError(
-            flag !== 0 ? "compressed message from the server, but none was negotiated" : `message of ${len} bytes exceeds readMaxBytes ${readMaxBytes}`,
-            flag !== 0 ? Code.Internal : Code.ResourceExhausted,
-          );
-          stream.close(constants.NGHTTP2_CANCEL);
-          return;
-        }
-        if (end - off - 5 < len) {
-          need = 5 + len;
-          break;
-        }
-        const bytes = buf.subarray(off + 5, off + 5 + len);
-        off += 5 + len;
+    const frames = createFrameReader(
+      readMaxBytes,
+      (bytes) => {
         let m;
         try {
           m = fromBinary(ServerMessageSchema, bytes);
         } catch (e) {
           failure ??= new ConnectError(`could not decode a ServerMessage: ${e instanceof Error ? e.message : String(e)}`, Code.Internal, undefined, undefined, e);
           stream.close(constants.NGHTTP2_CANCEL);
-          return;
+          return false;
         }
         handlers.message(m);
-        if (over) return;
-      }
-      if (off < end) {
-        parts.push(off === 0 ? buf : buf.subarray(off));
-        buffered = end - off;
-        if (buffered < 5) need = 5;
-      } else {
-        need = 5;
-      }
+        return !over;
+      },
+      (e) => {
+        failure ??=
+          e.kind === "compressed"
+            ? new ConnectError("compressed message from the server, but none was negotiated", Code.Internal)
+            : new ConnectError(`message of ${e.length} bytes exceeds readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted);
+        stream.close(constants.NGHTTP2_CANCEL);
+      },
+    );
+    stream.on("data", (chunk: Buffer) => {
+      if (!over) frames.push(chunk);
     });
 
     stream.once("close", () => {

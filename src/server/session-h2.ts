@@ -24,7 +24,7 @@ import type { McpCore } from "../session/core.js";
 import type { MessageSink } from "../session/session.js";
 import { toConnectError } from "./connect-error.js";
 import { connectionFacts } from "./listener.js";
-import { encodeFrames } from "../transport/grpc-frames.js";
+import { createFrameReader, encodeFrames } from "../transport/grpc-frames.js";
 
 /** The HTTP/2 path of the session stream (PROTOCOL.md §2). */
 export const SESSION_CONNECT_PATH = "/mcp.v1.SessionService/Connect";
@@ -166,67 +166,44 @@ function serveSession(
     );
   }
 
-  // Frame reassembly: chunks are kept until a whole frame is there, then joined once.
-  let parts: Buffer[] = [];
-  let buffered = 0;
-  let need = 5;
-
   function fail(err: McpError): void {
     conn.end(err);
     finish();
-    parts = [];
-    buffered = 0;
     // Stop reading; HTTP/2 flow control holds the rest of the client's body.
     req.pause();
   }
 
-  req.on("data", (chunk: Buffer) => {
-    if (finished) return;
-    parts.push(chunk);
-    buffered += chunk.length;
-    if (buffered < need) return;
-    const buf = parts.length === 1 ? parts[0]! : Buffer.concat(parts, buffered); // parts is not empty
-    parts = [];
-    buffered = 0;
-    let off = 0;
-    const end = buf.length;
-    while (end - off >= 5) {
-      const flag = buf[off]!; // off + 5 <= end
-      const len = buf.readUInt32BE(off + 1);
-      if (flag !== 0) {
-        return fail(new McpError("invalid_message", "compressed gRPC frames are not accepted: send with identity encoding"));
-      }
-      if (len > maxMessageBytes) {
-        return fail(new McpError("message_too_large", `message of ${len} bytes exceeds max_message_bytes ${maxMessageBytes}`));
-      }
-      if (end - off - 5 < len) {
-        need = 5 + len;
-        break;
-      }
+  const frames = createFrameReader(
+    maxMessageBytes,
+    (bytes) => {
       let msg: ClientMessage;
       try {
-        msg = fromBinary(ClientMessageSchema, buf.subarray(off + 5, off + 5 + len));
+        msg = fromBinary(ClientMessageSchema, bytes);
       } catch (e) {
-        return fail(new McpError("invalid_message", `could not decode a ClientMessage: ${e instanceof Error ? e.message : String(e)}`, { cause: e }));
+        fail(new McpError("invalid_message", `could not decode a ClientMessage: ${e instanceof Error ? e.message : String(e)}`, { cause: e }));
+        return false;
       }
-      off += 5 + len;
       conn.receive(msg);
-      if (finished) return;
-    }
-    if (off < end) {
-      parts.push(off === 0 ? buf : buf.subarray(off));
-      buffered = end - off;
-      if (buffered < 5) need = 5;
-    } else {
-      need = 5;
-    }
+      return !finished;
+    },
+    (e) =>
+      fail(
+        e.kind === "compressed"
+          ? new McpError("invalid_message", "compressed gRPC frames are not accepted: send with identity encoding")
+          : new McpError("message_too_large", `message of ${e.length} bytes exceeds max_message_bytes ${maxMessageBytes}`),
+      ),
+  );
+
+  req.on("data", (chunk: Buffer) => {
+    if (finished) return;
+    frames.push(chunk);
     if (conn.congested) pauseIfCongested();
   });
 
   req.on("end", () => {
     // The client half-closed: no more requests. Its session stays for resume (§4 step 5).
-    if (buffered > 0 && !finished) {
-      return fail(new McpError("invalid_message", `the request ended inside a frame (${buffered} bytes of a ${need}-byte frame)`));
+    if (frames.held > 0 && !finished) {
+      return fail(new McpError("invalid_message", `the request ended inside a frame (${frames.held} bytes of a ${frames.need}-byte frame)`));
     }
     conn.end();
     finish();

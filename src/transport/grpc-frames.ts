@@ -36,3 +36,77 @@ export function frameBytes(bin: Uint8Array): Buffer {
   out.set(bin, FRAME_HEADER_BYTES);
   return out;
 }
+
+/** Why a frame was refused before its bytes were read. */
+export type FrameError = { kind: "compressed" } | { kind: "too_large"; length: number };
+
+/** Reassembles gRPC frames from stream chunks. */
+export interface FrameReader {
+  /** Feeds one chunk; whole frames go to `onFrame` in order, within the same call. */
+  push(chunk: Buffer): void;
+  /** Bytes of an unfinished frame held now (non-zero at end of stream: the stream was cut inside a frame). */
+  readonly held: number;
+  /** The size of the frame being waited for, header included. */
+  readonly need: number;
+}
+
+/**
+ * A frame reader: chunks are kept until a whole frame is there, then joined once. `onFrame`
+ * returns false to stop reading (the stream is ending); a compressed or oversized frame is
+ * refused from its header alone — before its body is buffered — through `onError`, and nothing
+ * more is read.
+ */
+export function createFrameReader(
+  maxMessageBytes: number,
+  onFrame: (bytes: Uint8Array) => boolean,
+  onError: (error: FrameError) => void,
+): FrameReader {
+  let parts: Buffer[] = [];
+  let held = 0;
+  let need = FRAME_HEADER_BYTES;
+  let stopped = false;
+  return {
+    get held() {
+      return held;
+    },
+    get need() {
+      return need;
+    },
+    push(chunk) {
+      if (stopped) return;
+      parts.push(chunk);
+      held += chunk.length;
+      if (held < need) return;
+      const buf = parts.length === 1 ? parts[0]! : Buffer.concat(parts, held); // parts is not empty
+      parts = [];
+      held = 0;
+      let off = 0;
+      const end = buf.length;
+      while (end - off >= FRAME_HEADER_BYTES) {
+        const flag = buf[off]!; // off + 5 <= end
+        const len = buf.readUInt32BE(off + 1);
+        if (flag !== 0 || len > maxMessageBytes) {
+          stopped = true;
+          return onError(flag !== 0 ? { kind: "compressed" } : { kind: "too_large", length: len });
+        }
+        if (end - off - FRAME_HEADER_BYTES < len) {
+          need = FRAME_HEADER_BYTES + len;
+          break;
+        }
+        const bytes = buf.subarray(off + FRAME_HEADER_BYTES, off + FRAME_HEADER_BYTES + len);
+        off += FRAME_HEADER_BYTES + len;
+        if (!onFrame(bytes)) {
+          stopped = true;
+          return;
+        }
+      }
+      if (off < end) {
+        parts.push(off === 0 ? buf : buf.subarray(off));
+        held = end - off;
+        if (held < FRAME_HEADER_BYTES) need = FRAME_HEADER_BYTES;
+      } else {
+        need = FRAME_HEADER_BYTES;
+      }
+    },
+  };
+}

@@ -1,0 +1,59 @@
+/** The gRPC envelope: encode with protobuf-es inside, reassemble across any chunking. */
+import { fromBinary } from "@bufbuild/protobuf";
+import { describe, expect, test } from "vitest";
+import { PongSchema, type Pong } from "../../gen/mcp/v1/session_pb.js";
+import { create } from "@bufbuild/protobuf";
+import { createFrameReader, encodeFrames, frameBytes, type FrameError } from "../../src/transport/grpc-frames.js";
+
+const pongs = [1n, 300n, 70000n].map((id) => create(PongSchema, { id }));
+const wire = encodeFrames(PongSchema, pongs);
+
+function read(chunks: Buffer[], max = 1024) {
+  const got: bigint[] = [];
+  const errors: FrameError[] = [];
+  const r = createFrameReader(max, (b) => (got.push(fromBinary(PongSchema, b).id), true), (e) => errors.push(e));
+  for (const c of chunks) r.push(c);
+  return { got, errors, held: r.held };
+}
+
+describe("reassembly", () => {
+  // Every way of cutting the same bytes must give the same messages.
+  const cuts: [string, (b: Buffer) => Buffer[]][] = [
+    ["one chunk", (b) => [b]],
+    ["byte by byte", (b) => [...b].map((x) => Buffer.from([x]))],
+    ["inside the first header", (b) => [b.subarray(0, 3), b.subarray(3)]],
+    ["inside a body", (b) => [b.subarray(0, 6), b.subarray(6)]],
+    ["at a frame boundary", (b) => [b.subarray(0, 7), b.subarray(7)]],
+  ];
+  for (const [name, cut] of cuts) {
+    test(name, () => {
+      expect(read(cut(wire))).toEqual({ got: [1n, 300n, 70000n], errors: [], held: 0 });
+    });
+  }
+
+  test("a cut stream leaves the unfinished frame held", () => {
+    expect(read([wire.subarray(0, wire.length - 1)]).held).toBeGreaterThan(0);
+  });
+
+  test("frameBytes frames bytes already encoded, like encodeFrames", () => {
+    expect(frameBytes(wire.subarray(5, 5 + wire.readUInt32BE(1)))).toEqual(encodeFrames(PongSchema, [pongs[0] as Pong]));
+  });
+});
+
+describe("refusals come from the header alone", () => {
+  test("a compressed frame", () => {
+    const bad = Buffer.from(wire);
+    bad[0] = 1;
+    expect(read([bad])).toMatchObject({ got: [], errors: [{ kind: "compressed" }] });
+  });
+  test("a frame over the limit, before its body arrived; nothing is read after", () => {
+    const header = Buffer.from([0, 0, 1, 0, 0]); // 65536 bytes announced
+    expect(read([header, wire], 1024)).toEqual({ got: [], errors: [{ kind: "too_large", length: 65536 }], held: 0 });
+  });
+  test("onFrame returning false stops reading", () => {
+    const got: bigint[] = [];
+    const r = createFrameReader(1024, (b) => (got.push(fromBinary(PongSchema, b).id), false), () => {});
+    r.push(wire);
+    expect(got).toEqual([1n]);
+  });
+});
