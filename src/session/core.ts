@@ -3,7 +3,6 @@
  * dispatch and context access that the session stream and every unary RPC share. Transports
  * (src/server/) turn requests into calls on `McpCore`; nothing here knows about HTTP.
  */
-import { randomUUID } from "node:crypto";
 import { create, type JsonObject } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { Command, Response, ToolDescriptor } from "../../gen/mcp/v1/command_pb.js";
@@ -11,7 +10,7 @@ import type { ContextSync, ContextUpdate, ContextUpdateResult, StateSync } from 
 import { EventSchema, type Event } from "../../gen/mcp/v1/event_pb.js";
 import { SessionInfoSchema, type SessionInfo } from "../../gen/mcp/v1/admin_pb.js";
 import type { ServerMessage } from "../../gen/mcp/v1/session_pb.js";
-import { PrincipalSchema, SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
+import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import type { ResolvedServerOptions } from "../config.js";
 import type { ContextManager, ContextStore } from "../context/index.js";
 import { McpError } from "../errors.js";
@@ -20,8 +19,9 @@ import { grantedLevel, levelAtLeast, levelName } from "../security/index.js";
 import type { ToolRegistry } from "../tools/index.js";
 import type { RegisteredTool, ToolContext } from "../tools/registered-tool.js";
 import { createCommandRunner, type CommandHost, type CommandRunner, type PreparedCommand } from "./command-runner.js";
-import { Session, type AuthState, type MessageSink } from "./session.js";
-import type { ParkedSession, SessionStore } from "./session-store.js";
+import type { AuthState, MessageSink, Session } from "./session.js";
+import { createSessionRegistry } from "./session-registry.js";
+import type { SessionStore } from "./session-store.js";
 
 /** What the transport knows about a request or stream. */
 export interface TransportInfo {
@@ -116,7 +116,6 @@ class PreparedToolRun implements PreparedCommand {
 export function createCore(deps: CoreDeps): McpCore {
   const { options, authorizer, contexts, tools, revocations } = deps;
   const now = deps.now ?? Date.now;
-  const sessions = new Map<string, Session>();
   const allowLow = options.securityLevel === SecurityLevel.LOW;
   const minLevel = options.securityLevel;
 
@@ -212,103 +211,25 @@ export function createCore(deps: CoreDeps): McpCore {
 
   const contextPermission = (id: string, access: "read" | "write") => `context:${id}:${access}`;
 
-  // Sessions parked in the shared store while detached, with the tap that forwards what they
-  // emit meanwhile (§8: a session may resume on another instance).
-  const sessionStore = deps.sessionStore;
-  const parked = new Map<string, (m: ServerMessage) => void>();
-
-  function park(s: Session): void {
-    if (sessionStore === undefined || parked.has(s.id)) return;
-    const tap = (m: ServerMessage) => void sessionStore.append(s.id, m);
-    const oldest = s.lastSeq > BigInt(options.resumeBufferMessages) ? s.lastSeq - BigInt(options.resumeBufferMessages) : 0n;
-    const held = s.messagesAfter(oldest) ?? [];
-    parked.set(s.id, tap);
-    s.taps.add(tap);
-    void sessionStore.park(
-      {
-        id: s.id,
-        roles: [...(s.auth.principal?.roles ?? [])],
-        level: s.auth.level,
-        createdAt: s.createdAt,
-        lastSeq: s.lastSeq,
-        messages: held,
-        ...(s.auth.principal === undefined ? {} : { subject: s.auth.principal.subject }),
-        ...(s.auth.expiresAt === undefined ? {} : { expiresAt: s.auth.expiresAt }),
-        ...(s.auth.jti === undefined ? {} : { jti: s.auth.jti }),
-      },
-      options.resumeTtlMs,
-    );
-  }
-
-  function unpark(s: Session): void {
-    const tap = parked.get(s.id);
-    if (tap === undefined || sessionStore === undefined) return;
-    parked.delete(s.id);
-    s.taps.delete(tap);
-    void sessionStore.unpark(s.id);
-  }
-
-  /** Lets a parked session go, leaving it in the store for whoever resumes it. */
-  function handOffParked(s: Session, reason: McpError): void {
-    const tap = parked.get(s.id);
-    if (tap === undefined) return;
-    parked.delete(s.id); // closing here must not delete what is parked
-    s.handOff(reason); // the commands' last Responses still go through the tap
-    s.taps.delete(tap);
-  }
-
-  sessionStore?.onClaim(async (id) => {
-    const s = sessions.get(id);
-    // Not here, or resumed here meanwhile (then not parked: the claimer finds nothing).
-    if (s !== undefined) handOffParked(s, new McpError("cancelled", "the session moved to another server instance before this command finished"));
+  const registry = createSessionRegistry({
+    options,
+    revocations,
+    sessionStore: deps.sessionStore,
+    now,
+    createRunner: (session) =>
+      createRunner(
+        () => session.auth,
+        (commandId, type, data) => session.emitEvent(type, data, { commandId }),
+        session.id,
+      ),
   });
-
-  function newSession(auth: AuthState, init?: { sink: MessageSink; owner: object }, restored?: ParkedSession): Session {
-    const session = new Session(
-      {
-        id: restored?.id ?? randomUUID(),
-        auth,
-        resumeBufferMessages: options.resumeBufferMessages,
-        maxOutboundMessages: options.maxOutboundMessages,
-        resumeTtlMs: options.resumeTtlMs,
-        expiryWarningMs: options.expiryWarningMs,
-        now,
-        onClosed: (s) => {
-          sessions.delete(s.id);
-          unpark(s);
-        },
-        onDetached: park,
-        onAttached: unpark,
-        ...(restored === undefined ? {} : { restored }),
-      },
-      init,
-    );
-    session.runner = createRunner(
-      () => session.auth,
-      (commandId, type, data) => session.emitEvent(type, data, { commandId }),
-      session.id,
-    );
-    sessions.set(session.id, session);
-    return session;
-  }
+  const sessions = registry.sessions;
 
   /** Audited like any denial; even an administrator does not take over another principal's session (its rights are the owner's). */
   function refuseForeignResume(auth: AuthState, sessionId: string): never {
     authorizer.require(subjectOf(auth), "sessions:admin", SecurityLevel.STANDARD, `resume session ${sessionId} of another principal`);
     throw new McpError("permission_denied", `session ${sessionId} belongs to another principal`);
   }
-
-  // Every revocation — made here or through another instance sharing the store — ends the live
-  // sessions it concerns at once, not only at their next authentication.
-  const stopRevocationFeed = revocations.subscribe((r) => {
-    if (r.kind === "session") {
-      sessions.get(r.id)?.close(new McpError("token_revoked", `session ${r.id} was revoked by an administrator`));
-      return;
-    }
-    for (const s of [...sessions.values()]) {
-      if (s.auth.jti === r.id) s.close(new McpError("token_revoked", `the session's token was revoked`));
-    }
-  });
 
   return {
     deps,
@@ -319,7 +240,7 @@ export function createCore(deps: CoreDeps): McpCore {
     requireReady,
     createRunner,
     sessions,
-    newSession,
+    newSession: (auth, stream) => registry.create(auth, stream),
 
     listTools(auth) {
       if (auth.expired || !levelAtLeast(auth.level, minLevel)) return [];
@@ -354,18 +275,8 @@ export function createCore(deps: CoreDeps): McpCore {
       if (await revocations.isSessionRevoked(sessionId)) {
         throw new McpError("token_revoked", `session ${sessionId} was revoked`);
       }
-      let s = sessions.get(sessionId);
-      if (s === undefined && sessionStore !== undefined) {
-        const p = await sessionStore.claim(sessionId, auth.principal?.subject);
-        if (p === "other_subject") refuseForeignResume(auth, sessionId);
-        if (p !== undefined) {
-          const restoredAuth: AuthState = { level: p.level, expired: false };
-          if (p.subject !== undefined) restoredAuth.principal = create(PrincipalSchema, { subject: p.subject, roles: p.roles });
-          if (p.expiresAt !== undefined) restoredAuth.expiresAt = p.expiresAt;
-          if (p.jti !== undefined) restoredAuth.jti = p.jti;
-          s = newSession(restoredAuth, undefined, p);
-        }
-      }
+      const s = await registry.lookup(sessionId, auth.principal?.subject);
+      if (s === "other_subject") refuseForeignResume(auth, sessionId);
       if (s === undefined || s.closed) {
         throw new McpError("session_expired", `session ${sessionId} is gone: start a new session and re-sync context`);
       }
@@ -447,13 +358,7 @@ export function createCore(deps: CoreDeps): McpCore {
     },
 
     async close() {
-      stopRevocationFeed();
-      const reason = new McpError("session_expired", "the server is shutting down");
-      for (const s of [...sessions.values()]) {
-        // A parked session stays resumable on another instance; the rest end here.
-        if (parked.has(s.id)) handOffParked(s, new McpError("cancelled", "the server instance shut down before this command finished"));
-        else s.close(reason);
-      }
+      registry.close(new McpError("session_expired", "the server is shutting down"));
     },
   };
 
