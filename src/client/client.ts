@@ -21,7 +21,7 @@ import { ProtocolVersion, SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { McpError, fromProtoError } from "../errors.js";
 import { VERSION } from "../version.js";
 import { fromConnectError } from "./errors.js";
-import { createPushable, type Pushable } from "./pushable.js";
+import { createPushable, type Pushable } from "../pushable.js";
 import { h2SessionStream } from "./session-h2.js";
 import { connectSessionStream, type OpenSessionStream } from "./session-stream.js";
 

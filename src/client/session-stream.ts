@@ -5,7 +5,7 @@
  */
 import type { Client } from "@connectrpc/connect";
 import type { ClientMessage, ServerMessage, SessionService } from "../../gen/mcp/v1/session_pb.js";
-import { createPushable } from "./pushable.js";
+import { createPushable } from "../pushable.js";
 
 /** What a session stream reports to the session above it. */
 export interface SessionStreamHandlers {

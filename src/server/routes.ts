@@ -29,6 +29,7 @@ import type { McpCore, TransportInfo } from "../session/core.js";
 import type { AuthState } from "../session/session.js";
 import type { CommandRunner } from "../session/command-runner.js";
 import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
+import { createPushable } from "../pushable.js";
 import { toConnectError } from "./connect-error.js";
 import { createQueueSink } from "./queue-sink.js";
 
@@ -193,27 +194,17 @@ export function registerRoutes(router: ConnectRouter, core: McpCore): void {
     }),
     executeStream: guardStream(async function* (command, ctx) {
       const auth = await unaryAuth(core, ctx);
-      const queue: ExecuteStreamResponse[] = [];
-      let wake: (() => void) | undefined;
-      let done: Response | undefined;
-      runCommand(core, auth, command, ctx.signal, (r) => {
-        queue.push(r);
-        wake?.();
-      }).then((r) => {
-        done = r;
-        wake?.();
-      }, () => {});
-      for (;;) {
-        const next = queue.shift();
-        if (next !== undefined) {
-          yield next;
-          continue;
+      // Events as they come, then the Response (or its error as the RPC's error).
+      const out = createPushable<ExecuteStreamResponse>();
+      void runCommand(core, auth, command, ctx.signal, (r) => out.push(r)).then((r) => {
+        try {
+          out.push(create(ExecuteStreamResponseSchema, { message: { case: "response", value: unwrap(r) } }));
+          out.end();
+        } catch (e) {
+          out.end(e);
         }
-        if (done !== undefined) break;
-        await new Promise<void>((r) => (wake = r));
-        wake = undefined;
-      }
-      yield create(ExecuteStreamResponseSchema, { message: { case: "response", value: unwrap(done) } });
+      });
+      yield* out;
     }),
     listTools: guard(async (_req, ctx) => create(ListToolsResponseSchema, { tools: core.listTools(await unaryAuth(core, ctx)) })),
   });

@@ -20,6 +20,7 @@ import type { ToolRegistry } from "../tools/index.js";
 import type { RegisteredTool, ToolContext } from "../tools/registered-tool.js";
 import { createCommandRunner, type CommandHost, type CommandRunner, type PreparedCommand } from "./command-runner.js";
 import type { AuthState, MessageSink, Session } from "./session.js";
+import { createPushable } from "../pushable.js";
 import { createSessionRegistry } from "./session-registry.js";
 import type { SessionStore } from "./session-store.js";
 
@@ -297,13 +298,9 @@ export function createCore(deps: CoreDeps): McpCore {
       if (s.auth.principal?.subject !== auth.principal?.subject) {
         throw new McpError("permission_denied", `session ${sessionId} belongs to another principal`);
       }
-      const queue: Event[] = [];
-      let wake: (() => void) | undefined;
+      const events = createPushable<Event>();
       const tap = (m: ServerMessage) => {
-        if (m.message.case === "event" && wanted(m.message.value.type)) {
-          queue.push(m.message.value);
-          wake?.();
-        }
+        if (m.message.case === "event" && wanted(m.message.value.type)) events.push(m.message.value);
       };
       // after_seq 0 means only new events (mcp.v1.SubscribeRequest), not a replay of the whole ring.
       const replay = afterSeq === 0n ? [] : s.messagesAfter(afterSeq);
@@ -313,21 +310,16 @@ export function createCore(deps: CoreDeps): McpCore {
       }
       for (const m of replay) tap(m);
       s.taps.add(tap);
-      const onAbort = () => wake?.();
-      signal.addEventListener("abort", onAbort, { once: true });
+      const stop = () => events.end();
+      signal.addEventListener("abort", stop, { once: true });
       try {
-        while (!signal.aborted && !s.closed) {
-          const e = queue.shift();
-          if (e !== undefined) {
-            yield e;
-            continue;
-          }
-          await new Promise<void>((r) => (wake = r));
-          wake = undefined;
+        for await (const e of events) {
+          yield e;
+          if (s.closed) return;
         }
       } finally {
         s.taps.delete(tap);
-        signal.removeEventListener("abort", onAbort);
+        signal.removeEventListener("abort", stop);
       }
     },
 
@@ -364,45 +356,34 @@ export function createCore(deps: CoreDeps): McpCore {
 
   async function* broadcastEvents(auth: AuthState, wanted: (type: string) => boolean, signal: AbortSignal): AsyncIterable<Event> {
     const subject = subjectOf(auth);
-    const queue: Event[] = [];
-    let wake: (() => void) | undefined;
-    let overflow = false;
+    const events = createPushable<Event>();
     let seq = 0n;
     const unsubscribe = deps.store.subscribe((e) => {
       if (e.kind !== "change" || !wanted("context.changed")) return;
       const c = e.change;
       if (!authorizer.allows(subject, contextPermission(c.contextId, "read"), SecurityLevel.STANDARD)) return;
       // Bounded: a subscriber that does not read is dropped rather than buffered without limit.
-      if (queue.length >= options.maxOutboundMessages) overflow = true;
-      else {
-        queue.push(
-          create(EventSchema, {
-            seq: ++seq,
-            type: "context.changed",
-            contextId: c.contextId,
-            data: { context_id: c.contextId, version: c.version.toString(), updated_by: c.updatedBy },
-            time: timestampFromMs(c.updatedAtMs),
-          }),
-        );
+      if (events.size >= options.maxOutboundMessages) {
+        events.end(new McpError("slow_consumer", "the subscriber fell more than its queue behind", { retryAfterMs: 1000 }));
+        return;
       }
-      wake?.();
+      events.push(
+        create(EventSchema, {
+          seq: ++seq,
+          type: "context.changed",
+          contextId: c.contextId,
+          data: { context_id: c.contextId, version: c.version.toString(), updated_by: c.updatedBy },
+          time: timestampFromMs(c.updatedAtMs),
+        }),
+      );
     });
-    const onAbort = () => wake?.();
-    signal.addEventListener("abort", onAbort, { once: true });
+    const stop = () => events.end();
+    signal.addEventListener("abort", stop, { once: true });
     try {
-      while (!signal.aborted) {
-        if (overflow) throw new McpError("slow_consumer", "the subscriber fell more than its queue behind", { retryAfterMs: 1000 });
-        const next = queue.shift();
-        if (next !== undefined) {
-          yield next;
-          continue;
-        }
-        await new Promise<void>((r) => (wake = r));
-        wake = undefined;
-      }
+      yield* events;
     } finally {
       unsubscribe();
-      signal.removeEventListener("abort", onAbort);
+      signal.removeEventListener("abort", stop);
     }
   }
 }

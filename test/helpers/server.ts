@@ -4,7 +4,7 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { ClientMessageSchema, HandshakeSchema, PeerInfoSchema, SessionService, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import { ProtocolVersion } from "../../gen/mcp/v1/types_pb.js";
-import { createPushable } from "../../src/client/pushable.js";
+import { createPushable } from "../../src/pushable.js";
 import { mintToken } from "../../src/security/index.js";
 import { createMcpServer, type McpServer, type McpServerOptions } from "../../src/server/server.js";
 import type { AuditEntry } from "../../src/security/index.js";

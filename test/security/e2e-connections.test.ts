@@ -8,7 +8,7 @@ import { afterAll, beforeAll, expect, test } from "vitest";
 import { CommandService } from "../../gen/mcp/v1/command_pb.js";
 import { ErrorSchema } from "../../gen/mcp/v1/error_pb.js";
 import { SessionService } from "../../gen/mcp/v1/session_pb.js";
-import { createPushable } from "../../src/client/pushable.js";
+import { createPushable } from "../../src/pushable.js";
 import { handshake, startServer, type TestServer } from "../helpers/server.js";
 import { bearer, openStream, refused, transportFor, type UnaryPath } from "./e2e-helpers.js";
 

@@ -15,7 +15,7 @@ import { CommandService } from "../../gen/mcp/v1/command_pb.js";
 import { ContextService } from "../../gen/mcp/v1/context_pb.js";
 import { ErrorKind, ErrorSchema, type Error as McpWireError } from "../../gen/mcp/v1/error_pb.js";
 import { ClientMessageSchema, SessionService, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
-import { createPushable } from "../../src/client/pushable.js";
+import { createPushable } from "../../src/pushable.js";
 import type { ClientPayload } from "../helpers/server.js";
 
 /** The ways a unary RPC can reach the server. */

@@ -10,7 +10,7 @@ import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/conn
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
 import { ErrorKind } from "../../gen/mcp/v1/error_pb.js";
 import { ClientMessageSchema, ServerMessageSchema, SessionService, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
-import { createPushable } from "../../src/client/pushable.js";
+import { createPushable } from "../../src/pushable.js";
 import { handshake, startServer, type ClientPayload, type TestServer } from "../helpers/server.js";
 
 const frame = (payload: ClientPayload, flag = 0): Buffer => {

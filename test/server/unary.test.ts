@@ -10,6 +10,7 @@ import { Code, ConnectError, createClient, type Client, type Transport } from "@
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { BatchMode, CommandService, type Response } from "../../gen/mcp/v1/command_pb.js";
 import { ErrorKind, ErrorSchema } from "../../gen/mcp/v1/error_pb.js";
+import { ContextService } from "../../gen/mcp/v1/context_pb.js";
 import { EventService, type Event } from "../../gen/mcp/v1/event_pb.js";
 import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { args, createTestTools, errorOf, openReader, outputOf, type Probe } from "../helpers/command-tools.js";
@@ -272,6 +273,35 @@ describe("EventService/Subscribe", () => {
     ac.abort();
     await it.return?.().catch(() => {});
     s.close();
+  });
+
+  test("without a session id: context.changed for every context the caller may read, filtered by type", async () => {
+    const token = await t.token("alice");
+    const events = createClient(EventService, createGrpcTransport({ baseUrl: t.url, interceptors: bearer(token) }));
+    const contexts = createClient(ContextService, createGrpcTransport({ baseUrl: t.url, interceptors: bearer(token) }));
+    const ac = new AbortController();
+    const it = events.subscribe({ sessionId: "", afterSeq: 0n, types: ["context."] }, { signal: ac.signal })[Symbol.asyncIterator]();
+    const first = it.next();
+    const put = { op: { case: "put" as const, value: { key: "k", value: { kind: { case: "boolValue" as const, value: true } } } } };
+    // The subscription registers asynchronously: write until the first change is heard.
+    let heard: IteratorResult<Event> | undefined;
+    void first.then((r) => (heard = r));
+    for (let i = 0; heard === undefined; i++) {
+      if (i > 200) throw new Error("no context.changed event arrived");
+      await contexts.updateContext({ contextId: "broadcast-proj", ops: [put] });
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const e = heard.done === true ? undefined : heard.value;
+    expect([e?.type, e?.contextId, e?.seq, e?.data?.["context_id"], e?.data?.["updated_by"]]).toEqual([
+      "context.changed",
+      "broadcast-proj",
+      1n,
+      "broadcast-proj",
+      "alice",
+    ]);
+    expect(Number(e?.data?.["version"])).toBeGreaterThanOrEqual(1);
+    ac.abort();
+    await it.return?.().catch(() => {});
   });
 
   test("an after_seq the session no longer holds → NotFound session_expired, never a silent gap", async () => {

@@ -1,12 +1,15 @@
 /**
  * A minimal push-to-pull bridge: `push` from callbacks, `for await` on the other side. Used for a
- * bidi stream's request side and for fanning received messages out to readers.
+ * bidi stream's request side, for fanning received messages out to readers, and for turning
+ * callbacks (taps, store feeds, command events) into the server's streaming responses.
  */
 export interface Pushable<T> extends AsyncIterable<T> {
   push(value: T): void;
   /** Ends iteration after what was pushed; with an error, iteration throws it. */
   end(error?: unknown): void;
   readonly ended: boolean;
+  /** Values pushed and not yet read. */
+  readonly size: number;
 }
 
 export function createPushable<T>(): Pushable<T> {
@@ -29,6 +32,9 @@ export function createPushable<T>(): Pushable<T> {
     },
     get ended() {
       return ended;
+    },
+    get size() {
+      return items.length - head;
     },
     async *[Symbol.asyncIterator]() {
       for (;;) {
