@@ -5,6 +5,7 @@
  */
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { eventually } from "../helpers/eventually.js";
 import { BatchMode } from "../../gen/mcp/v1/command_pb.js";
 import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { createMcpClient, type McpSession } from "../../src/client/index.js";
@@ -18,14 +19,6 @@ beforeAll(async () => {
   t = await startServer();
 });
 afterAll(() => t.close());
-
-const until = async (cond: () => boolean, ms = 3000) => {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 10));
-  }
-};
 
 const transports = [
   { name: "node:http2 (default)", client: async () => createMcpClient({ baseUrl: t.url, token: await t.token() }) },
@@ -89,7 +82,7 @@ describe("node:http2 session stream lifecycle", () => {
     expect(t.server.core.sessions.get(id)?.connected).toBe(true);
     s.close();
     expect(await s.closed).toBeUndefined();
-    await until(() => t.server.core.sessions.get(id)?.connected === false);
+    await eventually(() => t.server.core.sessions.get(id)?.connected === false, "the session to detach");
   });
 
   test("an aborted signal closes the stream; calls after it reject", async () => {

@@ -13,6 +13,7 @@ import { createMcpClient } from "../../src/client/index.js";
 import { mintToken } from "../../src/security/index.js";
 import { ErrorKind } from "../../gen/mcp/v1/error_pb.js";
 import { createTestTools } from "../helpers/command-tools.js";
+import { eventually } from "../helpers/eventually.js";
 import { handshake, openRawStream, startServer } from "../helpers/server.js";
 import { startCli, tempDir } from "./helpers.js";
 
@@ -132,10 +133,7 @@ describe.runIf(haveRedis)("two server processes on one Redis", () => {
         onA.send({ case: "command", value: { id, tool: "echo", payload: { case: "arguments", value: { text: id } } } });
       }
       onA.end();
-      for (let i = 0; (await redis.exists(`mcp:session:${sessionId}`)) === 0; i++) {
-        if (i > 200) throw new Error("instance A never parked the session");
-        await new Promise((r) => setTimeout(r, 25));
-      }
+      await eventually(async () => (await redis.exists(`mcp:session:${sessionId}`)) === 1, "instance A to park the session");
 
       // Another subject's resume on B is refused and moves nothing.
       const mallory = openRawStream(b.url);
@@ -167,10 +165,7 @@ describe.runIf(haveRedis)("two server processes on one Redis", () => {
       onB.close();
 
       // B parked it in turn when that stream went away: it moves back to A the same way.
-      for (let i = 0; (await redis.exists(`mcp:session:${sessionId}`)) === 0; i++) {
-        if (i > 200) throw new Error("instance B never parked the session");
-        await new Promise((r) => setTimeout(r, 25));
-      }
+      await eventually(async () => (await redis.exists(`mcp:session:${sessionId}`)) === 1, "instance B to park the session");
       const back = openRawStream(a.url);
       back.send(handshake(tok, { resume: { sessionId, lastSeq: 7n } }));
       const first = await back.next();
@@ -199,10 +194,7 @@ describe.runIf(haveRedis)("two server processes on one Redis", () => {
       onA.send({ case: "command", value: { id: "stuck", tool: "gate", payload: { case: "arguments", value: { key: "never-opened" } } } });
       await toolsA.probe.startedOnce("stuck");
       onA.end();
-      for (let i = 0; (await redis.exists(`mcp:session:${sessionId}`)) === 0; i++) {
-        if (i > 200) throw new Error("instance A never parked the session");
-        await new Promise((r) => setTimeout(r, 25));
-      }
+      await eventually(async () => (await redis.exists(`mcp:session:${sessionId}`)) === 1, "instance A to park the session");
       const onB = openRawStream(b.url);
       onB.send(handshake(tok, { resume: { sessionId, lastSeq: 1n } }));
       const replay = [];

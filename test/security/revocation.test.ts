@@ -1,5 +1,6 @@
 import { Redis } from "ioredis";
 import { afterAll, describe, expect, test } from "vitest";
+import { eventually } from "../helpers/eventually.js";
 import { createMemoryRevocationStore, createRedisRevocationStore, type RevocationStore } from "../../src/security/index.js";
 
 const REDIS_URL = "redis://127.0.0.1:6379";
@@ -126,7 +127,7 @@ describe("redis store", () => {
     try {
       await subscribed(p);
       await a.revokeToken("remote-jti", Date.now() + 60_000);
-      await until(() => heard.length >= 1);
+      await eventually(() => heard.length >= 1, "the revocation to be heard", 5_000);
       expect(heard).toEqual(["token:remote-jti"]);
     } finally {
       await a.close();
@@ -163,25 +164,8 @@ describe("redis store", () => {
   });
 });
 
-/** Polls `check` (bounded): pub/sub delivery is asynchronous. */
-async function until(check: () => boolean, ms = 5_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 /** Waits until a Redis store's revocation channel has a subscriber (SUBSCRIBE is asynchronous). */
 async function subscribed(channelPrefix: string): Promise<void> {
   const channel = `${channelPrefix}revocations`;
-  await untilAsync(async () => Number(((await admin.pubsub("NUMSUB", channel)) as [string, number])[1]) >= 1);
-}
-
-async function untilAsync(check: () => Promise<boolean>, ms = 5_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
+  await eventually(async () => Number(((await admin.pubsub("NUMSUB", channel)) as [string, number])[1]) >= 1, "the store to subscribe", 5_000);
 }

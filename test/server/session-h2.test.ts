@@ -8,6 +8,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
+import { eventually } from "../helpers/eventually.js";
 import { ErrorKind } from "../../gen/mcp/v1/error_pb.js";
 import { ClientMessageSchema, ServerMessageSchema, SessionService, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import { createPushable } from "../../src/pushable.js";
@@ -104,14 +105,6 @@ function openH2(url: string, headers: Record<string, string> = {}): RawH2 {
   return raw;
 }
 
-const until = async (cond: () => boolean, ms = 3000) => {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 10));
-  }
-};
-
 let t: TestServer;
 beforeAll(async () => {
   t = await startServer({ maxMessageBytes: 64 * 1024 });
@@ -204,7 +197,7 @@ describe("gRPC over HTTP/2 fast path", () => {
     s.stream.write(frame({ case: "command", value: { id: "slow", tool: "echo", payload: { case: "arguments", value: { text: "x" } } } }));
     expect(t.server.core.sessions.get(id)?.connected).toBe(true);
     s.stream.close(0x8); // RST_STREAM CANCEL
-    await until(() => t.server.core.sessions.get(id)?.connected === false);
+    await eventually(() => t.server.core.sessions.get(id)?.connected === false, "the session to detach");
     expect(t.server.core.sessions.has(id)).toBe(true);
   });
 });

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { ErrorKind } from "../../gen/mcp/v1/error_pb.js";
 import type { ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import { args, createTestTools, errorOf, openReader, outputOf, type Probe } from "../helpers/command-tools.js";
+import { eventually } from "../helpers/eventually.js";
 import { handshake, openRawStream, startServer, type TestServer } from "../helpers/server.js";
 
 let t: TestServer;
@@ -18,15 +19,6 @@ beforeAll(async () => {
   t = await startServer({ tools: tools.tools, maxInflightCommands: 2, maxOutboundMessages: 64, slowConsumerTimeoutMs: 300 });
 });
 afterAll(() => t.close());
-
-/** Polls `check` until it holds; rejects after `ms` (an outcome, not a timing assertion). */
-async function eventually(check: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 describe("max_inflight_commands", () => {
   test("one command beyond the limit → TRANSPORT overloaded, retryable with retry_after_ms; the others complete", async () => {

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { ErrorKind } from "../../gen/mcp/v1/error_pb.js";
 import type { ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import { args, createTestTools, openReader, outputOf, type Probe } from "../helpers/command-tools.js";
+import { eventually } from "../helpers/eventually.js";
 import { handshake, openRawStream, startServer, type TestServer } from "../helpers/server.js";
 
 let t: TestServer;
@@ -19,15 +20,6 @@ beforeAll(async () => {
   t = await startServer({ tools: tools.tools, resumeBufferMessages: 16, resumeTtlMs: 60_000 });
 });
 afterAll(() => t.close());
-
-/** Polls `check` until it holds; rejects after `ms` (waits for an outcome, asserts no timing). */
-async function eventually(check: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 const describeMessage = (m: ServerMessage) =>
   m.message.case === "response" ? `response:${m.message.value.commandId}` : m.message.case === "pong" ? `pong:${m.message.value.id}` : String(m.message.case);
