@@ -1,6 +1,6 @@
 /** Test fixtures: a real server on 127.0.0.1 port 0, real tokens, and a raw session stream. */
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { createClient } from "@connectrpc/connect";
+import { createClient, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { ClientMessageSchema, HandshakeSchema, PeerInfoSchema, SessionService, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import { ProtocolVersion } from "../../gen/mcp/v1/types_pb.js";
@@ -65,8 +65,9 @@ export interface RawStream {
   close(): void;
 }
 
-export function openRawStream(url: string, headers: Record<string, string> = {}): RawStream {
-  const client = createClient(SessionService, createGrpcTransport({ baseUrl: url }));
+/** Opens a raw stream over `transport` (default: connect-es gRPC over h2c to `url`). */
+export function openRawStream(url: string, headers: Record<string, string> = {}, transport?: Transport): RawStream {
+  const client = createClient(SessionService, transport ?? createGrpcTransport({ baseUrl: url }));
   const out = createPushable<ReturnType<typeof create<typeof ClientMessageSchema>>>();
   const abort = new AbortController();
   const it = client.connect(out, { headers, signal: abort.signal })[Symbol.asyncIterator]();

@@ -4,7 +4,6 @@
  * (HTTP/2); the session stream is a raw SessionService/Connect stream. Outcomes are read back as
  * the exact `mcp.v1.Error` kind/code (plus the Connect code for unary calls).
  */
-import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { execFile } from "node:child_process";
@@ -14,9 +13,8 @@ import { AdminService } from "../../gen/mcp/v1/admin_pb.js";
 import { CommandService } from "../../gen/mcp/v1/command_pb.js";
 import { ContextService } from "../../gen/mcp/v1/context_pb.js";
 import { ErrorKind, ErrorSchema, type Error as McpWireError } from "../../gen/mcp/v1/error_pb.js";
-import { ClientMessageSchema, SessionService, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
-import { createPushable } from "../../src/pushable.js";
-import type { ClientPayload } from "../helpers/server.js";
+import type { ServerMessage } from "../../gen/mcp/v1/session_pb.js";
+import { openRawStream, type ClientPayload } from "../helpers/server.js";
 
 /** The ways a unary RPC can reach the server. */
 export const UNARY_PATHS = ["connect-h1", "connect-h2", "grpc-h2"] as const;
@@ -93,24 +91,11 @@ export interface Stream {
 }
 
 export function openStream(url: string, options: { ca?: string; headers?: Record<string, string> } = {}): Stream {
-  const client = createClient(SessionService, transportFor("grpc-stream", url, options.ca));
-  const out = createPushable<ReturnType<typeof create<typeof ClientMessageSchema>>>();
-  const abort = new AbortController();
-  const it = client.connect(out, { headers: options.headers ?? {}, signal: abort.signal })[Symbol.asyncIterator]();
-  let failure: unknown;
+  const raw = openRawStream(url, options.headers ?? {}, transportFor("grpc-stream", url, options.ca));
   let pending: Promise<ServerMessage | undefined> | undefined;
-  const raw = async () => {
-    try {
-      const r = await it.next();
-      return r.done === true ? undefined : r.value;
-    } catch (e) {
-      failure = e;
-      return undefined;
-    }
-  };
   // A timed-out read is not lost: the next call waits for the same message.
   const next = async (timeoutMs = 10_000) => {
-    pending ??= raw();
+    pending ??= raw.next();
     const p = pending;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const m = await Promise.race([
@@ -121,13 +106,13 @@ export function openStream(url: string, options: { ca?: string; headers?: Record
     return m;
   };
   return {
-    send: (message) => out.push(create(ClientMessageSchema, { message })),
+    send: raw.send,
     next,
     async until(pick, timeoutMs = 10_000) {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         const m = await next(Math.max(1, deadline - Date.now()));
-        if (m === undefined) throw new Error(`stream ended while waiting (${String(failure)})`);
+        if (m === undefined) throw new Error(`stream ended while waiting (${String(raw.failure)})`);
         const v = pick(m);
         if (v !== undefined) return v;
       }
@@ -138,12 +123,9 @@ export function openStream(url: string, options: { ca?: string; headers?: Record
       return all;
     },
     get failure() {
-      return failure;
+      return raw.failure;
     },
-    close() {
-      out.end();
-      abort.abort();
-    },
+    close: raw.close,
   };
 }
 
