@@ -4,7 +4,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { createContextKey, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
 import { AdminService, ListSessionsResponseSchema, RevokeSessionResponseSchema, RevokeTokenResponseSchema } from "../../gen/mcp/v1/admin_pb.js";
 import {
@@ -19,10 +19,8 @@ import {
   type Response,
 } from "../../gen/mcp/v1/command_pb.js";
 import { ContextService } from "../../gen/mcp/v1/context_pb.js";
-import { EventSchema } from "../../gen/mcp/v1/event_pb.js";
-import { EventService } from "../../gen/mcp/v1/event_pb.js";
+import { EventSchema, EventService } from "../../gen/mcp/v1/event_pb.js";
 import { SessionService } from "../../gen/mcp/v1/session_pb.js";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { McpError, fromProtoError } from "../errors.js";
 import { openConnection, readError } from "../session/connection.js";
 import type { McpCore, TransportInfo } from "../session/core.js";
@@ -110,22 +108,26 @@ export function startBatch(core: McpCore, auth: AuthState, batch: CommandBatch, 
   return runner;
 }
 
+/**
+ * Starts work on a runner of its own (`start` returns it) and resolves with what it delivers to
+ * `done`; a client that goes away — before or during the work — aborts that runner.
+ */
+function untilDone<T>(signal: AbortSignal, start: (done: (value: T) => void) => CommandRunner): Promise<T> {
+  return new Promise<T>((resolve) => {
+    let runner: CommandRunner | undefined;
+    const onAbort = () => runner?.abortAll(new McpError("cancelled", "the client cancelled the request"));
+    signal.addEventListener("abort", onAbort, { once: true });
+    runner = start((value) => {
+      signal.removeEventListener("abort", onAbort);
+      resolve(value);
+    });
+    if (signal.aborted) onAbort();
+  });
+}
+
 /** Runs one command through the core's runner — the same one sessions use — and returns its Response. */
 function runCommand(core: McpCore, auth: AuthState, command: Command, signal: AbortSignal, onEvent?: (r: ExecuteStreamResponse) => void): Promise<Response> {
-  return new Promise<Response>((resolve) => {
-    const onAbort = () => runner.abortAll(new McpError("cancelled", "the client cancelled the request"));
-    signal.addEventListener("abort", onAbort, { once: true });
-    const runner = startCommand(
-      core,
-      auth,
-      command,
-      (r) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(r);
-      },
-      onEvent,
-    );
-  });
+  return untilDone(signal, (done) => startCommand(core, auth, command, done, onEvent));
 }
 
 /** A failed Response becomes the RPC's error (with the §7 status); a good one is returned. */
@@ -183,14 +185,7 @@ export function registerRoutes(router: ConnectRouter, core: McpCore): void {
     execute: guard(async (command, ctx) => unwrap(await runCommand(core, await unaryAuth(core, ctx), command, ctx.signal))),
     executeBatch: guard(async (batch, ctx) => {
       const auth = await unaryAuth(core, ctx);
-      return new Promise<ExecuteBatchResponse>((resolve) => {
-        const onAbort = () => runner.abortAll(new McpError("cancelled", "the client cancelled the request"));
-        ctx.signal.addEventListener("abort", onAbort, { once: true });
-        const runner = startBatch(core, auth, batch, (r) => {
-          ctx.signal.removeEventListener("abort", onAbort);
-          resolve(r);
-        });
-      });
+      return untilDone<ExecuteBatchResponse>(ctx.signal, (done) => startBatch(core, auth, batch, done));
     }),
     executeStream: guardStream(async function* (command, ctx) {
       const auth = await unaryAuth(core, ctx);
