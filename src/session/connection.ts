@@ -36,8 +36,6 @@ export interface Connection {
   run(requests: AsyncIterable<ClientMessage>): Promise<void>;
   /** True while the outbound side is full: a transport reading frames itself should pause. */
   readonly congested: boolean;
-  /** Resolves when the outbound side can take more. */
-  writable(): Promise<void>;
   /**
    * Like `writable()`, but drops the client with `slow_consumer` when it reads nothing for
    * `slowConsumerTimeoutMs` (PROTOCOL.md §6). For transports that pause their own reading.
@@ -73,9 +71,6 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
     run,
     get congested() {
       return state.kind === "bound" && state.session.isCongested;
-    },
-    writable() {
-      return state.kind === "bound" ? state.session.writable() : Promise.resolve();
     },
     waitWritable,
     end,
@@ -358,7 +353,7 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
       opts.slowConsumerTimeoutMs,
     );
     try {
-      await self.writable();
+      if (state.kind === "bound") await state.session.writable();
     } finally {
       clearTimeout(slowTimer);
     }
