@@ -32,6 +32,12 @@ export const SESSION_CONNECT_PATH = "/mcp.v1.SessionService/Connect";
 const NGHTTP2_NO_ERROR = 0x0;
 const NGHTTP2_CANCEL = 0x8;
 
+/**
+ * Frames read per event-loop turn. Measured with 64 echo calls in flight (bench/, 2 cores): 8 →
+ * 124k calls/s, 16 → 141k, 32 → 130k, unlimited → 106k.
+ */
+const FRAMES_PER_TURN = 16;
+
 /** Bytes written but not yet taken by the socket before the sink reports congestion. */
 const HIGH_WATER_BYTES = 1024 * 1024;
 
@@ -139,7 +145,7 @@ function serveSession(
       });
       if (queuedMessages < highWaterMessages && stream.writableLength < HIGH_WATER_BYTES) return true;
       // The session marks itself congested right after this returns; pause reading then.
-      process.nextTick(pauseIfCongested);
+      process.nextTick(hold);
       return false;
     },
     drain() {
@@ -153,14 +159,37 @@ function serveSession(
 
   const conn: Connection = openConnection(core, { secure: facts.secure, authorization: req.headers.authorization ?? null }, sink);
 
-  function pauseIfCongested(): void {
+  // Reading (PROTOCOL.md §6, ARCHITECTURE.md "hot path"): at most FRAMES_PER_TURN frames per
+  // event-loop turn. What a large chunk holds beyond that waits for the next turn, so the answers
+  // to the first frames reach the socket while the rest are decoded — the client works on them
+  // meanwhile instead of both sides taking turns on whole batches. While frames wait, or the
+  // client's queue is full, the request is paused: HTTP/2 flow control holds the client's writes.
+  let turn: ReturnType<typeof setImmediate> | undefined;
+  let requestEnded = false;
+
+  function readTurn(): void {
+    turn = undefined;
+    if (finished) return;
+    if (conn.congested) return hold();
+    if (frames.read(FRAMES_PER_TURN)) return nextTurn();
+    if (requestEnded) return endOfRequest();
+    if (!paused) req.resume();
+  }
+
+  function nextTurn(): void {
+    req.pause();
+    turn = setImmediate(readTurn);
+  }
+
+  /** Stops reading until the client takes its messages (dropped with slow_consumer if it does not). */
+  function hold(): void {
     if (paused || finished || !conn.congested) return;
     paused = true;
     req.pause();
     conn.waitWritable().then(
       () => {
         paused = false;
-        if (!finished) req.resume();
+        if (turn === undefined) readTurn();
       },
       () => {},
     );
@@ -196,22 +225,34 @@ function serveSession(
 
   req.on("data", (chunk: Buffer) => {
     if (finished) return;
-    frames.push(chunk);
-    if (conn.congested) pauseIfCongested();
+    if (turn !== undefined || paused) {
+      frames.push(chunk, 0); // a turn is due: it reads in order
+      return;
+    }
+    if (frames.push(chunk, FRAMES_PER_TURN)) nextTurn();
+    else if (conn.congested) hold();
   });
 
-  req.on("end", () => {
-    // The client half-closed: no more requests. Its session stays for resume (§4 step 5).
-    if (frames.held > 0 && !finished) {
+  /** The client half-closed: no more requests. Its session stays for resume (§4 step 5). */
+  function endOfRequest(): void {
+    if (frames.held > 0) {
       return fail(new McpError("invalid_message", `the request ended inside a frame (${frames.held} bytes of a ${frames.need}-byte frame)`));
     }
     conn.end();
     finish();
+  }
+
+  req.on("end", () => {
+    if (finished) return;
+    requestEnded = true;
+    // Frames still waiting for their turn are read first.
+    if (turn === undefined && !paused) endOfRequest();
   });
 
   stream.once("close", () => {
     // Client cancel, reset, or the end of a finished RPC: detach the session, keep it for resume.
     clearTimeout(giveUp);
+    clearImmediate(turn);
     conn.end();
     finished = true;
     releaseDrain();

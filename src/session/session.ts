@@ -145,7 +145,7 @@ export class Session {
       if (!this.flushScheduled) {
         this.flushScheduled = true;
         // One write per tick, not per message (ARCHITECTURE.md "hot path").
-        setImmediate(this.flush);
+        process.nextTick(this.flush);
       }
     }
     return msg;

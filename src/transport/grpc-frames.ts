@@ -42,9 +42,14 @@ export type FrameError = { kind: "compressed" } | { kind: "too_large"; length: n
 
 /** Reassembles gRPC frames from stream chunks. */
 export interface FrameReader {
-  /** Feeds one chunk; whole frames go to `onFrame` in order, within the same call. */
-  push(chunk: Buffer): void;
-  /** Bytes of an unfinished frame held now (non-zero at end of stream: the stream was cut inside a frame). */
+  /**
+   * Adds one chunk, then hands whole frames to `onFrame`, in order, within the same call — at most
+   * `maxFrames` of them. Returns true when whole frames are left over for `read()`.
+   */
+  push(chunk: Buffer, maxFrames?: number): boolean;
+  /** Hands up to `maxFrames` of the whole frames held to `onFrame`; true when more are left. */
+  read(maxFrames?: number): boolean;
+  /** Bytes held now (non-zero at end of stream once all is read: the stream was cut inside a frame). */
   readonly held: number;
   /** The size of the frame being waited for, header included. */
   readonly need: number;
@@ -54,7 +59,8 @@ export interface FrameReader {
  * A frame reader: chunks are kept until a whole frame is there, then joined once. `onFrame`
  * returns false to stop reading (the stream is ending); a compressed or oversized frame is
  * refused from its header alone — before its body is buffered — through `onError`, and nothing
- * more is read.
+ * more is read. Reading at most `maxFrames` per call lets a transport spread a large chunk over
+ * several event-loop turns (see session-h2.ts).
  */
 export function createFrameReader(
   maxMessageBytes: number,
@@ -65,6 +71,44 @@ export function createFrameReader(
   let held = 0;
   let need = FRAME_HEADER_BYTES;
   let stopped = false;
+
+  function read(maxFrames = Infinity): boolean {
+    if (stopped || held < need) return false;
+    const buf = parts.length === 1 ? parts[0]! : Buffer.concat(parts, held); // held >= need > 0: parts is not empty
+    parts = [];
+    held = 0;
+    need = FRAME_HEADER_BYTES;
+    let off = 0;
+    let frames = 0;
+    const end = buf.length;
+    while (end - off >= FRAME_HEADER_BYTES) {
+      const flag = buf[off]!; // off + 5 <= end
+      const len = buf.readUInt32BE(off + 1);
+      if (flag !== 0 || len > maxMessageBytes) {
+        stopped = true;
+        onError(flag !== 0 ? { kind: "compressed" } : { kind: "too_large", length: len });
+        return false;
+      }
+      if (end - off - FRAME_HEADER_BYTES < len) {
+        need = FRAME_HEADER_BYTES + len;
+        break;
+      }
+      if (frames === maxFrames) break;
+      const bytes = buf.subarray(off + FRAME_HEADER_BYTES, off + FRAME_HEADER_BYTES + len);
+      off += FRAME_HEADER_BYTES + len;
+      frames++;
+      if (!onFrame(bytes)) {
+        stopped = true;
+        return false;
+      }
+    }
+    if (off < end) {
+      parts.push(off === 0 ? buf : buf.subarray(off));
+      held = end - off;
+    }
+    return held >= need && frames === maxFrames;
+  }
+
   return {
     get held() {
       return held;
@@ -72,41 +116,12 @@ export function createFrameReader(
     get need() {
       return need;
     },
-    push(chunk) {
-      if (stopped) return;
+    push(chunk, maxFrames) {
+      if (stopped) return false;
       parts.push(chunk);
       held += chunk.length;
-      if (held < need) return;
-      const buf = parts.length === 1 ? parts[0]! : Buffer.concat(parts, held); // parts is not empty
-      parts = [];
-      held = 0;
-      let off = 0;
-      const end = buf.length;
-      while (end - off >= FRAME_HEADER_BYTES) {
-        const flag = buf[off]!; // off + 5 <= end
-        const len = buf.readUInt32BE(off + 1);
-        if (flag !== 0 || len > maxMessageBytes) {
-          stopped = true;
-          return onError(flag !== 0 ? { kind: "compressed" } : { kind: "too_large", length: len });
-        }
-        if (end - off - FRAME_HEADER_BYTES < len) {
-          need = FRAME_HEADER_BYTES + len;
-          break;
-        }
-        const bytes = buf.subarray(off + FRAME_HEADER_BYTES, off + FRAME_HEADER_BYTES + len);
-        off += FRAME_HEADER_BYTES + len;
-        if (!onFrame(bytes)) {
-          stopped = true;
-          return;
-        }
-      }
-      if (off < end) {
-        parts.push(off === 0 ? buf : buf.subarray(off));
-        held = end - off;
-        if (held < FRAME_HEADER_BYTES) need = FRAME_HEADER_BYTES;
-      } else {
-        need = FRAME_HEADER_BYTES;
-      }
+      return read(maxFrames);
     },
+    read,
   };
 }

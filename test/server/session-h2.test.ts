@@ -137,6 +137,18 @@ describe("gRPC over HTTP/2 fast path", () => {
     expect((await s.trailers)["grpc-status"]).toBe("0");
   });
 
+  test("a burst longer than one read turn, ended in the same write: every frame is read and answered before the RPC ends", async () => {
+    const s = openH2(t.url);
+    const pings = Array.from({ length: 100 }, (_, i) => frame({ case: "ping", value: { id: BigInt(i + 1) } }));
+    s.stream.end(Buffer.concat([frame(handshake(await t.token())), ...pings]));
+    const all = await s.rest();
+    expect(all[0]?.message.case).toBe("handshakeResult");
+    expect(all.slice(1).map((m) => (m.message.case === "pong" ? m.message.value.id : m.message.case))).toEqual(
+      Array.from({ length: 100 }, (_, i) => BigInt(i + 1)),
+    );
+    expect((await s.trailers)["grpc-status"]).toBe("0");
+  });
+
   test("the Authorization header authenticates the stream", async () => {
     const s = openH2(t.url, { authorization: `Bearer ${await t.token("bob", ["viewer"])}` });
     s.stream.write(frame(handshake()));

@@ -35,6 +35,20 @@ describe("reassembly", () => {
     expect(read([wire.subarray(0, wire.length - 1)]).held).toBeGreaterThan(0);
   });
 
+  test("maxFrames hands out frames in slices; read() continues where push stopped", () => {
+    const got: bigint[] = [];
+    const r = createFrameReader(1024, (b) => (got.push(fromBinary(PongSchema, b).id), true), () => {});
+    // The last frame arrives in two chunks: slices never hand out half a frame.
+    expect(r.push(wire.subarray(0, wire.length - 2), 1)).toBe(true);
+    expect(got).toEqual([1n]);
+    expect(r.read(1)).toBe(false); // the second frame; the third is not whole yet
+    expect(got).toEqual([1n, 300n]);
+    expect(r.read(1)).toBe(false);
+    expect(r.push(wire.subarray(wire.length - 2), 1)).toBe(false);
+    expect(got).toEqual([1n, 300n, 70000n]);
+    expect(r.held).toBe(0);
+  });
+
   test("frameBytes frames bytes already encoded, like encodeFrames", () => {
     expect(frameBytes(wire.subarray(5, 5 + wire.readUInt32BE(1)))).toEqual(encodeFrames(PongSchema, [pongs[0] as Pong]));
   });
