@@ -22,6 +22,7 @@ import { McpError, fromProtoError } from "../errors.js";
 import { VERSION } from "../version.js";
 import { fromConnectError } from "./errors.js";
 import { createPushable, type Pushable } from "../pushable.js";
+import { createH2GrpcTransport } from "./h2-grpc-transport.js";
 import { h2SessionStream } from "./session-h2.js";
 import { connectSessionStream, type OpenSessionStream } from "./session-stream.js";
 
@@ -36,11 +37,13 @@ export interface McpClientOptions {
   token?: string;
   /**
    * Wire protocol for unary and server-streaming calls. The session stream always uses HTTP/2.
+   * `"grpc"` (HTTP/2 only) is the fastest for unary calls: they go straight to node:http2 on one
+   * shared connection; `"connect"` also works over HTTP/1.1.
    * @default "connect"
    */
   protocol?: "connect" | "grpc";
   /**
-   * HTTP version for unary calls.
+   * HTTP version for unary calls with the Connect protocol (gRPC is always HTTP/2).
    * @default "2"
    */
   httpVersion?: "1.1" | "2";
@@ -138,11 +141,7 @@ export function createMcpClient(options: McpClientOptions): McpClient {
     return next(req);
   };
   const interceptors = [bearer];
-  const transport =
-    options.transport ??
-    (options.protocol === "grpc"
-      ? createGrpcTransport({ baseUrl: options.baseUrl, interceptors })
-      : createConnectTransport({ baseUrl: options.baseUrl, httpVersion: options.httpVersion ?? "2", interceptors }));
+  const transport = options.transport ?? defaultTransport(options, interceptors, headers);
   // The session stream: node:http2 with gRPC framing and one write per tick (session-h2.ts);
   // a caller's own transport is used as given.
   const openStream: OpenSessionStream =
@@ -165,6 +164,18 @@ export function createMcpClient(options: McpClientOptions): McpClient {
       }
     },
   };
+}
+
+/**
+ * gRPC over HTTP/2: unary calls on node:http2 directly (h2-grpc-transport.ts), streaming calls
+ * through connect-node. Otherwise connect-node's Connect transport.
+ */
+function defaultTransport(options: McpClientOptions, interceptors: Interceptor[], headers: Record<string, string> | undefined): Transport {
+  if (options.protocol !== "grpc") {
+    return createConnectTransport({ baseUrl: options.baseUrl, httpVersion: options.httpVersion ?? "2", interceptors });
+  }
+  const streams = createGrpcTransport({ baseUrl: options.baseUrl, interceptors });
+  return /^https?:\/\//i.test(options.baseUrl) ? createH2GrpcTransport({ baseUrl: options.baseUrl, streams, ...(headers === undefined ? {} : { headers }) }) : streams;
 }
 
 function outputOf(r: Response): JsonObject {

@@ -6,11 +6,11 @@
  */
 import { connect as h2connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { findTrailerError } from "@connectrpc/connect/protocol-grpc";
 import { fromBinary } from "@bufbuild/protobuf";
 import { ClientMessageSchema, ServerMessageSchema, type ClientMessage } from "../../gen/mcp/v1/session_pb.js";
 import { createFrameReader, encodeFrames } from "../transport/grpc-frames.js";
 import { VERSION } from "../version.js";
+import { trailerError } from "./grpc-trailers.js";
 import type { OpenSessionStream, SessionStream } from "./session-stream.js";
 
 /** Options of `h2SessionStream`. */
@@ -156,13 +156,4 @@ export function h2SessionStream(options: H2SessionStreamOptions): OpenSessionStr
     };
     return self;
   };
-}
-
-function trailerError(h: IncomingHttpHeaders): ConnectError | undefined {
-  const headers = new Headers();
-  for (const [k, v] of Object.entries(h)) {
-    if (k.startsWith(":") || v === undefined) continue;
-    headers.set(k, Array.isArray(v) ? v.join(", ") : String(v));
-  }
-  return findTrailerError(headers);
 }

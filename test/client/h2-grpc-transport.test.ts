@@ -1,0 +1,127 @@
+/**
+ * The client's gRPC transport (src/client/h2-grpc-transport.ts): unary calls straight on
+ * node:http2, streaming calls through connect-node, against a real server. Every failure reaches
+ * the caller as the same McpError the Connect transport gives (PROTOCOL.md §7).
+ */
+import { execFile } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { CommandService } from "../../gen/mcp/v1/command_pb.js";
+import { createMcpClient, type McpClient } from "../../src/client/index.js";
+import { mapErrors } from "../../src/client/errors.js";
+import { createH2GrpcTransport } from "../../src/client/h2-grpc-transport.js";
+import { McpError } from "../../src/errors.js";
+import { createTestTools } from "../helpers/command-tools.js";
+import { startServer, type TestServer } from "../helpers/server.js";
+
+let t: TestServer;
+let token: string;
+let grpc: McpClient;
+let connect: McpClient;
+beforeAll(async () => {
+  t = await startServer({ tools: createTestTools().tools });
+  token = await t.token("alice", ["developer"]);
+  grpc = createMcpClient({ baseUrl: t.url, token, protocol: "grpc" });
+  connect = createMcpClient({ baseUrl: t.url, token, protocol: "connect" });
+});
+afterAll(() => t.close());
+
+async function failure(p: Promise<unknown>): Promise<{ kind: string; code: string }> {
+  try {
+    await p;
+  } catch (e) {
+    if (e instanceof McpError) return { kind: e.kind, code: e.code };
+    throw new Error(`expected an McpError, got ${String(e)}`, { cause: e });
+  }
+  throw new Error("expected a failure");
+}
+
+describe("same answers as the Connect protocol", () => {
+  test("call returns the tool's JSON output", async () => {
+    expect(await grpc.call("echo", { text: "over h2" })).toEqual({ text: "over h2" });
+  });
+
+  const cases: { name: string; tool: string; args?: Record<string, string | number>; timeoutMs?: number; want: { kind: string; code: string } }[] = [
+    { name: "unknown tool", tool: "nope", want: { kind: "COMMAND", code: "unknown_tool" } },
+    { name: "invalid argument", tool: "echo", args: { bogus: "x" }, want: { kind: "COMMAND", code: "invalid_argument" } },
+    { name: "tool failure", tool: "crash", want: { kind: "COMMAND", code: "tool_failed" } },
+    { name: "timeout", tool: "sleep", timeoutMs: 30, want: { kind: "COMMAND", code: "timeout" } },
+  ];
+  for (const c of cases) {
+    test(`${c.name} → ${c.want.kind} ${c.want.code}, as over Connect`, async () => {
+      const call = (client: McpClient) => client.call(c.tool, c.args ?? {}, c.timeoutMs === undefined ? {} : { timeoutMs: c.timeoutMs });
+      expect(await failure(call(grpc))).toEqual(c.want);
+      expect(await failure(call(connect))).toEqual(c.want);
+    });
+  }
+
+  test("without a token → SECURITY unauthenticated", async () => {
+    const anonymous = createMcpClient({ baseUrl: t.url, protocol: "grpc" });
+    expect(await failure(anonymous.call("echo", { text: "x" }))).toEqual({ kind: "SECURITY", code: "unauthenticated" });
+  });
+
+  test("streaming RPCs go through connect-node: ExecuteStream gives events, then the Response", async () => {
+    const kinds: string[] = [];
+    for await (const m of grpc.commands.executeStream({ id: "s1", tool: "count", payload: { case: "arguments", value: { count: 2 } } })) {
+      kinds.push(m.message.case ?? "none");
+    }
+    expect(kinds).toEqual(["event", "event", "response"]);
+  });
+});
+
+describe("the transport's own failures", () => {
+  test("an aborted signal cancels the call → COMMAND cancelled", async () => {
+    const ac = new AbortController();
+    const p = mapErrors(() => grpc.commands.execute({ tool: "sleep", payload: { case: "arguments", value: {} } }, { signal: ac.signal }));
+    setTimeout(() => ac.abort(), 20);
+    expect(await failure(p)).toEqual({ kind: "COMMAND", code: "cancelled" });
+  });
+
+  test("a call timeout → COMMAND timeout (the deadline also travels as grpc-timeout)", async () => {
+    const p = mapErrors(() => grpc.commands.execute({ tool: "sleep", payload: { case: "arguments", value: {} } }, { timeoutMs: 40 }));
+    expect(await failure(p)).toEqual({ kind: "COMMAND", code: "timeout" });
+  });
+
+  test("an answer over readMaxBytes → TRANSPORT message_too_large", async () => {
+    const transport = createH2GrpcTransport({
+      baseUrl: t.url,
+      headers: { authorization: `Bearer ${token}` },
+      readMaxBytes: 1000,
+      streams: createGrpcTransport({ baseUrl: t.url }),
+    });
+    const commands = createClient(CommandService, transport);
+    const p = mapErrors(() => commands.execute({ tool: "echo", payload: { case: "arguments", value: { text: "x".repeat(2000) } } }));
+    expect(await failure(p)).toEqual({ kind: "TRANSPORT", code: "message_too_large" });
+    // The connection is still good for the next call.
+    expect((await commands.execute({ tool: "echo", payload: { case: "arguments", value: { text: "ok" } } })).result).toMatchObject({
+      case: "output",
+      value: { text: "ok" },
+    });
+  });
+
+  test("no server → a ConnectError unavailable, not a hang", async () => {
+    const gone = createMcpClient({ baseUrl: "http://127.0.0.1:1", token, protocol: "grpc" });
+    await expect(gone.call("echo", { text: "x" })).rejects.toMatchObject({ code: 14 }); // Code.Unavailable
+  });
+
+  test("many concurrent calls share one connection", async () => {
+    const client = createMcpClient({ baseUrl: t.url, token, protocol: "grpc" });
+    const before = t.server.connections;
+    const out = await Promise.all(Array.from({ length: 50 }, (_, i) => client.call("echo", { text: `n${i}` })));
+    expect(out.map((o) => o["text"])).toEqual(Array.from({ length: 50 }, (_, i) => `n${i}`));
+    expect(t.server.connections - before).toBe(1);
+  });
+
+  test("an idle client does not keep its process alive", async () => {
+    // A child process makes one call and must then exit by itself.
+    const script = `
+      import { createMcpClient } from ${JSON.stringify(fileURLToPath(new URL("../../src/client/index.ts", import.meta.url)))};
+      const c = createMcpClient({ baseUrl: ${JSON.stringify(t.url)}, token: ${JSON.stringify(token)}, protocol: "grpc" });
+      console.log(JSON.stringify(await c.call("echo", { text: "bye" })));`;
+    const { stdout } = await promisify(execFile)(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { timeout: 20_000 });
+    expect(JSON.parse(stdout)).toEqual({ text: "bye" });
+  });
+});
