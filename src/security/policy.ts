@@ -37,7 +37,10 @@ export interface PolicyDecision {
 
 /** Decides which roles hold which permissions. */
 export interface Policy {
-  /** Whether any of `roles` grants `permission`, and by which rule. */
+  /**
+   * Whether any of `roles` grants `permission`, and by which rule. Decisions are remembered per
+   * `roles` array, so a roles array must not change once checked (a principal's never does).
+   */
   check(roles: readonly string[], permission: string): PolicyDecision;
   /** The effective roles (built-ins merged with the definition), for display and docs. */
   readonly roles: RoleTable;
@@ -56,10 +59,19 @@ export const BUILTIN_ROLES: RoleTable = Object.freeze({
 type Matcher = (segments: readonly string[]) => boolean;
 
 interface CompiledRule {
-  role: string;
-  pattern: string;
   match: Matcher;
+  /** What `check` answers when this rule grants (one frozen object, not one per check). */
+  decision: PolicyDecision;
 }
+
+const DENIED: PolicyDecision = Object.freeze({ allowed: false });
+
+/**
+ * Decisions remembered per roles array (a principal's roles are one array for its whole life, so
+ * every command of a session after the first is a lookup, not a pattern match). Bounded: context
+ * permissions name client-chosen ids.
+ */
+const DECISIONS_PER_ROLES = 256;
 
 /**
  * Build a policy from the built-in roles and `definition`. Throws `TypeError` naming the role and
@@ -75,23 +87,36 @@ export function createPolicy(definition: PolicyDefinition = {}): Policy {
   for (const [role, patterns] of Object.entries(table)) {
     rules.set(
       role,
-      patterns.map((pattern) => ({ role, pattern, match: compilePattern(pattern) })),
+      patterns.map((pattern) => ({ match: compilePattern(pattern), decision: Object.freeze({ allowed: true, rule: `${pattern} (role ${role})` }) })),
     );
   }
   const roles: RoleTable = Object.freeze(table);
 
+  function decide(callerRoles: readonly string[], permission: string): PolicyDecision {
+    if (permission === "") return DENIED;
+    const segments = permission.split(":");
+    for (const role of callerRoles) {
+      // Map lookup, not `table[role]`: a role named "__proto__" or "toString" must grant nothing.
+      for (const rule of rules.get(role) ?? []) {
+        if (rule.match(segments)) return rule.decision;
+      }
+    }
+    return DENIED;
+  }
+
+  const remembered = new WeakMap<readonly string[], Map<string, PolicyDecision>>();
   return {
     roles,
     check(callerRoles, permission) {
-      if (permission === "") return { allowed: false };
-      const segments = permission.split(":");
-      for (const role of callerRoles) {
-        // Map lookup, not `table[role]`: a role named "__proto__" or "toString" must grant nothing.
-        for (const rule of rules.get(role) ?? []) {
-          if (rule.match(segments)) return { allowed: true, rule: `${rule.pattern} (role ${rule.role})` };
-        }
+      let decisions = remembered.get(callerRoles);
+      if (decisions === undefined) remembered.set(callerRoles, (decisions = new Map()));
+      let d = decisions.get(permission);
+      if (d === undefined) {
+        d = decide(callerRoles, permission);
+        if (decisions.size >= DECISIONS_PER_ROLES) decisions.clear();
+        decisions.set(permission, d);
       }
-      return { allowed: false };
+      return d;
     },
   };
 }

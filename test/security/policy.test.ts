@@ -54,6 +54,20 @@ describe("built-in roles and wildcards", () => {
   }
 });
 
+describe("remembered decisions", () => {
+  test("the same roles array asked again, and past the remembered bound, gets the same answers", () => {
+    const policy = createPolicy({ roles: { even: ["context:*0:read", "context:*2:read", "context:*4:read", "context:*6:read", "context:*8:read"] } });
+    const roles = ["even"];
+    const expected = (i: number) => (i % 2 === 0 ? { allowed: true, rule: `context:*${i % 10}:read (role even)` } : { allowed: false });
+    // 1,000 distinct permissions on one roles array: more than are remembered per array.
+    for (let round = 0; round < 2; round++) {
+      for (let i = 0; i < 1000; i++) expect(policy.check(roles, `context:c${i}:read`)).toEqual(expected(i));
+    }
+    // Another array with other roles is decided on its own.
+    expect(policy.check(["viewer"], "context:c1:read")).toEqual({ allowed: true, rule: "context:*:read (role viewer)" });
+  });
+});
+
 describe("definitions", () => {
   test("a role in the definition replaces the built-in of that name; others stay", () => {
     const policy = createPolicy({ roles: { viewer: ["tool:echo"] } });
