@@ -6,7 +6,13 @@
  * with `too_many_connections` and close.
  */
 import { createServer as createHttp1Server, type IncomingMessage, type ServerResponse } from "node:http";
-import { createServer as createHttp2Server, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
+import {
+  createServer as createHttp2Server,
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+  type IncomingHttpHeaders,
+  type ServerHttp2Stream,
+} from "node:http2";
 import { createServer as createNetServer, type AddressInfo, type Socket } from "node:net";
 import { createServer as createTlsServer, type TLSSocket } from "node:tls";
 import { readFileSync } from "node:fs";
@@ -17,6 +23,12 @@ const kFacts = Symbol.for("mcp.connectionFacts");
 type FactsCarrier = { [kFacts]?: ConnectionFacts };
 
 export type RequestHandler = (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => void;
+
+/**
+ * Offered every HTTP/2 stream before the request/response API sees it; returns true when it
+ * serves the stream itself (then no req/res objects are made for it), false to pass it on.
+ */
+export type StreamHandler = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => boolean;
 
 export interface ListenerOptions {
   bindAddress: string;
@@ -40,12 +52,28 @@ export function connectionFacts(req: IncomingMessage | Http2ServerRequest): Conn
   return (req.socket as unknown as FactsCarrier)[kFacts] ?? { secure: false, overLimit: false };
 }
 
+/** The facts of the connection an HTTP/2 stream arrived on. */
+export function streamFacts(stream: ServerHttp2Stream): ConnectionFacts {
+  // `session.socket` is a proxy that forwards property reads to the real socket.
+  return (stream.session?.socket as unknown as FactsCarrier | undefined)?.[kFacts] ?? { secure: false, overLimit: false };
+}
+
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
-export async function listen(options: ListenerOptions, handler: RequestHandler): Promise<Listener> {
+export async function listen(options: ListenerOptions, handler: RequestHandler, streamHandler?: StreamHandler): Promise<Listener> {
   const h1 = createHttp1Server(handler as (req: IncomingMessage, res: ServerResponse) => void);
   h1.keepAliveTimeout = 5_000;
   const h2 = createHttp2Server({}, handler as (req: Http2ServerRequest, res: Http2ServerResponse) => void);
+  if (streamHandler !== undefined) {
+    // node:http2's request/response API is itself the one 'stream' listener, added with the
+    // request handler: streams the fast paths serve go around it.
+    const [compat, ...others] = h2.listeners("stream") as ((...args: unknown[]) => void)[];
+    if (compat === undefined || others.length > 0) throw new Error("node:http2 changed: expected its compatibility API as the only 'stream' listener");
+    h2.removeAllListeners("stream");
+    h2.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {
+      if (!streamHandler(stream, headers)) compat.call(h2, stream, headers, flags, rawHeaders);
+    });
+  }
   const sockets = new Set<Socket>();
   let active = 0;
 

@@ -24,7 +24,7 @@ import { createBuiltinTools, createToolRegistry, type RegisteredTool, type ToolR
 import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { createCore, type McpCore } from "../session/core.js";
 import { createRedisSessionStore } from "../session/session-store.js";
-import { connectionFacts, listen, type Listener, type RequestHandler } from "./listener.js";
+import { connectionFacts, listen, type Listener, type StreamHandler } from "./listener.js";
 import { kConnectionFacts, registerRoutes } from "./routes.js";
 import { createSessionH2Handler } from "./session-h2.js";
 import { createUnaryH2Handler } from "./unary-h2.js";
@@ -170,9 +170,7 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
       // The session stream and unary CommandService calls over gRPC/HTTP/2 take fast paths; everything else goes to connect-node.
       const sessionStream = createSessionH2Handler(c);
       const unaryCommands = createUnaryH2Handler(c);
-      const handler: RequestHandler = (req, res) => {
-        if (!sessionStream(req, res) && !unaryCommands(req, res)) connectHandler(req, res);
-      };
+      const fastPaths: StreamHandler = (stream, headers) => sessionStream(stream, headers) || unaryCommands(stream, headers);
       listener = await listen(
         {
           bindAddress: opts.bindAddress,
@@ -181,7 +179,8 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
           tls: opts.tlsCert !== undefined && opts.tlsKey !== undefined ? { cert: opts.tlsCert, key: opts.tlsKey } : undefined,
           pingIntervalMs: opts.heartbeatIntervalMs,
         },
-        handler,
+        connectHandler,
+        fastPaths,
       );
       const scheme = opts.tlsCert === undefined ? "http" : "https";
       const host = listener.address.includes(":") ? `[${listener.address}]` : listener.address;

@@ -1,10 +1,12 @@
 /**
  * The session stream's fast path on node:http2 (ARCHITECTURE.md "The session's hot path").
  *
- * gRPC requests for `mcp.v1.SessionService/Connect` over HTTP/2 are served here directly: frames
- * (gRPC length-prefixed messages: 1 flag byte + uint32 BE length) are cut from the stream's
- * `data` events and handed to `conn.receive()` synchronously, and each batch the session flushes
- * per tick is encoded into ONE buffer and written with ONE `stream.write()`. Everything else —
+ * gRPC requests for `mcp.v1.SessionService/Connect` over HTTP/2 are served here directly, on the
+ * raw node:http2 stream (the listener offers it before node's request/response API sees it):
+ * frames (gRPC length-prefixed messages: 1 flag byte + uint32 BE length) are cut from the
+ * stream's `data` events and handed to `conn.receive()` synchronously, at most FRAMES_PER_TURN
+ * per event-loop turn, and each batch the session flushes per tick is encoded into ONE buffer and
+ * written with ONE `stream.write()`. Everything else —
  * the Connect protocol, gRPC-Web, HTTP/1.1, every other RPC — still goes through connect-node.
  * The core is the same one: only the transport plumbing differs.
  *
@@ -13,17 +15,15 @@
  * is paused (so HTTP/2 flow control stops the client from sending), and a client that stays
  * congested is dropped with `slow_consumer` by the connection.
  */
-import type { IncomingMessage, ServerResponse } from "node:http";
-import { Http2ServerRequest, type Http2ServerResponse } from "node:http2";
-import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import { fromBinary } from "@bufbuild/protobuf";
 import { ClientMessageSchema, ServerMessageSchema, type ClientMessage } from "../../gen/mcp/v1/session_pb.js";
 import { McpError } from "../errors.js";
 import { openConnection, type Connection } from "../session/connection.js";
 import type { McpCore } from "../session/core.js";
 import type { MessageSink } from "../session/session.js";
-import { toConnectError } from "./connect-error.js";
-import { connectionFacts } from "./listener.js";
+import { GRPC_HEADERS, OK_TRAILERS, isGrpcIdentityPost, respondError } from "./grpc-h2.js";
+import { streamFacts, type StreamHandler } from "./listener.js";
 import { createFrameReader, encodeFrames } from "../transport/grpc-frames.js";
 
 /** The HTTP/2 path of the session stream (PROTOCOL.md §2). */
@@ -42,59 +42,35 @@ const FRAMES_PER_TURN = 16;
 const HIGH_WATER_BYTES = 1024 * 1024;
 
 /**
- * Returns a request handler that serves the session stream when the request is gRPC over HTTP/2
+ * Returns a stream handler that serves the session stream when the request is gRPC over HTTP/2
  * with identity encoding, and returns false (untouched) for anything else.
  */
-export function createSessionH2Handler(
-  core: McpCore,
-): (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => boolean {
+export function createSessionH2Handler(core: McpCore): StreamHandler {
   const opts = core.deps.options;
-  return (req, res) => {
-    if (!(req instanceof Http2ServerRequest) || !isFastPath(req)) return false;
-    serveSession(core, req, res as Http2ServerResponse, opts.maxMessageBytes, opts.maxOutboundMessages, opts.slowConsumerTimeoutMs);
+  return (stream, headers) => {
+    if (!isGrpcIdentityPost(headers, SESSION_CONNECT_PATH)) return false;
+    serveSession(core, stream, headers, opts.maxMessageBytes, opts.maxOutboundMessages, opts.slowConsumerTimeoutMs);
     return true;
   };
 }
 
-function isFastPath(req: Http2ServerRequest): boolean {
-  if (req.method !== "POST") return false;
-  const url = req.url;
-  if (url !== SESSION_CONNECT_PATH && !(url.startsWith(SESSION_CONNECT_PATH) && url[SESSION_CONNECT_PATH.length] === "?")) return false;
-  const ct = req.headers["content-type"];
-  if (ct !== "application/grpc" && ct !== "application/grpc+proto") return false;
-  const enc = req.headers["grpc-encoding"];
-  return enc === undefined || enc === "identity";
-}
-
-/** Fails the RPC itself (no stream): gRPC status, message and the `mcp.v1.Error` detail in trailers. */
-function refuse(res: Http2ServerResponse, err: McpError): void {
-  const trailer: Record<string, string> = {};
-  setTrailerStatus(new Headers(), toConnectError(err)).forEach((v, k) => (trailer[k] = v));
-  res.writeHead(200, { "content-type": "application/grpc+proto" });
-  res.addTrailers(trailer);
-  res.end();
-  // Nothing of the request body is wanted; let HTTP/2 flow control not hold the connection.
-  res.stream.resume();
-}
-
 function serveSession(
   core: McpCore,
-  req: Http2ServerRequest,
-  res: Http2ServerResponse,
+  stream: ServerHttp2Stream,
+  headers: IncomingHttpHeaders,
   maxMessageBytes: number,
   maxOutboundMessages: number,
   slowConsumerTimeoutMs: number,
 ): void {
-  const stream = res.stream;
   // Errors of a reset stream surface as 'close'; an unhandled 'error' would crash the process.
   stream.on("error", () => {});
-  req.on("error", () => {});
-  const facts = connectionFacts(req);
+  const facts = streamFacts(stream);
   if (facts.overLimit) {
-    refuse(res, new McpError("too_many_connections", "the server is at its connection limit: retry later", { retryAfterMs: 1000 }));
+    respondError(stream, new McpError("too_many_connections", "the server is at its connection limit: retry later", { retryAfterMs: 1000 }));
     return;
   }
-  res.writeHead(200, { "content-type": "application/grpc+proto" });
+  stream.respond(GRPC_HEADERS, { waitForTrailers: true });
+  stream.once("wantTrailers", () => stream.sendTrailers(OK_TRAILERS));
 
   let finished = false;
   let queuedMessages = 0;
@@ -117,7 +93,6 @@ function serveSession(
     finished = true;
     releaseDrain();
     if (stream.destroyed || stream.closed) return;
-    res.addTrailers({ "grpc-status": "0" });
     stream.end();
     // A client that reads nothing never takes the rest: reset the stream after a grace period.
     giveUp = setTimeout(() => closeStream(NGHTTP2_CANCEL), Math.max(slowConsumerTimeoutMs, 1000));
@@ -157,7 +132,7 @@ function serveSession(
     close: finish,
   };
 
-  const conn: Connection = openConnection(core, { secure: facts.secure, authorization: req.headers.authorization ?? null }, sink);
+  const conn: Connection = openConnection(core, { secure: facts.secure, authorization: headers.authorization ?? null }, sink);
 
   // Reading (PROTOCOL.md §6, ARCHITECTURE.md "hot path"): at most FRAMES_PER_TURN frames per
   // event-loop turn. What a large chunk holds beyond that waits for the next turn, so the answers
@@ -173,11 +148,11 @@ function serveSession(
     if (conn.congested) return hold();
     if (frames.read(FRAMES_PER_TURN)) return nextTurn();
     if (requestEnded) return endOfRequest();
-    if (!paused) req.resume();
+    if (!paused) stream.resume();
   }
 
   function nextTurn(): void {
-    req.pause();
+    stream.pause();
     turn = setImmediate(readTurn);
   }
 
@@ -185,7 +160,7 @@ function serveSession(
   function hold(): void {
     if (paused || finished || !conn.congested) return;
     paused = true;
-    req.pause();
+    stream.pause();
     conn.waitWritable().then(
       () => {
         paused = false;
@@ -199,7 +174,7 @@ function serveSession(
     conn.end(err);
     finish();
     // Stop reading; HTTP/2 flow control holds the rest of the client's body.
-    req.pause();
+    stream.pause();
   }
 
   const frames = createFrameReader(
@@ -223,7 +198,7 @@ function serveSession(
       ),
   );
 
-  req.on("data", (chunk: Buffer) => {
+  stream.on("data", (chunk: Buffer) => {
     if (finished) return;
     if (turn !== undefined || paused) {
       frames.push(chunk, 0); // a turn is due: it reads in order
@@ -233,16 +208,19 @@ function serveSession(
     else if (conn.congested) hold();
   });
 
-  /** The client half-closed: no more requests. Its session stays for resume (§4 step 5). */
+  /**
+   * The client half-closed and every frame was read: what it sent is answered, then the RPC ends
+   * (the session stays for resume, §4 step 5).
+   */
   function endOfRequest(): void {
+    if (finished) return;
     if (frames.held > 0) {
       return fail(new McpError("invalid_message", `the request ended inside a frame (${frames.held} bytes of a ${frames.need}-byte frame)`));
     }
-    conn.end();
-    finish();
+    void conn.endRequests().then(finish);
   }
 
-  req.on("end", () => {
+  stream.on("end", () => {
     if (finished) return;
     requestEnded = true;
     // Frames still waiting for their turn are read first.

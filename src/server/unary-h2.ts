@@ -10,10 +10,8 @@
  * Only gRPC over HTTP/2 with identity encoding takes this path; the Connect protocol, gRPC-Web,
  * HTTP/1.1, compressed requests and every other RPC still go through connect-node.
  */
-import type { IncomingMessage, ServerResponse } from "node:http";
-import { Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Stream } from "node:http2";
+import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import { create, fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
-import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import {
   CommandBatchSchema,
   CommandSchema,
@@ -26,8 +24,8 @@ import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { McpError, fromProtoError } from "../errors.js";
 import type { McpCore, TransportInfo } from "../session/core.js";
 import type { AuthState } from "../session/session.js";
-import { toConnectError } from "./connect-error.js";
-import { connectionFacts } from "./listener.js";
+import { GRPC_HEADERS, OK_TRAILERS, isGrpcIdentityPost, respondError } from "./grpc-h2.js";
+import { streamFacts, type StreamHandler } from "./listener.js";
 import { startBatch, startCommand } from "./routes.js";
 import { frameBytes } from "../transport/grpc-frames.js";
 import { createTurnScheduler, type TurnScheduler } from "./turns.js";
@@ -100,32 +98,20 @@ export const UNARY_METHODS: ReadonlyMap<string, UnaryMethod<DescMessage>> = new 
  */
 const REQUESTS_PER_TURN = 8;
 
-const GRPC_HEADERS = { ":status": 200, "content-type": "application/grpc+proto" } as const;
-const OK_TRAILERS = { "grpc-status": "0" } as const;
-
 /**
- * Returns a request handler that serves the RPCs of `UNARY_METHODS` when the request is gRPC over
+ * Returns a stream handler that serves the RPCs of `UNARY_METHODS` when the request is gRPC over
  * HTTP/2 with identity encoding, and returns false (untouched) for anything else.
  */
-export function createUnaryH2Handler(
-  core: McpCore,
-): (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => boolean {
+export function createUnaryH2Handler(core: McpCore): StreamHandler {
   const maxMessageBytes = core.deps.options.maxMessageBytes;
   const turns = createTurnScheduler(REQUESTS_PER_TURN);
-  return (req, res) => {
-    if (!(req instanceof Http2ServerRequest) || req.method !== "POST") return false;
-    const method = UNARY_METHODS.get(req.url);
-    if (method === undefined || !isGrpcIdentity(req)) return false;
-    serveUnary(core, req, res as Http2ServerResponse, maxMessageBytes, method, turns);
+  return (stream, headers) => {
+    const path = headers[":path"];
+    const method = path === undefined ? undefined : UNARY_METHODS.get(path);
+    if (method === undefined || !isGrpcIdentityPost(headers, path!)) return false; // path is set when method is
+    serveUnary(core, stream, headers, maxMessageBytes, method, turns);
     return true;
   };
-}
-
-function isGrpcIdentity(req: Http2ServerRequest): boolean {
-  const ct = req.headers["content-type"];
-  if (ct !== "application/grpc" && ct !== "application/grpc+proto") return false;
-  const enc = req.headers["grpc-encoding"];
-  return enc === undefined || enc === "identity";
 }
 
 /**
@@ -153,67 +139,37 @@ export function parseGrpcTimeout(value: string | string[] | undefined): number |
   }
 }
 
-/**
- * `grpc-message` percent-encoding (gRPC over HTTP/2): printable ASCII except `%` stays as is,
- * everything else is percent-encoded UTF-8.
- */
-export function encodeGrpcMessage(message: string): string {
-  // eslint-disable-next-line no-control-regex
-  if (!/[^\x20-\x24\x26-\x7e]/.test(message)) return message;
-  let out = "";
-  for (const byte of Buffer.from(message, "utf8")) {
-    out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
-  }
-  return out;
-}
-
-/** The trailers of a failed RPC: status, message and google.rpc.Status with the mcp.v1.Error detail. */
-export function errorTrailers(reason: unknown): Record<string, string> {
-  const err = toConnectError(reason);
-  const out: Record<string, string> = {};
-  setTrailerStatus(new Headers(), err).forEach((v, k) => (out[k] = v));
-  out["grpc-message"] = encodeGrpcMessage(err.rawMessage);
-  return out;
-}
-
-/** Ends the RPC with a trailers-only response (one HEADERS frame with END_STREAM). */
-function respondError(stream: ServerHttp2Stream, reason: unknown): void {
-  if (stream.destroyed || stream.closed || stream.headersSent) return;
-  stream.respond({ ...GRPC_HEADERS, ...errorTrailers(reason) }, { endStream: true });
-}
-
 const ignore = () => {};
+function sendOkTrailers(this: ServerHttp2Stream): void {
+  this.sendTrailers(OK_TRAILERS);
+}
 
 function serveUnary(
   core: McpCore,
-  req: Http2ServerRequest,
-  res: Http2ServerResponse,
+  stream: ServerHttp2Stream,
+  headers: IncomingHttpHeaders,
   maxMessageBytes: number,
   method: UnaryMethod<DescMessage>,
   turns: TurnScheduler,
 ): void {
-  const stream = res.stream;
   // Errors of a reset stream surface as 'close'; an unhandled 'error' would crash the process.
   stream.on("error", ignore);
-  req.on("error", ignore);
   const startedAt = core.now();
   let done = false;
 
   /** Answers with an error before the command ran; the rest of the body is read and dropped. */
   const refuse = (reason: unknown) => {
     done = true;
+    stream.removeListener("data", onData);
     respondError(stream, reason);
-    // Nothing more of the request is wanted; keep HTTP/2 flow control from holding the connection.
-    req.removeListener("data", onData);
-    req.resume();
   };
 
-  const facts = connectionFacts(req);
+  const facts = streamFacts(stream);
   if (facts.overLimit) {
     refuse(new McpError("too_many_connections", "the server is at its connection limit: retry later", { retryAfterMs: 1000 }));
     return;
   }
-  const timeoutMs = parseGrpcTimeout(req.headers["grpc-timeout"]);
+  const timeoutMs = parseGrpcTimeout(headers["grpc-timeout"]);
   if (timeoutMs instanceof McpError) {
     refuse(timeoutMs);
     return;
@@ -245,9 +201,9 @@ function serveUnary(
       return refuse(new McpError("invalid_message", "protocol error: received extra input message for unary method"));
     }
   }
-  req.on("data", onData);
+  stream.on("data", onData);
 
-  req.once("end", () => {
+  stream.once("end", () => {
     if (done) return;
     if (received === 0) return refuse(new McpError("invalid_message", "protocol error: missing input message for unary method"));
     if (received < frameSize || frameSize < 0) {
@@ -264,7 +220,7 @@ function serveUnary(
     let auth: Promise<AuthState>;
     try {
       // Exactly routes.ts `unaryAuth`: the Authorization header, at the highest level allowed.
-      const transport: TransportInfo = { secure: facts.secure, authorization: req.headers.authorization ?? null };
+      const transport: TransportInfo = { secure: facts.secure, authorization: headers.authorization ?? null };
       auth = core.authenticate(core.bearer(transport), transport, SecurityLevel.HIGH);
     } catch (e) {
       return refuse(e);
@@ -278,7 +234,7 @@ function serveUnary(
     if (deadline !== undefined) {
       leftMs = Math.ceil(deadline - core.now());
       if (leftMs <= 0) {
-        return refuse(new McpError("timeout", `the request's deadline (grpc-timeout ${String(req.headers["grpc-timeout"])}) passed before the call started`));
+        return refuse(new McpError("timeout", `the request's deadline (grpc-timeout ${String(headers["grpc-timeout"])}) passed before the call started`));
       }
     }
     let abort: (() => void) | undefined;
@@ -292,8 +248,8 @@ function serveUnary(
         stream.removeListener("close", onClose);
         if (stream.destroyed || stream.closed) return;
         if (out instanceof McpError) return respondError(stream, out);
-        res.addTrailers(OK_TRAILERS);
         stream.respond(GRPC_HEADERS, { waitForTrailers: true });
+        stream.once("wantTrailers", sendOkTrailers);
         stream.end(frameBytes(out));
       });
     } catch (e) {

@@ -43,6 +43,12 @@ export interface Connection {
   waitWritable(): Promise<void>;
   /** The stream ended (client gone, transport error): detach the session, keep it for resume. */
   end(error?: McpError): void;
+  /**
+   * The client sent its last message (half-close): the handshake completes, messages held
+   * meanwhile are handled and what is queued for the client is written; then the session
+   * detaches as with `end()`. Commands still running answer into the resume buffer.
+   */
+  endRequests(): Promise<void>;
   /** The session, once the handshake succeeded. */
   readonly session: Session | undefined;
 }
@@ -65,6 +71,8 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
   }, opts.heartbeatIntervalMs);
   heartbeat.unref();
   let slowTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Settles once a started handshake has succeeded or failed. */
+  let handshakeSettled: Promise<void> = Promise.resolve();
 
   const self: Connection = {
     receive,
@@ -74,6 +82,7 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
     },
     waitWritable,
     end,
+    endRequests,
     get session() {
       return state.kind === "bound" ? state.session : undefined;
     },
@@ -110,6 +119,12 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
     setState({ kind: "closed" });
   }
 
+  async function endRequests(): Promise<void> {
+    await handshakeSettled;
+    if (state.kind === "bound" && state.session.isAttachedTo(self)) state.session.flush();
+    end();
+  }
+
   function receive(msg: ClientMessage): void {
     lastHeard = core.now();
     switch (state.kind) {
@@ -123,7 +138,7 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
           return fail(new McpError("handshake_required", `the first message must be a Handshake, got ${msg.message.case ?? "an empty message"}`));
         }
         setState({ kind: "handshaking" });
-        handshake(msg.message.value).then(
+        handshakeSettled = handshake(msg.message.value).then(
           (session) => {
             if (state.kind === "closed") {
               session.detach(self);
@@ -329,7 +344,12 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
         // The session dropped this stream (slow consumer) or another stream took it over.
         if (state.kind === "bound" && !state.session.isAttachedTo(self)) break;
         const r = await it.next();
-        if (r.done === true) break;
+        if (r.done === true) {
+          // The client half-closed: answer what it sent, then end the RPC.
+          await endRequests();
+          sink.close();
+          return;
+        }
         receive(r.value);
       }
       end();
