@@ -6,13 +6,14 @@ import { create, type JsonObject, type MessageInitShape } from "@bufbuild/protob
 import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { AdminService } from "../../gen/mcp/v1/admin_pb.js";
-import { BatchMode, CommandService, type CommandSchema, type Response } from "../../gen/mcp/v1/command_pb.js";
+import { BatchMode, CommandSchema, CommandService, type Command, type Response } from "../../gen/mcp/v1/command_pb.js";
 import { ContextService, type ContextSync, type ContextUpdateResult, type ContextUpdateSchema } from "../../gen/mcp/v1/context_pb.js";
 import type { Event } from "../../gen/mcp/v1/event_pb.js";
 import { EventService } from "../../gen/mcp/v1/event_pb.js";
 import {
   ClientMessageSchema,
   SessionService,
+  type ClientMessage,
   type AuthenticationResult,
   type HandshakeResult,
   type ServerMessage,
@@ -192,7 +193,9 @@ function outputOf(r: Response): JsonObject {
 }
 
 let nextId = 0;
-const freshId = () => `c${(++nextId).toString(36)}-${Date.now().toString(36)}`;
+// Unique within the process and distinct across restarts; computed once, not per call.
+const idPrefix = `c${Date.now().toString(36)}-`;
+const freshId = () => idPrefix + (++nextId).toString(36);
 
 async function openSession(openStream: OpenSessionStream, token: string | undefined, o: SessionOptions): Promise<McpSession> {
   const pendingResponses = new Map<
@@ -336,11 +339,16 @@ async function openSession(openStream: OpenSessionStream, token: string | undefi
 
   function execute(command: MessageInitShape<typeof CommandSchema>, co: Omit<CallOptions, "id" | "timeoutMs"> = {}): Promise<Response> {
     const id = command.id !== undefined && command.id !== "" ? command.id : freshId();
+    return start(create(CommandSchema, { ...command, id }), co);
+  }
+
+  function start(command: Command, co: Omit<CallOptions, "id" | "timeoutMs">): Promise<Response> {
+    const id = command.id;
     return new Promise<Response>((resolve, reject) => {
       if (stream.ended) return reject(endError ?? new McpError("session_expired", "the session stream has ended"));
       pendingResponses.set(id, { resolve, reject, onEvent: co.onEvent });
       co.signal?.addEventListener("abort", () => send({ case: "cancel", value: { commandId: id } }), { once: true });
-      send({ case: "command", value: { ...command, id } });
+      stream.send({ $typeName: "mcp.v1.ClientMessage", message: { case: "command", value: command } } satisfies ClientMessage);
     });
   }
 
@@ -350,12 +358,18 @@ async function openSession(openStream: OpenSessionStream, token: string | undefi
     get lastSeq() {
       return lastSeq;
     },
-    async call(tool, args = {}, co = {}) {
-      const r = await execute(
-        { tool, id: co.id ?? freshId(), payload: { case: "arguments", value: args }, timeoutMs: co.timeoutMs ?? 0 },
-        co,
-      );
-      return outputOf(r);
+    call(tool, args = {}, co = {}) {
+      // A literal, not create(): every field is given, and this runs once per call (hot path).
+      const command: Command = {
+        $typeName: "mcp.v1.Command",
+        id: co.id ?? freshId(),
+        tool,
+        payload: { case: "arguments", value: args },
+        timeoutMs: co.timeoutMs ?? 0,
+        contextId: "",
+        contextVersion: 0n,
+      };
+      return start(command, co).then(outputOf);
     },
     execute,
     batch(commands, mode = BatchMode.SEQUENTIAL) {
