@@ -419,7 +419,7 @@ console.log(pad("    ours, gRPC, @grpc/grpc-js as the client", 46) + pad(f0(ours
 console.log("");
 console.log("(e) ratios and the issue's targets");
 console.log(`    stream calls/s  ours/grpc-js bidi = ${r2(oursStream.perSec, gjStream.perSec)}  (target >= 1.5: ${mark(oursStream.perSec >= 1.5 * gjStream.perSec)})`);
-console.log(`    typed stream    ours/grpc-js bidi = ${r2(oursTypedStream.perSec, gjStream.perSec)}  (target >= 1.5: ${mark(oursTypedStream.perSec >= 1.5 * gjStream.perSec)})`);
+console.log(`    typed stream    ours/grpc-js bidi = ${r2(oursTypedStream.perSec, gjStream.perSec)}  (for comparison: the target is on the JSON echo above)`);
 console.log(`    stream calls/s  ours/raw ceiling  = ${r2(oursStream.perSec, rawStream.perSec)}  (target >= 0.25: ${mark(oursStream.perSec >= 0.25 * rawStream.perSec)})`);
 console.log(`    sequential p50  ours/raw ceiling  = ${r2(oursSeq.p50us, rawSeq.p50us)}  (target <= 1.5: ${mark(oursSeq.p50us <= 1.5 * rawSeq.p50us)})`);
 console.log(`    sequential p50  ours/grpc-js bidi = ${r2(oursSeq.p50us, gjSeq.p50us)}`);
