@@ -2,7 +2,7 @@
  * The client's session stream over node:http2 with gRPC framing, without per-message promise
  * plumbing (ARCHITECTURE.md "The session's hot path"): every message sent in one tick goes out in
  * one `write()`, and frames are decoded in the stream's `data` handler and dispatched at once.
- * Unary calls keep using connect-es.
+ * Unary calls have their own transport (h2-grpc-transport.ts).
  */
 import { connect as h2connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
