@@ -107,8 +107,9 @@ export function createUnaryH2Handler(core: McpCore): StreamHandler {
   const turns = createTurnScheduler(REQUESTS_PER_TURN);
   return (stream, headers) => {
     const path = headers[":path"];
-    const method = path === undefined ? undefined : UNARY_METHODS.get(path);
-    if (method === undefined || !isGrpcIdentityPost(headers, path!)) return false; // path is set when method is
+    if (path === undefined) return false;
+    const method = UNARY_METHODS.get(path);
+    if (method === undefined || !isGrpcIdentityPost(headers, path)) return false;
     serveUnary(core, stream, headers, maxMessageBytes, method, turns);
     return true;
   };
