@@ -7,8 +7,8 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { BatchMode } from "../../gen/mcp/v1/command_pb.js";
 import type { Event } from "../../gen/mcp/v1/event_pb.js";
 import { createMcpClient, type McpClient, type McpSession } from "../../src/client/index.js";
-import { McpError } from "../../src/errors.js";
 import { args, createTestTools, type Probe } from "../helpers/command-tools.js";
+import { mcpFailure } from "../helpers/mcp-failure.js";
 import { startServer, type TestServer } from "../helpers/server.js";
 
 let t: TestServer;
@@ -30,17 +30,6 @@ afterAll(async () => {
 let ids = 0;
 const nextId = (p: string) => `${p}-${++ids}`;
 
-/** The McpError a promise rejected with, as `{ kind, code }` plus `extra` fields. */
-async function mcpFailure(p: Promise<unknown>): Promise<McpError> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof McpError) return e;
-    throw new Error(`expected an McpError, got ${String(e)}`, { cause: e });
-  }
-  throw new Error("expected a failure");
-}
-
 describe("unary", () => {
   test("call returns the tool's JSON output", async () => {
     expect(await client.call("echo", { text: "unary" })).toEqual({ text: "unary" });
@@ -52,18 +41,22 @@ describe("unary", () => {
     { name: "tool failure", tool: "crash", want: { kind: "COMMAND", code: "tool_failed" } },
     { name: "timeout", tool: "sleep", timeoutMs: 30, want: { kind: "COMMAND", code: "timeout" } },
   ];
-  for (const f of failures) {
-    test(`call: ${f.name} → McpError ${f.want.kind} ${f.want.code}`, async () => {
-      const e = await mcpFailure(client.call(f.tool, f.args ?? {}, f.timeoutMs === undefined ? {} : { timeoutMs: f.timeoutMs }));
-      expect({ kind: e.kind, code: e.code }).toEqual(f.want);
+  // The same McpErrors whichever protocol carries the unary call (gRPC: h2-grpc-transport.ts).
+  for (const protocol of ["connect", "grpc"] as const) {
+    for (const f of failures) {
+      test(`call over ${protocol}: ${f.name} → McpError ${f.want.kind} ${f.want.code}`, async () => {
+        const c = createMcpClient({ baseUrl: t.url, token: await t.token("alice", ["developer"]), protocol });
+        const e = await mcpFailure(c.call(f.tool, f.args ?? {}, f.timeoutMs === undefined ? {} : { timeoutMs: f.timeoutMs }));
+        expect({ kind: e.kind, code: e.code }).toEqual(f.want);
+      });
+    }
+
+    test(`a client without a token, over ${protocol} → McpError SECURITY unauthenticated`, async () => {
+      const anon = createMcpClient({ baseUrl: t.url, protocol });
+      const e = await mcpFailure(anon.call("echo", { text: "x" }));
+      expect({ kind: e.kind, code: e.code }).toEqual({ kind: "SECURITY", code: "unauthenticated" });
     });
   }
-
-  test("a client without a token → McpError SECURITY unauthenticated", async () => {
-    const anon = createMcpClient({ baseUrl: t.url });
-    const e = await mcpFailure(anon.call("echo", { text: "x" }));
-    expect({ kind: e.kind, code: e.code }).toEqual({ kind: "SECURITY", code: "unauthenticated" });
-  });
 });
 
 describe("session", () => {

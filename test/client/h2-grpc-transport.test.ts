@@ -13,54 +13,29 @@ import { CommandService } from "../../gen/mcp/v1/command_pb.js";
 import { createMcpClient, type McpClient } from "../../src/client/index.js";
 import { mapErrors } from "../../src/client/errors.js";
 import { createH2GrpcTransport } from "../../src/client/h2-grpc-transport.js";
-import { McpError } from "../../src/errors.js";
 import { createTestTools } from "../helpers/command-tools.js";
+import { mcpFailure } from "../helpers/mcp-failure.js";
 import { startServer, type TestServer } from "../helpers/server.js";
 
 let t: TestServer;
 let token: string;
 let grpc: McpClient;
-let connect: McpClient;
 beforeAll(async () => {
   t = await startServer({ tools: createTestTools().tools });
   token = await t.token("alice", ["developer"]);
   grpc = createMcpClient({ baseUrl: t.url, token, protocol: "grpc" });
-  connect = createMcpClient({ baseUrl: t.url, token, protocol: "connect" });
 });
 afterAll(() => t.close());
 
 async function failure(p: Promise<unknown>): Promise<{ kind: string; code: string }> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof McpError) return { kind: e.kind, code: e.code };
-    throw new Error(`expected an McpError, got ${String(e)}`, { cause: e });
-  }
-  throw new Error("expected a failure");
+  const e = await mcpFailure(p);
+  return { kind: e.kind, code: e.code };
 }
 
-describe("same answers as the Connect protocol", () => {
+// The McpErrors of failed calls, the same as over the Connect protocol: client.test.ts "unary".
+describe("calls", () => {
   test("call returns the tool's JSON output", async () => {
     expect(await grpc.call("echo", { text: "over h2" })).toEqual({ text: "over h2" });
-  });
-
-  const cases: { name: string; tool: string; args?: Record<string, string | number>; timeoutMs?: number; want: { kind: string; code: string } }[] = [
-    { name: "unknown tool", tool: "nope", want: { kind: "COMMAND", code: "unknown_tool" } },
-    { name: "invalid argument", tool: "echo", args: { bogus: "x" }, want: { kind: "COMMAND", code: "invalid_argument" } },
-    { name: "tool failure", tool: "crash", want: { kind: "COMMAND", code: "tool_failed" } },
-    { name: "timeout", tool: "sleep", timeoutMs: 30, want: { kind: "COMMAND", code: "timeout" } },
-  ];
-  for (const c of cases) {
-    test(`${c.name} → ${c.want.kind} ${c.want.code}, as over Connect`, async () => {
-      const call = (client: McpClient) => client.call(c.tool, c.args ?? {}, c.timeoutMs === undefined ? {} : { timeoutMs: c.timeoutMs });
-      expect(await failure(call(grpc))).toEqual(c.want);
-      expect(await failure(call(connect))).toEqual(c.want);
-    });
-  }
-
-  test("without a token → SECURITY unauthenticated", async () => {
-    const anonymous = createMcpClient({ baseUrl: t.url, protocol: "grpc" });
-    expect(await failure(anonymous.call("echo", { text: "x" }))).toEqual({ kind: "SECURITY", code: "unauthenticated" });
   });
 
   test("streaming RPCs go through connect-node: ExecuteStream gives events, then the Response", async () => {
