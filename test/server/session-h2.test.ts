@@ -264,7 +264,20 @@ describe("other protocols still go through connect-node", () => {
       const p = await it.next();
       expect(p.value?.message.case === "pong" && p.value.message.value.id).toBe(3n);
       out.end();
+      // A half-close ends the RPC: the answers stream completes by itself.
+      expect((await it.next()).done).toBe(true);
       abort.abort();
+    });
+
+    test(`${name}: messages sent right before the half-close are all answered, then the stream ends`, async () => {
+      const client = createClient(SessionService, transport(t.url));
+      const out = createPushable<ReturnType<typeof create<typeof ClientMessageSchema>>>();
+      out.push(create(ClientMessageSchema, { message: handshake(await t.token()) }));
+      for (let i = 1; i <= 20; i++) out.push(create(ClientMessageSchema, { message: { case: "ping", value: { id: BigInt(i) } } }));
+      out.end();
+      const got: (bigint | string | undefined)[] = [];
+      for await (const m of client.connect(out)) got.push(m.message.case === "pong" ? m.message.value.id : m.message.case);
+      expect(got).toEqual(["handshakeResult", ...Array.from({ length: 20 }, (_, i) => BigInt(i + 1))]);
     });
   }
 });
