@@ -7,7 +7,7 @@
  * `streams` transport unchanged. Errors are ConnectErrors exactly as connect-es raises them
  * (status and details from the trailers), so `fromConnectError` maps them the same way.
  */
-import { connect as h2connect, constants, type ClientHttp2Session, type IncomingHttpHeaders } from "node:http2";
+import { connect as h2connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
 import { create, fromBinary, toBinary, type DescMessage, type DescMethodUnary, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Transport, type UnaryResponse } from "@connectrpc/connect";
 import { FRAME_HEADER_BYTES, frameBytes } from "../transport/grpc-frames.js";
@@ -79,8 +79,14 @@ export function createH2GrpcTransport(options: H2GrpcTransportOptions): Transpor
         }
 
         const s = connection();
+        let stream: ClientHttp2Stream;
+        try {
+          stream = s.request(requestHeaders);
+        } catch (e) {
+          // A connection going away between our check and the request.
+          return reject(ConnectError.from(e, Code.Unavailable));
+        }
         if (active++ === 0) s.ref();
-        const stream = s.request(requestHeaders);
         let responseHeaders: IncomingHttpHeaders | undefined;
         let trailers: IncomingHttpHeaders | undefined;
         let failure: ConnectError | undefined;

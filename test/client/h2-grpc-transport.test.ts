@@ -90,6 +90,20 @@ describe("the transport's own failures", () => {
     expect(t.server.connections - before).toBe(1);
   });
 
+  test("a server restart: the next call opens a new connection", async () => {
+    const first = await startServer({ tools: createTestTools().tools });
+    const port = Number(new URL(first.url).port);
+    const client = createMcpClient({ baseUrl: first.url, token: await first.token(), protocol: "grpc" });
+    expect(await client.call("echo", { text: "before" })).toEqual({ text: "before" });
+    await first.close();
+    const second = await startServer({ tools: createTestTools().tools, port });
+    try {
+      expect(await client.call("echo", { text: "after" })).toEqual({ text: "after" });
+    } finally {
+      await second.close();
+    }
+  });
+
   test("an idle client does not keep its process alive", async () => {
     // A child process makes one call and must then exit by itself.
     const script = `
