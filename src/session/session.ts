@@ -3,10 +3,10 @@
  * for resume, its commands and context watches (PROTOCOL.md §4). It outlives the stream that
  * opened it: a disconnect detaches it, a resume attaches a new stream.
  */
-import { create, type JsonObject } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type JsonObject } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { EventSchema } from "../../gen/mcp/v1/event_pb.js";
-import type { ServerMessage } from "../../gen/mcp/v1/session_pb.js";
+import { ServerMessageSchema, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import type { Principal, SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { McpError, toProtoError } from "../errors.js";
 import type { CommandRunner } from "./command-runner.js";
@@ -25,8 +25,16 @@ export interface AuthState {
 
 /** Where a session's messages go while a stream is attached. Implemented by each transport. */
 export interface MessageSink {
-  /** Takes a batch in seq order; false when the transport's buffer is full (stop producing). */
-  write(batch: readonly ServerMessage[]): boolean;
+  /**
+   * Takes a batch in seq order; false when the transport's buffer is full (stop producing).
+   * `encoded`, when given, holds each message's protobuf bytes (see `takesBytes`).
+   */
+  write(batch: readonly ServerMessage[], encoded?: readonly Uint8Array[]): boolean;
+  /**
+   * The transport sends protobuf bytes itself: the session encodes each batch once, hands the
+   * bytes over with it, and keeps the bytes — not the message objects — for resume.
+   */
+  readonly takesBytes?: boolean;
   /** Resolves once the transport can take more after `write` returned false. */
   drain(): Promise<void>;
   /** Ends the stream (after anything already written). */
@@ -77,7 +85,12 @@ export class Session {
   readonly taps = new Set<(m: ServerMessage) => void>();
 
   private seq = 0n;
-  private readonly ring: (ServerMessage | undefined)[];
+  /**
+   * The last messages, for resume: objects until they were sent, then their bytes when the
+   * transport takes bytes — a few thousand message graphs kept alive per busy session cost the
+   * garbage collector more than the (rare) decoding on resume.
+   */
+  private readonly ring: (ServerMessage | Uint8Array | undefined)[];
   private pending: ServerMessage[] = [];
   private flushScheduled = false;
   private congested = false;
@@ -92,7 +105,7 @@ export class Session {
     this.id = init.id;
     this.auth = init.auth;
     this.createdAt = init.restored?.createdAt ?? init.now();
-    this.ring = new Array<ServerMessage | undefined>(init.resumeBufferMessages);
+    this.ring = new Array<ServerMessage | Uint8Array | undefined>(init.resumeBufferMessages);
     if (init.restored !== undefined) {
       this.seq = init.restored.lastSeq;
       for (const m of init.restored.messages) this.ring[Number(m.seq % BigInt(this.ring.length))] = m;
@@ -172,7 +185,18 @@ export class Session {
     const batch = this.pending;
     this.pending = [];
     const sink = this.state.sink;
-    if (!sink.write(batch) && !this.congested) {
+    let encoded: Uint8Array[] | undefined;
+    if (sink.takesBytes === true) {
+      encoded = new Array<Uint8Array>(batch.length);
+      const cap = BigInt(this.ring.length);
+      for (let i = 0; i < batch.length; i++) {
+        const m = batch[i]!; // i < length
+        const bytes = (encoded[i] = toBinary(ServerMessageSchema, m));
+        const slot = Number(m.seq % cap);
+        if (this.ring[slot] === m) this.ring[slot] = bytes;
+      }
+    }
+    if (!sink.write(batch, encoded) && !this.congested) {
       this.congested = true;
       sink.drain().then(
         () => this.setUncongested(sink),
@@ -228,7 +252,8 @@ export class Session {
     if (lastSeq + 1n < oldest) return undefined;
     const out: ServerMessage[] = [];
     for (let s = lastSeq + 1n; s <= this.seq; s++) {
-      const m = this.ring[Number(s % cap)];
+      const kept = this.ring[Number(s % cap)];
+      const m = kept instanceof Uint8Array ? fromBinary(ServerMessageSchema, kept) : kept;
       if (m === undefined || m.seq !== s) return undefined;
       out.push(m);
     }

@@ -10,13 +10,13 @@ export const FRAME_HEADER_BYTES = 5;
 
 /** Encodes messages as uncompressed gRPC frames, concatenated in one buffer (one write). */
 export function encodeFrames<Desc extends DescMessage>(schema: Desc, messages: readonly MessageShape<Desc>[]): Buffer {
-  const bins = new Array<Uint8Array>(messages.length);
+  return framesOf(messages.map((m) => toBinary(schema, m)));
+}
+
+/** Messages already encoded, as uncompressed gRPC frames concatenated in one buffer. */
+export function framesOf(bins: readonly Uint8Array[]): Buffer {
   let total = 0;
-  for (let i = 0; i < messages.length; i++) {
-    const bin = toBinary(schema, messages[i]!); // i < length
-    bins[i] = bin;
-    total += FRAME_HEADER_BYTES + bin.length;
-  }
+  for (const bin of bins) total += FRAME_HEADER_BYTES + bin.length;
   const out = Buffer.allocUnsafe(total);
   let off = 0;
   for (const bin of bins) {
@@ -30,11 +30,7 @@ export function encodeFrames<Desc extends DescMessage>(schema: Desc, messages: r
 
 /** One uncompressed gRPC frame around bytes already encoded. */
 export function frameBytes(bin: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + bin.length);
-  out[0] = 0;
-  out.writeUInt32BE(bin.length, 1);
-  out.set(bin, FRAME_HEADER_BYTES);
-  return out;
+  return framesOf([bin]);
 }
 
 /** Why a frame was refused before its bytes were read. */
