@@ -20,6 +20,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { EchoInputSchema, EchoOutputSchema } from "../gen/mcp/tools/v1/tools_pb.js";
 import { callTyped, createMcpClient } from "../src/client/index.js";
 import { mintToken } from "../src/security/index.js";
+import { createFrameReader, frameBytes } from "../src/transport/grpc-frames.js";
 
 /** The HS256 secret bench/server.ts's `mcp` server verifies with. */
 const BENCH_SECRET = "bench-secret-0123456789-0123456789-abcdef";
@@ -273,11 +274,7 @@ function rawOpener(port: number): Opener {
 // ---------------------------------------------------------------- RSS with a client that stops reading
 
 function clientFrame(message: Parameters<typeof create<typeof ClientMessageSchema>>[1]): Buffer {
-  const bin = toBinary(ClientMessageSchema, create(ClientMessageSchema, message));
-  const out = Buffer.alloc(5 + bin.length);
-  out.writeUInt32BE(bin.length, 1);
-  out.set(bin, 5);
-  return out;
+  return frameBytes(toBinary(ClientMessageSchema, create(ClientMessageSchema, message)));
 }
 
 async function slowConsumer(token: string): Promise<string[]> {
@@ -290,19 +287,13 @@ async function slowConsumer(token: string): Promise<string[]> {
     const stream = session.request({ ":method": "POST", ":path": "/mcp.v1.SessionService/Connect", "content-type": "application/grpc+proto", te: "trailers" });
     stream.on("error", () => {});
     const received: ServerMessage[] = [];
-    let rest: Buffer | undefined;
     let ended = false;
-    stream.on("data", (chunk: Buffer) => {
-      const buf = rest === undefined ? chunk : Buffer.concat([rest, chunk]);
-      let off = 0;
-      while (buf.length - off >= 5) {
-        const len = buf.readUInt32BE(off + 1);
-        if (buf.length - off - 5 < len) break;
-        received.push(fromBinary(ServerMessageSchema, buf.subarray(off + 5, off + 5 + len)));
-        off += 5 + len;
-      }
-      rest = off === buf.length ? undefined : buf.subarray(off);
-    });
+    const frames = createFrameReader(
+      64 * 1024 * 1024,
+      (bytes) => received.push(fromBinary(ServerMessageSchema, bytes)) > 0,
+      (e) => console.error("bench: bad frame from the server:", e),
+    );
+    stream.on("data", (chunk: Buffer) => frames.push(chunk));
     const over = new Promise<void>((r) => {
       stream.once("end", () => ((ended = true), r()));
       stream.once("close", () => ((ended = true), r()));

@@ -78,7 +78,7 @@ if (kind === "mcp") {
       stream.write(b);
     };
     stream.on("data", (chunk: Buffer) => {
-      let buf = rest === undefined ? chunk : Buffer.concat([rest, chunk]);
+      const buf = rest === undefined ? chunk : Buffer.concat([rest, chunk]);
       let off = 0;
       while (buf.length - off >= 5) {
         const len = buf.readUInt32BE(off + 1);
@@ -87,7 +87,6 @@ if (kind === "mcp") {
         off += 5 + len;
       }
       rest = off === buf.length ? undefined : buf.subarray(off);
-      buf = Buffer.alloc(0);
       if (!scheduled && out.length > 0) {
         scheduled = true;
         setImmediate(flush);
