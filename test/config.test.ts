@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { ProtocolVersion, SecurityLevel } from "../gen/mcp/v1/types_pb.js";
 import { envName, flagName, loadServerOptions, resolveServerOptions } from "../src/config.js";
 import { createMcpServer } from "../src/server/server.js";
-import { handshake, openRawStream } from "./helpers/server.js";
+import { openSession } from "./helpers/server.js";
 
 let dir: string;
 beforeAll(async () => {
@@ -134,13 +134,10 @@ describe("createMcpServer refuses unsafe or impossible setups", () => {
   test("low on loopback is allowed and serves unauthenticated sessions at LOW", async () => {
     const server = createMcpServer({ securityLevel: SecurityLevel.LOW, port: 0 });
     const { url } = await server.listen();
-    const s = openRawStream(url);
+    const { s, result: hr } = await openSession(url);
     try {
-      s.send(handshake());
-      const m = await s.next();
-      if (m?.message.case !== "handshakeResult") throw new Error(`expected a HandshakeResult, got ${m?.message.case}`);
-      expect(m.message.value.securityLevel).toBe(SecurityLevel.LOW);
-      expect(m.message.value.principal).toBeUndefined();
+      expect(hr.securityLevel).toBe(SecurityLevel.LOW);
+      expect(hr.principal).toBeUndefined();
       // LOW reaches only tools whose minimum is LOW: echo needs STANDARD, i.e. a token.
       s.send({ case: "command", value: { id: "e", tool: "echo", payload: { case: "arguments", value: { text: "x" } } } });
       const r = await s.next();

@@ -14,7 +14,7 @@ import { mintToken } from "../../src/security/index.js";
 import { ErrorKind } from "../../gen/mcp/v1/error_pb.js";
 import { createTestTools } from "../helpers/command-tools.js";
 import { eventually } from "../helpers/eventually.js";
-import { handshake, openRawStream, startServer } from "../helpers/server.js";
+import { handshake, openRawStream, openSession, startServer } from "../helpers/server.js";
 import { startCli, tempDir } from "./helpers.js";
 
 const SECRET = "e2e-stores-secret-0123456789-abcdefgh";
@@ -121,11 +121,7 @@ describe.runIf(haveRedis)("two server processes on one Redis", () => {
     const redis = new Redis(DB_URL);
     try {
       const tok = await token();
-      const onA = openRawStream(a.url);
-      onA.send(handshake(tok));
-      const hr = await onA.next();
-      if (hr?.message.case !== "handshakeResult") throw new Error(`expected a HandshakeResult, got ${hr?.message.case}`);
-      const sessionId = hr.message.value.sessionId;
+      const { s: onA, sessionId } = await openSession(a.url, tok);
       onA.send({ case: "ping", value: { id: 1n } });
       expect((await onA.next())?.seq).toBe(2n);
       // Three commands, then the client finishes sending and goes away without reading their Responses.
@@ -186,11 +182,7 @@ describe.runIf(haveRedis)("two server processes on one Redis", () => {
     const redis = new Redis(DB_URL);
     try {
       const tok = await token();
-      const onA = openRawStream(a.url);
-      onA.send(handshake(tok));
-      const hr = await onA.next();
-      if (hr?.message.case !== "handshakeResult") throw new Error(`expected a HandshakeResult, got ${hr?.message.case}`);
-      const sessionId = hr.message.value.sessionId;
+      const { s: onA, sessionId } = await openSession(a.url, tok);
       onA.send({ case: "command", value: { id: "stuck", tool: "gate", payload: { case: "arguments", value: { key: "never-opened" } } } });
       await toolsA.probe.startedOnce("stuck");
       onA.end();

@@ -2,7 +2,7 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { createClient, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { ClientMessageSchema, HandshakeSchema, PeerInfoSchema, SessionService, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
+import { ClientMessageSchema, HandshakeSchema, PeerInfoSchema, SessionService, type HandshakeResult, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import { ProtocolVersion } from "../../gen/mcp/v1/types_pb.js";
 import { createPushable } from "../../src/pushable.js";
 import { mintToken } from "../../src/security/index.js";
@@ -100,6 +100,15 @@ export function openRawStream(url: string, headers: Record<string, string> = {},
       abort.abort();
     },
   };
+}
+
+/** Opens a raw stream and completes a Handshake with `token`; throws unless the answer is a HandshakeResult. */
+export async function openSession(url: string, token?: string): Promise<{ s: RawStream; sessionId: string; seq: bigint; result: HandshakeResult }> {
+  const s = openRawStream(url);
+  s.send(handshake(token));
+  const hr = await s.next();
+  if (hr?.message.case !== "handshakeResult") throw new Error(`expected a HandshakeResult, got ${hr?.message.case}`);
+  return { s, sessionId: hr.message.value.sessionId, seq: hr.seq, result: hr.message.value };
 }
 
 /** A Handshake for protocol 1.0 with an optional token. */

@@ -9,7 +9,7 @@ import { ErrorKind } from "../../gen/mcp/v1/error_pb.js";
 import type { ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import { args, createTestTools, errorOf, openReader, outputOf, type Probe } from "../helpers/command-tools.js";
 import { eventually } from "../helpers/eventually.js";
-import { handshake, openRawStream, startServer, type TestServer } from "../helpers/server.js";
+import { handshake, openRawStream, openSession, startServer, type TestServer } from "../helpers/server.js";
 
 let t: TestServer;
 let probe: Probe;
@@ -86,11 +86,7 @@ describe("pipelining", () => {
 
 describe("slow consumer", () => {
   test("a client that stops reading while a tool keeps emitting is dropped with TRANSPORT slow_consumer; others are served", async () => {
-    const slow = openRawStream(t.url);
-    slow.send(handshake(await t.token()));
-    const hr = await slow.next();
-    if (hr?.message.case !== "handshakeResult") throw new Error(`expected a HandshakeResult, got ${hr?.message.case}`);
-    const sessionId = hr.message.value.sessionId;
+    const { s: slow, sessionId } = await openSession(t.url, await t.token());
     // The tool emits until its timeout; the client reads nothing from here on.
     slow.send({ case: "command", value: { id: "flood", tool: "spam", timeoutMs: 5000 } });
     await probe.startedOnce("flood");
@@ -123,11 +119,8 @@ describe("slow consumer", () => {
     // A 60 s timer: only the size bound (maxOutboundMessages) can drop the client within the wait below.
     const bounded = await startServer({ tools: tools.tools, maxOutboundMessages: 64, slowConsumerTimeoutMs: 60_000 });
     try {
-      const slow = openRawStream(bounded.url);
-      slow.send(handshake(await bounded.token()));
-      const hr = await slow.next();
-      if (hr?.message.case !== "handshakeResult") throw new Error(`expected a HandshakeResult, got ${hr?.message.case}`);
-      const session = () => bounded.server.core.sessions.get(hr.message.case === "handshakeResult" ? hr.message.value.sessionId : "");
+      const { s: slow, sessionId } = await openSession(bounded.url, await bounded.token());
+      const session = () => bounded.server.core.sessions.get(sessionId);
       slow.send({ case: "command", value: { id: "flood", tool: "spam", timeoutMs: 30_000 } });
       await tools.probe.startedOnce("flood");
       await eventually(() => session()?.connected === false, "the size bound to drop the client", 15_000);

@@ -10,7 +10,7 @@ import { ErrorKind } from "../../gen/mcp/v1/error_pb.js";
 import type { ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import { args, createTestTools, openReader, outputOf, type Probe } from "../helpers/command-tools.js";
 import { eventually } from "../helpers/eventually.js";
-import { handshake, openRawStream, startServer, type TestServer } from "../helpers/server.js";
+import { handshake, openRawStream, openSession, startServer, type TestServer } from "../helpers/server.js";
 
 let t: TestServer;
 let probe: Probe;
@@ -25,13 +25,10 @@ const describeMessage = (m: ServerMessage) =>
   m.message.case === "response" ? `response:${m.message.value.commandId}` : m.message.case === "pong" ? `pong:${m.message.value.id}` : String(m.message.case);
 
 /** Opens a session, returns its id and the open raw stream (HandshakeResult already read). */
-async function openSession(server: TestServer, subject = "alice") {
-  const s = openRawStream(server.url);
-  s.send(handshake(await server.token(subject)));
-  const hr = await s.next();
-  if (hr?.message.case !== "handshakeResult") throw new Error(`expected a HandshakeResult, got ${hr?.message.case}`);
-  expect(hr.seq).toBe(1n);
-  return { s, sessionId: hr.message.value.sessionId };
+async function openSessionOn(server: TestServer, subject = "alice") {
+  const { s, sessionId, seq } = await openSession(server.url, await server.token(subject));
+  expect(seq).toBe(1n);
+  return { s, sessionId };
 }
 
 /** Closes a stream and waits until the server has detached its session. */
@@ -42,7 +39,7 @@ async function disconnect(server: TestServer, s: { close(): void }, sessionId: s
 
 describe("resume", () => {
   test("every message after last_seq exactly once, in order, including Responses finished while away; then the live stream", async () => {
-    const { s, sessionId } = await openSession(t);
+    const { s, sessionId } = await openSessionOn(t);
     // Two commands in flight when the client goes away.
     s.send({ case: "command", value: { id: "away", tool: "gate", payload: args({ key: "r-away" }) } });
     s.send({ case: "command", value: { id: "live", tool: "gate", payload: args({ key: "r-live" }) } });
@@ -90,7 +87,7 @@ describe("resume", () => {
   });
 
   test("resuming with the last seq the client saw replays nothing and continues the numbering", async () => {
-    const { s, sessionId } = await openSession(t);
+    const { s, sessionId } = await openSessionOn(t);
     s.send({ case: "command", value: { id: "e", tool: "echo", payload: args({ text: "x" }) } });
     const resp = await s.next();
     expect(resp && [resp.seq, describeMessage(resp)]).toEqual([2n, "response:e"]);
@@ -105,7 +102,7 @@ describe("resume", () => {
   });
 
   test("the resumed session keeps working: commands run and answer on the new stream", async () => {
-    const { s, sessionId } = await openSession(t);
+    const { s, sessionId } = await openSessionOn(t);
     await disconnect(t, s, sessionId);
     const r = await openReader(t.url, handshake(await t.token(), { resume: { sessionId, lastSeq: 1n } }));
     r.send({ case: "command", value: { id: "after-resume", tool: "echo", payload: args({ text: "again" }) } });
@@ -129,7 +126,7 @@ describe("resume", () => {
     {
       name: "a last_seq older than the resume buffer",
       prepare: async (server) => {
-        const { s, sessionId } = await openSession(server);
+        const { s, sessionId } = await openSessionOn(server);
         for (let i = 1n; i <= 20n; i++) s.send({ case: "ping", value: { id: i } });
         for (let i = 0; i < 20; i++) await s.next();
         await disconnect(server, s, sessionId);
@@ -141,7 +138,7 @@ describe("resume", () => {
     {
       name: "a last_seq ahead of the session",
       prepare: async (server) => {
-        const { s, sessionId } = await openSession(server);
+        const { s, sessionId } = await openSessionOn(server);
         await disconnect(server, s, sessionId);
         return { sessionId, lastSeq: 99n };
       },
@@ -151,7 +148,7 @@ describe("resume", () => {
     {
       name: "someone else's session",
       prepare: async (server) => {
-        const { s, sessionId } = await openSession(server, "alice");
+        const { s, sessionId } = await openSessionOn(server, "alice");
         await disconnect(server, s, sessionId);
         return { sessionId, lastSeq: 1n, subject: "mallory" };
       },
@@ -170,7 +167,7 @@ describe("resume", () => {
   }
 
   test("a last_seq the buffer still holds resumes even after many messages", async () => {
-    const { s, sessionId } = await openSession(t);
+    const { s, sessionId } = await openSessionOn(t);
     for (let i = 1n; i <= 20n; i++) s.send({ case: "ping", value: { id: i } });
     for (let i = 0; i < 20; i++) await s.next();
     await disconnect(t, s, sessionId);
@@ -187,7 +184,7 @@ describe("resume", () => {
   test("after resumeTtlMs the session is gone → PROTOCOL session_expired", async () => {
     const short = await startServer({ resumeTtlMs: 100 });
     try {
-      const { s, sessionId } = await openSession(short);
+      const { s, sessionId } = await openSessionOn(short);
       await disconnect(short, s, sessionId);
       await eventually(() => !short.server.core.sessions.has(sessionId), "the session to expire");
       const r = openRawStream(short.url);
@@ -209,7 +206,7 @@ describe("heartbeat", () => {
   afterAll(() => hb.close());
 
   test("a client silent past twice the interval is dropped, and its session kept for resume", async () => {
-    const { s, sessionId } = await openSession(hb);
+    const { s, sessionId } = await openSessionOn(hb);
     // Say nothing: the server ends the stream.
     const rest = await s.rest();
     expect(rest.filter((m) => m.message.case === "response")).toEqual([]);
@@ -222,7 +219,7 @@ describe("heartbeat", () => {
   });
 
   test("a client that pings keeps its stream", async () => {
-    const { s, sessionId } = await openSession(hb);
+    const { s, sessionId } = await openSessionOn(hb);
     // Ten intervals' worth of pings, one every half interval.
     for (let i = 1n; i <= 20n; i++) {
       s.send({ case: "ping", value: { id: i } });
