@@ -9,9 +9,9 @@ import * as protoLoader from "@grpc/proto-loader";
 import { fromBinary } from "@bufbuild/protobuf";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
-import protobuf from "protobufjs";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { ErrorKind, ErrorSchema } from "../../gen/mcp/v1/error_pb.js";
+import { decodeRpcStatus } from "../helpers/rpc-status.js";
 import { startServer, type TestServer } from "../helpers/server.js";
 import { REPO } from "./helpers.js";
 
@@ -19,14 +19,6 @@ const require = createRequire(import.meta.url);
 // protobufjs ships google/protobuf/*.proto; the well-known types it lacks it has built in.
 const GOOGLE_PROTOS = dirname(require.resolve("protobufjs/package.json"));
 
-// A stock decoder for grpc-status-details-bin (google/rpc/status.proto), independent of our code.
-const rpcStatus = protobuf
-  .parse(
-    `syntax = "proto3"; package google.rpc;
-     message Any { string type_url = 1; bytes value = 2; }
-     message Status { int32 code = 1; string message = 2; repeated Any details = 3; }`,
-  )
-  .root.lookupType("google.rpc.Status");
 
 type Untyped = Record<string, unknown>;
 interface Services {
@@ -150,7 +142,7 @@ describe("grpc-js CommandService/Execute (unary)", () => {
       expect(error?.code).toBe(f.status);
       const bin = error?.metadata.get("grpc-status-details-bin")[0];
       expect(Buffer.isBuffer(bin)).toBe(true);
-      const status = rpcStatus.toObject(rpcStatus.decode(bin as Buffer), { bytes: Array }) as { code: number; message: string; details: { typeUrl: string; value: number[] }[] };
+      const status = decodeRpcStatus(bin as Buffer);
       expect(status.code).toBe(f.status);
       expect(status.details).toHaveLength(1);
       expect(status.details[0]?.typeUrl).toBe("type.googleapis.com/mcp.v1.Error");

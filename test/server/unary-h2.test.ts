@@ -17,7 +17,6 @@ import * as protoLoader from "@grpc/proto-loader";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, createContextValues, type Client, type Transport } from "@connectrpc/connect";
 import { connectNodeAdapter, createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
-import protobuf from "protobufjs";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { BatchMode, CommandSchema, CommandService, ResponseSchema } from "../../gen/mcp/v1/command_pb.js";
 import { ErrorKind, ErrorSchema } from "../../gen/mcp/v1/error_pb.js";
@@ -25,6 +24,7 @@ import { kConnectionFacts, registerRoutes } from "../../src/server/routes.js";
 import { encodeGrpcMessage } from "../../src/server/grpc-h2.js";
 import { parseGrpcTimeout } from "../../src/server/unary-h2.js";
 import { args, createTestTools, outputOf, type Probe } from "../helpers/command-tools.js";
+import { decodeRpcStatus } from "../helpers/rpc-status.js";
 import { startServer, type TestServer } from "../helpers/server.js";
 import { selfSignedCert } from "../security/e2e-helpers.js";
 
@@ -32,13 +32,6 @@ const REPO = join(import.meta.dirname, "../..");
 const require = createRequire(import.meta.url);
 const MAX_MESSAGE_BYTES = 4096;
 
-const rpcStatus = protobuf
-  .parse(
-    `syntax = "proto3"; package google.rpc;
-     message Any { string type_url = 1; bytes value = 2; }
-     message Status { int32 code = 1; string message = 2; repeated Any details = 3; }`,
-  )
-  .root.lookupType("google.rpc.Status");
 
 let t: TestServer;
 let probe: Probe;
@@ -294,7 +287,7 @@ describe("@grpc/grpc-js client", () => {
   /** What grpc-js saw of a failure: status, details, and the google.rpc.Status of grpc-status-details-bin. */
   const seen = (e: grpc.ServiceError | null) => {
     const bin = e?.metadata.get("grpc-status-details-bin")[0];
-    const status = rpcStatus.toObject(rpcStatus.decode(bin as Buffer), { bytes: Array }) as { code: number; message: string; details: { typeUrl: string; value: number[] }[] };
+    const status = decodeRpcStatus(bin as Buffer);
     const err = fromBinary(ErrorSchema, Uint8Array.from(status.details[0]!.value));
     return { code: e?.code, details: e?.details, status: { code: status.code, message: status.message, typeUrl: status.details[0]?.typeUrl }, error: { kind: err.kind, code: err.code, message: err.message } };
   };
@@ -379,7 +372,7 @@ describe("framing over raw node:http2", () => {
   }
   /** status and mcp.v1.Error code of a trailers-only answer. */
   const refusal = (h: Record<string, unknown>) => {
-    const status = rpcStatus.toObject(rpcStatus.decode(Buffer.from(String(h["grpc-status-details-bin"]), "base64")), { bytes: Array }) as { details: { value: number[] }[] };
+    const status = decodeRpcStatus(Buffer.from(String(h["grpc-status-details-bin"]), "base64"));
     return [Number(h["grpc-status"]), fromBinary(ErrorSchema, Uint8Array.from(status.details[0]!.value)).code];
   };
 
