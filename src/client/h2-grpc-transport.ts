@@ -10,7 +10,7 @@
 import { connect as h2connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
 import { create, fromBinary, toBinary, type DescMessage, type DescMethodUnary, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Transport, type UnaryResponse } from "@connectrpc/connect";
-import { FRAME_HEADER_BYTES, frameBytes } from "../transport/grpc-frames.js";
+import { createFrameReader, frameBytes } from "../transport/grpc-frames.js";
 import { VERSION } from "../version.js";
 import { toHeaders, trailerError } from "./grpc-trailers.js";
 
@@ -71,9 +71,9 @@ export function createH2GrpcTransport(options: H2GrpcTransportOptions): Transpor
         const requestHeaders: Record<string, string> = { ":method": "POST", ":path": `${basePath}/${method.parent.typeName}/${method.name}`, ...fixedHeaders };
         if (header !== undefined) new Headers(header).forEach((v, k) => (requestHeaders[k] = v));
         if (timeoutMs !== undefined && timeoutMs > 0) requestHeaders["grpc-timeout"] = `${Math.ceil(timeoutMs)}m`;
-        let body: Buffer;
+        let request: Buffer;
         try {
-          body = frameBytes(toBinary(method.input, create(method.input, input)));
+          request = frameBytes(toBinary(method.input, create(method.input, input)));
         } catch (e) {
           return reject(ConnectError.from(e, Code.Internal));
         }
@@ -90,8 +90,7 @@ export function createH2GrpcTransport(options: H2GrpcTransportOptions): Transpor
         let responseHeaders: IncomingHttpHeaders | undefined;
         let trailers: IncomingHttpHeaders | undefined;
         let failure: ConnectError | undefined;
-        const parts: Buffer[] = [];
-        let received = 0;
+        let body: Uint8Array | undefined;
         let timer: ReturnType<typeof setTimeout> | undefined;
         const fail = (err: ConnectError) => {
           failure ??= err;
@@ -110,13 +109,25 @@ export function createH2GrpcTransport(options: H2GrpcTransportOptions): Transpor
           if (status !== 200) fail(new ConnectError(`HTTP ${status} from ${origin}`, status === 404 ? Code.Unimplemented : Code.Unavailable));
         });
         stream.on("trailers", (t) => (trailers = t));
-        stream.on("data", (chunk: Buffer) => {
-          parts.push(chunk);
-          received += chunk.length;
-          if (received > FRAME_HEADER_BYTES + readMaxBytes) {
-            fail(new ConnectError(`message larger than readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted));
-          }
-        });
+        // The one answer frame; a compressed or oversized one is refused from its header.
+        const frames = createFrameReader(
+          readMaxBytes,
+          (bytes) => {
+            if (body === undefined) {
+              body = bytes;
+              return true;
+            }
+            fail(new ConnectError("expected one response message, got more", Code.Unimplemented));
+            return false;
+          },
+          (e) =>
+            fail(
+              e.kind === "compressed"
+                ? new ConnectError("compressed response, but none was negotiated", Code.Internal)
+                : new ConnectError(`message of ${e.length} bytes exceeds readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted),
+            ),
+        );
+        stream.on("data", (chunk: Buffer) => frames.push(chunk));
         stream.once("close", () => {
           if (--active === 0) s.unref();
           clearTimeout(timer);
@@ -132,15 +143,12 @@ export function createH2GrpcTransport(options: H2GrpcTransportOptions): Transpor
             const err = trailerError(statusHeaders);
             if (err !== undefined) return reject(err);
           }
-          const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts, received); // checked below
-          const len = bytes.length >= FRAME_HEADER_BYTES ? bytes.readUInt32BE(1) : -1;
-          if (len < 0 || bytes.length !== FRAME_HEADER_BYTES + len) {
-            return reject(new ConnectError(`expected one response message, got ${received} bytes`, Code.Unimplemented));
+          if (body === undefined || frames.held > 0) {
+            return reject(new ConnectError(`expected one response message, got ${body === undefined ? "none" : "a cut one"}`, Code.Unimplemented));
           }
-          if (bytes[0] !== 0) return reject(new ConnectError("compressed response, but none was negotiated", Code.Internal));
           let message;
           try {
-            message = fromBinary(method.output, bytes.subarray(FRAME_HEADER_BYTES));
+            message = fromBinary(method.output, body);
           } catch (e) {
             return reject(new ConnectError(`could not decode a ${method.output.typeName}: ${e instanceof Error ? e.message : String(e)}`, Code.Internal));
           }
@@ -159,7 +167,7 @@ export function createH2GrpcTransport(options: H2GrpcTransportOptions): Transpor
             },
           });
         });
-        stream.end(body);
+        stream.end(request);
       });
     },
     stream: (...args) => options.streams.stream(...args),

@@ -5,6 +5,8 @@
  */
 import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import { McpError } from "../errors.js";
+import type { FrameError } from "../transport/grpc-frames.js";
 import { toConnectError } from "./connect-error.js";
 
 /** Response headers of a gRPC answer. */
@@ -21,6 +23,13 @@ export function isGrpcIdentityPost(headers: IncomingHttpHeaders, path: string): 
   if (ct !== "application/grpc" && ct !== "application/grpc+proto") return false;
   const enc = headers["grpc-encoding"];
   return enc === undefined || enc === "identity";
+}
+
+/** Why a request frame was refused from its header, as the §7 error both fast paths answer with. */
+export function frameRefusal(e: FrameError, maxMessageBytes: number): McpError {
+  return e.kind === "compressed"
+    ? new McpError("invalid_message", "compressed gRPC frames are not accepted: send with identity encoding")
+    : new McpError("message_too_large", `message of ${e.length} bytes exceeds max_message_bytes ${maxMessageBytes}`);
 }
 
 /**

@@ -22,7 +22,7 @@ import { McpError } from "../errors.js";
 import { openConnection, type Connection } from "../session/connection.js";
 import type { McpCore } from "../session/core.js";
 import type { MessageSink } from "../session/session.js";
-import { GRPC_HEADERS, OK_TRAILERS, isGrpcIdentityPost, respondError } from "./grpc-h2.js";
+import { GRPC_HEADERS, OK_TRAILERS, frameRefusal, isGrpcIdentityPost, respondError } from "./grpc-h2.js";
 import { streamFacts, type StreamHandler } from "./listener.js";
 import { createFrameReader, encodeFrames, framesOf } from "../transport/grpc-frames.js";
 
@@ -191,12 +191,7 @@ function serveSession(
       conn.receive(msg);
       return !finished;
     },
-    (e) =>
-      fail(
-        e.kind === "compressed"
-          ? new McpError("invalid_message", "compressed gRPC frames are not accepted: send with identity encoding")
-          : new McpError("message_too_large", `message of ${e.length} bytes exceeds max_message_bytes ${maxMessageBytes}`),
-      ),
+    (e) => fail(frameRefusal(e, maxMessageBytes)),
   );
 
   stream.on("data", (chunk: Buffer) => {

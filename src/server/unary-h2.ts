@@ -24,10 +24,10 @@ import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { McpError, fromProtoError } from "../errors.js";
 import type { McpCore, TransportInfo } from "../session/core.js";
 import type { AuthState } from "../session/session.js";
-import { GRPC_HEADERS, OK_TRAILERS, isGrpcIdentityPost, respondError } from "./grpc-h2.js";
+import { GRPC_HEADERS, OK_TRAILERS, frameRefusal, isGrpcIdentityPost, respondError } from "./grpc-h2.js";
 import { streamFacts, type StreamHandler } from "./listener.js";
 import { startBatch, startCommand } from "./routes.js";
-import { frameBytes } from "../transport/grpc-frames.js";
+import { createFrameReader, frameBytes } from "../transport/grpc-frames.js";
 import { createTurnScheduler, type TurnScheduler } from "./turns.js";
 
 /** How an answer is delivered: the encoded output message, or the error that fails the RPC. */
@@ -177,44 +177,35 @@ function serveUnary(
   }
   const deadline = timeoutMs === undefined ? undefined : startedAt + timeoutMs;
 
-  // The one frame: chunks are kept until the body ends (a unary request is one frame + END_STREAM).
-  let parts: Buffer[] = [];
-  let received = 0;
-  /** The frame's total size (5 + length) once its header is in. */
-  let frameSize = -1;
+  // The one frame (a unary request is one frame + END_STREAM), cut by the session stream's reader:
+  // a compressed or oversized frame is refused from its header, before its body is buffered.
+  let body: Uint8Array | undefined;
+  const frames = createFrameReader(
+    maxMessageBytes,
+    (bytes) => {
+      if (body === undefined) {
+        body = bytes;
+        return true;
+      }
+      refuse(new McpError("invalid_message", "protocol error: received extra input message for unary method"));
+      return false;
+    },
+    (e) => refuse(frameRefusal(e, maxMessageBytes)),
+  );
   function onData(chunk: Buffer): void {
-    if (done) return;
-    parts.push(chunk);
-    received += chunk.length;
-    if (frameSize < 0 && received >= 5) {
-      // The frame header is in: refuse compressed or oversized frames before buffering them.
-      const head = parts.length === 1 ? chunk : Buffer.concat(parts, received);
-      if (head[0] !== 0) {
-        return refuse(new McpError("invalid_message", "compressed gRPC frames are not accepted: send with identity encoding"));
-      }
-      const len = head.readUInt32BE(1);
-      if (len > maxMessageBytes) {
-        return refuse(new McpError("message_too_large", `message of ${len} bytes exceeds max_message_bytes ${maxMessageBytes}`));
-      }
-      frameSize = 5 + len;
-    }
-    if (frameSize >= 0 && received > frameSize) {
-      return refuse(new McpError("invalid_message", "protocol error: received extra input message for unary method"));
-    }
+    if (!done) frames.push(chunk);
   }
   stream.on("data", onData);
 
   stream.once("end", () => {
     if (done) return;
-    if (received === 0) return refuse(new McpError("invalid_message", "protocol error: missing input message for unary method"));
-    if (received < frameSize || frameSize < 0) {
-      return refuse(new McpError("invalid_message", `protocol error: the request ended inside a frame (${received} bytes)`));
+    if (frames.held > 0) {
+      return refuse(new McpError("invalid_message", `protocol error: the request ended inside a frame (${frames.held} of ${frames.need} bytes)`));
     }
-    const body = parts.length === 1 ? parts[0]! : Buffer.concat(parts, received); // received > 0: parts is not empty
-    parts = [];
+    if (body === undefined) return refuse(new McpError("invalid_message", "protocol error: missing input message for unary method"));
     let input: MessageShape<DescMessage>;
     try {
-      input = fromBinary(method.input, body.subarray(5));
+      input = fromBinary(method.input, body);
     } catch (e) {
       return refuse(new McpError("invalid_message", `could not decode a ${method.input.name}: ${e instanceof Error ? e.message : String(e)}`, { cause: e }));
     }
