@@ -28,7 +28,7 @@ const BENCH_SECRET = "bench-secret-0123456789-0123456789-abcdef";
 const WARMUP_MS = Number(process.env["BENCH_WARMUP_MS"] ?? 1000);
 const MEASURE_MS = Number(process.env["BENCH_MEASURE_MS"] ?? 5000);
 const SEQ_MS = Number(process.env["BENCH_SEQ_MS"] ?? 2000);
-/** `--only stream|stream-typed|unary|unary-grpcjs` (or BENCH_ONLY): one figure of ours, for iterating on a change. */
+/** `--only stream|stream-typed|unary|unary-grpcjs|raw` (or BENCH_ONLY): one figure, for iterating on a change. */
 const onlyFlag = process.argv.indexOf("--only");
 const ONLY = onlyFlag >= 0 ? process.argv[onlyFlag + 1] : process.env["BENCH_ONLY"];
 const STREAM_INFLIGHT = 64;
@@ -346,6 +346,14 @@ console.log("");
 
 const token = await mintToken({ secret: BENCH_SECRET, subject: "bench", roles: ["developer"], ttlSec: 3600, issuer: "mcp", audience: "mcp" });
 
+if (ONLY === "raw") {
+  // The ceiling alone: the stream target is a ratio to it, and it moves with the machine's load.
+  const raw = await startChild("raw");
+  console.log(`raw stream calls/s ${Math.round((await drive(rawOpener(raw.port), STREAM_INFLIGHT, MEASURE_MS)).perSec)}`);
+  raw.stop();
+  setTimeout(() => process.exit(0), 200);
+  await new Promise(() => {});
+}
 const mcp = await startChild("mcp");
 if (ONLY === "unary" || ONLY === "unary-grpcjs") {
   // Profiling aid: only ours, unary, with our client or (unary-grpcjs) a grpc-js one (BENCH_SERVER_PROF=mcp writes the server's profile to bench/.prof).

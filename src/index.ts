@@ -20,4 +20,4 @@ export { createCore } from "./session/core.js";
 export type { McpCore, CoreDeps, TransportInfo } from "./session/core.js";
 export { openConnection } from "./session/connection.js";
 export type { Connection } from "./session/connection.js";
-export type { MessageSink } from "./session/session.js";
+export type { EncodedBatch, MessageSink } from "./session/session.js";

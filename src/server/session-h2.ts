@@ -24,7 +24,7 @@ import type { McpCore } from "../session/core.js";
 import type { MessageSink } from "../session/session.js";
 import { GRPC_HEADERS, OK_TRAILERS, frameRefusal, isGrpcIdentityPost, respondError } from "./grpc-h2.js";
 import { streamFacts, type StreamHandler } from "./listener.js";
-import { createFrameReader, encodeFrames, framesOf } from "../transport/grpc-frames.js";
+import { createFrameReader, encodeFrames } from "../transport/grpc-frames.js";
 
 /** The HTTP/2 path of the session stream (PROTOCOL.md §2). */
 export const SESSION_CONNECT_PATH = "/mcp.v1.SessionService/Connect";
@@ -109,13 +109,16 @@ function serveSession(
   };
 
   const sink: MessageSink = {
-    takesBytes: true,
+    encode(batch) {
+      const messages: Uint8Array[] = [];
+      return { wire: encodeFrames(ServerMessageSchema, batch, messages), messages };
+    },
     write(batch, encoded) {
       if (finished || batch.length === 0) return true;
       if (stream.destroyed || stream.writableEnded) return true;
       const n = batch.length;
       queuedMessages += n;
-      stream.write(encoded === undefined ? encodeFrames(ServerMessageSchema, batch) : framesOf(encoded), () => {
+      stream.write(encoded?.wire ?? encodeFrames(ServerMessageSchema, batch), () => {
         queuedMessages -= n;
         releaseDrain();
       });

@@ -3,7 +3,7 @@
  * for resume, its commands and context watches (PROTOCOL.md §4). It outlives the stream that
  * opened it: a disconnect detaches it, a resume attaches a new stream.
  */
-import { create, fromBinary, toBinary, type JsonObject } from "@bufbuild/protobuf";
+import { create, fromBinary, type JsonObject } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { EventSchema } from "../../gen/mcp/v1/event_pb.js";
 import { ServerMessageSchema, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
@@ -27,18 +27,27 @@ export interface AuthState {
 export interface MessageSink {
   /**
    * Takes a batch in seq order; false when the transport's buffer is full (stop producing).
-   * `encoded`, when given, holds each message's protobuf bytes (see `takesBytes`).
+   * `encoded`, when given, is what `encode` made of this batch.
    */
-  write(batch: readonly ServerMessage[], encoded?: readonly Uint8Array[]): boolean;
+  write(batch: readonly ServerMessage[], encoded?: EncodedBatch): boolean;
   /**
-   * The transport sends protobuf bytes itself: the session encodes each batch once, hands the
-   * bytes over with it, and keeps the bytes — not the message objects — for resume.
+   * For a transport that sends protobuf bytes itself: encodes a batch its way. The session calls
+   * it once per batch, passes the result to `write`, and keeps each message's bytes — not the
+   * message objects — for resume.
    */
-  readonly takesBytes?: boolean;
+  encode?(batch: readonly ServerMessage[]): EncodedBatch;
   /** Resolves once the transport can take more after `write` returned false. */
   drain(): Promise<void>;
   /** Ends the stream (after anything already written). */
   close(): void;
+}
+
+/** A batch as a transport encoded it (`MessageSink.encode`). */
+export interface EncodedBatch {
+  /** What the transport sends, e.g. gRPC frames. */
+  readonly wire: Uint8Array;
+  /** Each message's protobuf bytes, in batch order. */
+  readonly messages: readonly Uint8Array[];
 }
 
 /** The `message` oneof of a ServerMessage, without seq. */
@@ -185,15 +194,14 @@ export class Session {
     const batch = this.pending;
     this.pending = [];
     const sink = this.state.sink;
-    let encoded: Uint8Array[] | undefined;
-    if (sink.takesBytes === true) {
-      encoded = new Array<Uint8Array>(batch.length);
+    let encoded: EncodedBatch | undefined;
+    if (sink.encode !== undefined) {
+      encoded = sink.encode(batch);
       const cap = BigInt(this.ring.length);
       for (let i = 0; i < batch.length; i++) {
         const m = batch[i]!; // i < length
-        const bytes = (encoded[i] = toBinary(ServerMessageSchema, m));
         const slot = Number(m.seq % cap);
-        if (this.ring[slot] === m) this.ring[slot] = bytes;
+        if (this.ring[slot] === m) this.ring[slot] = encoded.messages[i];
       }
     }
     if (!sink.write(batch, encoded) && !this.congested) {

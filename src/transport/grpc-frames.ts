@@ -3,14 +3,76 @@
  * byte, a uint32 big-endian length, the protobuf bytes). Shared by the server's and the client's
  * node:http2 paths; the protobuf bytes themselves are always protobuf-es's.
  */
-import { toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { create, createFileRegistry, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { FieldDescriptorProto_Label, FieldDescriptorProto_Type, FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+import { BinaryReader } from "@bufbuild/protobuf/wire";
 
 /** Size of the envelope header. */
 export const FRAME_HEADER_BYTES = 5;
 
-/** Encodes messages as uncompressed gRPC frames, concatenated in one buffer (one write). */
-export function encodeFrames<Desc extends DescMessage>(schema: Desc, messages: readonly MessageShape<Desc>[]): Buffer {
-  return framesOf(messages.map((m) => toBinary(schema, m)));
+/**
+ * Encodes messages as uncompressed gRPC frames, concatenated in one buffer (one write).
+ *
+ * The batch is encoded by protobuf-es as ONE message — a wrapper whose only field is
+ * `repeated <schema> messages = 1` — and cut into frames: each element of a repeated message
+ * field is, by the protobuf encoding rules, exactly that message's own encoding. `toBinary` makes
+ * a writer and a fresh buffer per call; per batch instead of per message that measured 1.0 →
+ * 0.73 µs per ServerMessage (bench/README.md). `bytesOut`, when given, receives each message's
+ * protobuf bytes (views into one buffer the size of the batch, not into the frames).
+ */
+export function encodeFrames<Desc extends DescMessage>(schema: Desc, messages: readonly MessageShape<Desc>[], bytesOut?: Uint8Array[]): Buffer {
+  const wrapper = batchWrapper(schema);
+  const bin = toBinary(wrapper, { $typeName: wrapper.typeName, messages } as MessageShape<DescMessage>);
+  // Each element is a 1-byte tag and a varint length (>= 2 bytes) before the message; a frame
+  // header is 5 bytes.
+  const out = Buffer.allocUnsafe(bin.length + (FRAME_HEADER_BYTES - 2) * messages.length);
+  const reader = new BinaryReader(bin);
+  let off = 0;
+  while (reader.pos < reader.len) {
+    reader.tag();
+    const bytes = reader.bytes();
+    out[off] = 0;
+    out.writeUInt32BE(bytes.length, off + 1);
+    out.set(bytes, off + FRAME_HEADER_BYTES);
+    off += FRAME_HEADER_BYTES + bytes.length;
+    bytesOut?.push(bytes);
+  }
+  return out.subarray(0, off);
+}
+
+const wrappers = new WeakMap<DescMessage, DescMessage>();
+
+/** The wrapper message `encodeFrames` encodes a batch of `schema` messages as; made once per schema. */
+function batchWrapper(schema: DescMessage): DescMessage {
+  let wrapper = wrappers.get(schema);
+  if (wrapper === undefined) {
+    const file = create(FileDescriptorProtoSchema, {
+      name: `mcp-internal/frames/${schema.typeName}.proto`,
+      package: "mcp_internal.frames",
+      dependency: [schema.file.proto.name],
+      syntax: "proto3",
+      messageType: [
+        {
+          name: "Batch",
+          field: [
+            {
+              name: "messages",
+              jsonName: "messages",
+              number: 1,
+              label: FieldDescriptorProto_Label.REPEATED,
+              type: FieldDescriptorProto_Type.MESSAGE,
+              typeName: `.${schema.typeName}`,
+            },
+          ],
+        },
+      ],
+    });
+    const registry = createFileRegistry(file, (name) => (name === schema.file.proto.name ? schema.file : undefined));
+    wrapper = registry.getMessage("mcp_internal.frames.Batch");
+    if (wrapper === undefined) throw new Error(`could not build the batch wrapper of ${schema.typeName}`);
+    wrappers.set(schema, wrapper);
+  }
+  return wrapper;
 }
 
 /** Messages already encoded, as uncompressed gRPC frames concatenated in one buffer. */

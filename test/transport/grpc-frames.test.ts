@@ -1,9 +1,8 @@
 /** The gRPC envelope: encode with protobuf-es inside, reassemble across any chunking. */
-import { fromBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, test } from "vitest";
-import { PongSchema, type Pong } from "../../gen/mcp/v1/session_pb.js";
-import { create } from "@bufbuild/protobuf";
-import { createFrameReader, encodeFrames, frameBytes, type FrameError } from "../../src/transport/grpc-frames.js";
+import { PongSchema, ServerMessageSchema, type Pong } from "../../gen/mcp/v1/session_pb.js";
+import { createFrameReader, encodeFrames, frameBytes, framesOf, type FrameError } from "../../src/transport/grpc-frames.js";
 
 const pongs = [1n, 300n, 70000n].map((id) => create(PongSchema, { id }));
 const wire = encodeFrames(PongSchema, pongs);
@@ -15,6 +14,33 @@ function read(chunks: Buffer[], max = 1024) {
   for (const c of chunks) r.push(c);
   return { got, errors, held: r.held };
 }
+
+describe("encodeFrames (one protobuf-es encode per batch)", () => {
+  // A message of 0 bytes, then one-, two- and three-byte varint lengths (under 128, 16,384 and more).
+  const messages = [
+    create(ServerMessageSchema),
+    ...["x", "y".repeat(200), "z".repeat(20_000)].map((text, i) =>
+      create(ServerMessageSchema, { seq: BigInt(i + 1), message: { case: "response", value: { commandId: `c${i}`, result: { case: "output", value: { text } } } } }),
+    ),
+  ];
+  const each = messages.map((m) => toBinary(ServerMessageSchema, m));
+
+  test("the same bytes as framing each message's own toBinary", () => {
+    expect(each[0]).toHaveLength(0);
+    expect(encodeFrames(ServerMessageSchema, messages)).toEqual(framesOf(each));
+  });
+  test("bytesOut gets each message's protobuf bytes, in order", () => {
+    const bytes: Uint8Array[] = [];
+    encodeFrames(ServerMessageSchema, messages, bytes);
+    expect(bytes.map((b) => Buffer.from(b))).toEqual(each.map((b) => Buffer.from(b)));
+  });
+  test("no messages, no bytes", () => {
+    expect(encodeFrames(ServerMessageSchema, [])).toHaveLength(0);
+  });
+  test("a message of another type is refused, not framed", () => {
+    expect(() => encodeFrames(ServerMessageSchema, [pongs[0] as never])).toThrow(/mcp\.v1\.ServerMessage/);
+  });
+});
 
 describe("reassembly", () => {
   // Every way of cutting the same bytes must give the same messages.
