@@ -32,8 +32,8 @@ export interface MessageSink {
   write(batch: readonly ServerMessage[], encoded?: EncodedBatch): boolean;
   /**
    * For a transport that sends protobuf bytes itself: encodes a batch its way. The session calls
-   * it once per batch, passes the result to `write`, and keeps each message's bytes — not the
-   * message objects — for resume.
+   * it once per batch, passes the result to `write`, and keeps the bytes — not the message
+   * objects — for resume.
    */
   encode?(batch: readonly ServerMessage[]): EncodedBatch;
   /** Resolves once the transport can take more after `write` returned false. */
@@ -46,8 +46,9 @@ export interface MessageSink {
 export interface EncodedBatch {
   /** What the transport sends, e.g. gRPC frames. */
   readonly wire: Uint8Array;
-  /** Each message's protobuf bytes, in batch order. */
-  readonly messages: readonly Uint8Array[];
+  /** The protobuf bytes of the batch's messages: message i is `bytes[bounds[2i] .. bounds[2i+1])`. */
+  readonly bytes: Uint8Array;
+  readonly bounds: readonly number[];
 }
 
 /** The `message` oneof of a ServerMessage, without seq. */
@@ -95,11 +96,13 @@ export class Session {
 
   private seq = 0n;
   /**
-   * The last messages, for resume: objects until they were sent, then their bytes when the
-   * transport takes bytes — a few thousand message graphs kept alive per busy session cost the
-   * garbage collector more than the (rare) decoding on resume.
+   * The last messages, for resume, at `slot(seq)`: objects until they were sent, then — when the
+   * transport encodes (`MessageSink.encode`) — their batch's bytes, the message's range in
+   * `ringBounds`. A few thousand message graphs, or a view object per message, kept alive per busy
+   * session cost the garbage collector more than the (rare) decoding on resume.
    */
   private readonly ring: (ServerMessage | Uint8Array | undefined)[];
+  private readonly ringBounds: Uint32Array;
   private pending: ServerMessage[] = [];
   private flushScheduled = false;
   private congested = false;
@@ -115,9 +118,10 @@ export class Session {
     this.auth = init.auth;
     this.createdAt = init.restored?.createdAt ?? init.now();
     this.ring = new Array<ServerMessage | Uint8Array | undefined>(init.resumeBufferMessages);
+    this.ringBounds = new Uint32Array(2 * init.resumeBufferMessages);
     if (init.restored !== undefined) {
       this.seq = init.restored.lastSeq;
-      for (const m of init.restored.messages) this.ring[Number(m.seq % BigInt(this.ring.length))] = m;
+      for (const m of init.restored.messages) this.ring[this.slot(m.seq)] = m;
     }
     this.state = stream === undefined ? { kind: "detached", since: init.now(), timer: this.resumeTimer() } : { kind: "attached", ...stream };
     this.scheduleExpiry();
@@ -141,12 +145,17 @@ export class Session {
     return this.state.kind === "attached" && this.state.owner === owner;
   }
 
+  /** The ring slot of `seq`. Exact while seq < 2^53: more messages than a session will ever send. */
+  private slot(seq: bigint): number {
+    return Number(seq) % this.ring.length;
+  }
+
   /** Numbers a message and keeps it for resume. */
   private numbered(payload: ServerPayload): ServerMessage {
     const seq = ++this.seq;
     // A literal, not create(): both fields are given, and this runs once per message (hot path).
     const msg: ServerMessage = { $typeName: "mcp.v1.ServerMessage", seq, message: payload };
-    this.ring[Number(seq % BigInt(this.ring.length))] = msg;
+    this.ring[this.slot(seq)] = msg;
     for (const tap of this.taps) tap(msg);
     return msg;
   }
@@ -197,11 +206,13 @@ export class Session {
     let encoded: EncodedBatch | undefined;
     if (sink.encode !== undefined) {
       encoded = sink.encode(batch);
-      const cap = BigInt(this.ring.length);
       for (let i = 0; i < batch.length; i++) {
         const m = batch[i]!; // i < length
-        const slot = Number(m.seq % cap);
-        if (this.ring[slot] === m) this.ring[slot] = encoded.messages[i];
+        const slot = this.slot(m.seq);
+        if (this.ring[slot] !== m) continue;
+        this.ring[slot] = encoded.bytes;
+        this.ringBounds[2 * slot] = encoded.bounds[2 * i]!;
+        this.ringBounds[2 * slot + 1] = encoded.bounds[2 * i + 1]!;
       }
     }
     if (!sink.write(batch, encoded) && !this.congested) {
@@ -260,8 +271,9 @@ export class Session {
     if (lastSeq + 1n < oldest) return undefined;
     const out: ServerMessage[] = [];
     for (let s = lastSeq + 1n; s <= this.seq; s++) {
-      const kept = this.ring[Number(s % cap)];
-      const m = kept instanceof Uint8Array ? fromBinary(ServerMessageSchema, kept) : kept;
+      const slot = this.slot(s);
+      const kept = this.ring[slot];
+      const m = kept instanceof Uint8Array ? fromBinary(ServerMessageSchema, kept.subarray(this.ringBounds[2 * slot], this.ringBounds[2 * slot + 1])) : kept;
       if (m === undefined || m.seq !== s) return undefined;
       out.push(m);
     }

@@ -10,34 +10,55 @@ import { BinaryReader } from "@bufbuild/protobuf/wire";
 /** Size of the envelope header. */
 export const FRAME_HEADER_BYTES = 5;
 
+/** Messages encoded together by `encodeMessages`: message i is `bytes[bounds[2i] .. bounds[2i+1])`. */
+export interface EncodedMessages {
+  readonly bytes: Uint8Array;
+  readonly bounds: readonly number[];
+}
+
 /**
- * Encodes messages as uncompressed gRPC frames, concatenated in one buffer (one write).
- *
- * The batch is encoded by protobuf-es as ONE message — a wrapper whose only field is
- * `repeated <schema> messages = 1` — and cut into frames: each element of a repeated message
- * field is, by the protobuf encoding rules, exactly that message's own encoding. `toBinary` makes
- * a writer and a fresh buffer per call; per batch instead of per message that measured 1.0 →
- * 0.73 µs per ServerMessage (bench/README.md). `bytesOut`, when given, receives each message's
- * protobuf bytes (views into one buffer the size of the batch, not into the frames).
+ * Encodes a batch with ONE protobuf-es `toBinary`: as a wrapper message whose only field is
+ * `repeated <schema> messages = 1`. By the protobuf encoding rules each element of a repeated
+ * message field is exactly that message's own encoding, preceded by a tag and a length. `toBinary`
+ * makes a writer and a fresh buffer per call; per batch instead of per message that measured 1.0
+ * → 0.73 µs per ServerMessage (bench/README.md).
  */
-export function encodeFrames<Desc extends DescMessage>(schema: Desc, messages: readonly MessageShape<Desc>[], bytesOut?: Uint8Array[]): Buffer {
+export function encodeMessages<Desc extends DescMessage>(schema: Desc, messages: readonly MessageShape<Desc>[]): EncodedMessages {
   const wrapper = batchWrapper(schema);
-  const bin = toBinary(wrapper, { $typeName: wrapper.typeName, messages } as MessageShape<DescMessage>);
-  // Each element is a 1-byte tag and a varint length (>= 2 bytes) before the message; a frame
-  // header is 5 bytes.
-  const out = Buffer.allocUnsafe(bin.length + (FRAME_HEADER_BYTES - 2) * messages.length);
-  const reader = new BinaryReader(bin);
-  let off = 0;
-  while (reader.pos < reader.len) {
+  const bytes = toBinary(wrapper, { $typeName: wrapper.typeName, messages } as MessageShape<DescMessage>);
+  const bounds = new Array<number>(2 * messages.length);
+  const reader = new BinaryReader(bytes);
+  for (let i = 0; reader.pos < reader.len; i += 2) {
     reader.tag();
-    const bytes = reader.bytes();
+    const length = reader.uint32();
+    bounds[i] = reader.pos;
+    reader.pos += length;
+    bounds[i + 1] = reader.pos;
+  }
+  return { bytes, bounds };
+}
+
+/** Messages encoded by `encodeMessages`, as uncompressed gRPC frames concatenated in one buffer. */
+export function framesOfMessages({ bytes, bounds }: EncodedMessages): Buffer {
+  const n = bounds.length / 2;
+  // Each message had a 1-byte tag and a length of at least one byte; a frame header is 5 bytes.
+  const out = Buffer.allocUnsafe(bytes.length + (FRAME_HEADER_BYTES - 2) * n);
+  const src = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length); // copy() takes ranges: no view per message
+  let off = 0;
+  for (let i = 0; i < bounds.length; i += 2) {
+    const start = bounds[i]!; // i < length
+    const end = bounds[i + 1]!;
     out[off] = 0;
-    out.writeUInt32BE(bytes.length, off + 1);
-    out.set(bytes, off + FRAME_HEADER_BYTES);
-    off += FRAME_HEADER_BYTES + bytes.length;
-    bytesOut?.push(bytes);
+    out.writeUInt32BE(end - start, off + 1);
+    src.copy(out, off + FRAME_HEADER_BYTES, start, end);
+    off += FRAME_HEADER_BYTES + end - start;
   }
   return out.subarray(0, off);
+}
+
+/** Encodes messages as uncompressed gRPC frames, concatenated in one buffer (one write). */
+export function encodeFrames<Desc extends DescMessage>(schema: Desc, messages: readonly MessageShape<Desc>[]): Buffer {
+  return framesOfMessages(encodeMessages(schema, messages));
 }
 
 const wrappers = new WeakMap<DescMessage, DescMessage>();

@@ -2,7 +2,7 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, test } from "vitest";
 import { PongSchema, ServerMessageSchema, type Pong } from "../../gen/mcp/v1/session_pb.js";
-import { createFrameReader, encodeFrames, frameBytes, framesOf, type FrameError } from "../../src/transport/grpc-frames.js";
+import { createFrameReader, encodeFrames, encodeMessages, frameBytes, framesOf, type FrameError } from "../../src/transport/grpc-frames.js";
 
 const pongs = [1n, 300n, 70000n].map((id) => create(PongSchema, { id }));
 const wire = encodeFrames(PongSchema, pongs);
@@ -15,7 +15,7 @@ function read(chunks: Buffer[], max = 1024) {
   return { got, errors, held: r.held };
 }
 
-describe("encodeFrames (one protobuf-es encode per batch)", () => {
+describe("encodeFrames / encodeMessages (one protobuf-es encode per batch)", () => {
   // A message of 0 bytes, then one-, two- and three-byte varint lengths (under 128, 16,384 and more).
   const messages = [
     create(ServerMessageSchema),
@@ -29,10 +29,11 @@ describe("encodeFrames (one protobuf-es encode per batch)", () => {
     expect(each[0]).toHaveLength(0);
     expect(encodeFrames(ServerMessageSchema, messages)).toEqual(framesOf(each));
   });
-  test("bytesOut gets each message's protobuf bytes, in order", () => {
-    const bytes: Uint8Array[] = [];
-    encodeFrames(ServerMessageSchema, messages, bytes);
-    expect(bytes.map((b) => Buffer.from(b))).toEqual(each.map((b) => Buffer.from(b)));
+  test("encodeMessages: each message's protobuf bytes at its bounds, in order", () => {
+    const { bytes, bounds } = encodeMessages(ServerMessageSchema, messages);
+    expect(bounds).toHaveLength(2 * messages.length);
+    const got = messages.map((_, i) => Buffer.from(bytes.subarray(bounds[2 * i], bounds[2 * i + 1])));
+    expect(got).toEqual(each.map((b) => Buffer.from(b)));
   });
   test("no messages, no bytes", () => {
     expect(encodeFrames(ServerMessageSchema, [])).toHaveLength(0);
