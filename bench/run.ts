@@ -75,6 +75,8 @@ type Opener = (done: () => void) => { send(): void; close(): void };
 
 interface DriveResult {
   perSec: number;
+  /** Answers received in all, warm-up included (for CPU per call). */
+  calls: number;
   p50us: number;
   p99us: number;
 }
@@ -88,12 +90,14 @@ function drive(open: Opener, inFlight: number, measureMs: number): Promise<Drive
     let measuring = false;
     let stopped = false;
     let count = 0;
+    let calls = 0;
     const lat: number[] = [];
     const sentAt: number[] = [];
     let startedAt = 0;
     const t = open(() => {
       const now = performance.now();
       const sent = inFlight === 1 ? sentAt.shift() : undefined;
+      calls++;
       if (measuring) {
         count++;
         if (sent !== undefined) lat.push(now - sent);
@@ -119,11 +123,25 @@ function drive(open: Opener, inFlight: number, measureMs: number): Promise<Drive
           t.close();
           lat.sort((a, b) => a - b);
           const q = (p: number) => (lat.length === 0 ? 0 : lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]! * 1000);
-          resolve({ perSec: (count * 1000) / elapsed, p50us: q(0.5), p99us: q(0.99) });
+          resolve({ perSec: (count * 1000) / elapsed, calls, p50us: q(0.5), p99us: q(0.99) });
         }, 300);
       }, measureMs);
     }, WARMUP_MS);
   });
+}
+
+/** A drive plus the CPU time per call (user + system, all threads) of the server process and of this one, the client. */
+async function withCpu(child: Child, run: () => Promise<DriveResult>): Promise<DriveResult & { serverUs: number; clientUs: number }> {
+  const serverCpu = async () => {
+    const { cpu } = await child.ask<{ cpu: NodeJS.CpuUsage }>("cpu");
+    return cpu.user + cpu.system;
+  };
+  const s0 = await serverCpu();
+  const c0 = process.cpuUsage();
+  const r = await run();
+  const c = process.cpuUsage(c0);
+  const s1 = await serverCpu();
+  return { ...r, serverUs: (s1 - s0) / r.calls, clientUs: (c.user + c.system) / r.calls };
 }
 
 // ---------------------------------------------------------------- openers
@@ -349,7 +367,8 @@ const token = await mintToken({ secret: BENCH_SECRET, subject: "bench", roles: [
 if (ONLY === "raw") {
   // The ceiling alone: the stream target is a ratio to it, and it moves with the machine's load.
   const raw = await startChild("raw");
-  console.log(`raw stream calls/s ${Math.round((await drive(rawOpener(raw.port), STREAM_INFLIGHT, MEASURE_MS)).perSec)}`);
+  const r = await withCpu(raw, () => drive(rawOpener(raw.port), STREAM_INFLIGHT, MEASURE_MS));
+  console.log(`raw stream calls/s ${Math.round(r.perSec)}  (CPU µs per call: server ${r.serverUs.toFixed(2)}, client ${r.clientUs.toFixed(2)})`);
   raw.stop();
   setTimeout(() => process.exit(0), 200);
   await new Promise(() => {});
@@ -369,9 +388,9 @@ if (ONLY === "stream-typed") {
   setTimeout(() => process.exit(0), 200);
   await new Promise(() => {});
 }
-const oursStream = await drive(await mcpSessionOpener(mcp.port, token), STREAM_INFLIGHT, MEASURE_MS);
+const oursStream = await withCpu(mcp, async () => drive(await mcpSessionOpener(mcp.port, token), STREAM_INFLIGHT, MEASURE_MS));
 if (ONLY === "stream") {
-  console.log(`stream calls/s ${Math.round(oursStream.perSec)}`);
+  console.log(`stream calls/s ${Math.round(oursStream.perSec)}  (CPU µs per call: server ${oursStream.serverUs.toFixed(2)}, client ${oursStream.clientUs.toFixed(2)})`);
   mcp.stop();
   setTimeout(() => process.exit(0), 200);
   await new Promise(() => {});
@@ -386,14 +405,14 @@ mcp.stop();
 
 const gj = await startChild("grpcjs");
 const gjClient = grpcJsClient(gj.port);
-const gjStream = await drive(grpcJsBidiOpener(gjClient), STREAM_INFLIGHT, MEASURE_MS);
+const gjStream = await withCpu(gj, () => drive(grpcJsBidiOpener(gjClient), STREAM_INFLIGHT, MEASURE_MS));
 const gjSeq = await drive(grpcJsBidiOpener(gjClient), 1, SEQ_MS);
 const gjUnary = await drive(grpcJsUnaryOpener(gjClient), UNARY_INFLIGHT, MEASURE_MS);
 gjClient.close();
 gj.stop();
 
 const raw = await startChild("raw");
-const rawStream = await drive(rawOpener(raw.port), STREAM_INFLIGHT, MEASURE_MS);
+const rawStream = await withCpu(raw, () => drive(rawOpener(raw.port), STREAM_INFLIGHT, MEASURE_MS));
 const rawSeq = await drive(rawOpener(raw.port), 1, SEQ_MS);
 raw.stop();
 
@@ -408,6 +427,9 @@ console.log(
 );
 console.log(pad("    same, typed echo (Command.input Any)", 46) + pad(f0(oursTypedStream.perSec), 14));
 console.log(pad("    same, Connect protocol via connect-node", 46) + pad(f0(perMessageStream.perSec), 14) + "(per-message plumbing, for comparison)");
+const us = (n: number) => n.toFixed(2);
+console.log(pad("    CPU µs per call (a): server process", 46) + pad(us(oursStream.serverUs), 14) + pad(us(gjStream.serverUs), 14) + pad(us(rawStream.serverUs), 14));
+console.log(pad("    CPU µs per call (a): client (this process)", 46) + pad(us(oursStream.clientUs), 14) + pad(us(gjStream.clientUs), 14) + pad(us(rawStream.clientUs), 14));
 console.log(
   pad("(b) sequential round trip p50 (µs)", 46) + pad(f0(oursSeq.p50us), 14) + pad(f0(gjSeq.p50us), 14) + pad(f0(rawSeq.p50us), 14),
 );

@@ -2,8 +2,9 @@
  * The server side of bench/run.ts, run in its own process (forked with IPC) so server and load
  * each get a core: `mcp` (createMcpServer, in-memory store, HS256), `grpcjs` (a @grpc/grpc-js
  * echo server from bench/echo.proto) or `raw` (node:http2 echoing gRPC frames, one write per tick:
- * the ceiling). Sends `{ port }` when listening; answers `{ rss }` (current) and `{ peak }` (the
- * largest RSS sampled every 10 ms since the last `{ reset }`).
+ * the ceiling). Sends `{ port }` when listening; answers `{ rss }` (current), `{ peak }` (the
+ * largest RSS sampled every 10 ms since the last `{ reset }`) and `{ cpu }` (process.cpuUsage():
+ * user + system µs of all its threads so far).
  */
 import { createServer as createH2Server, type ServerHttp2Stream } from "node:http2";
 import { fileURLToPath } from "node:url";
@@ -25,6 +26,7 @@ setInterval(() => {
 process.on("message", (m: { op: string }) => {
   if (m.op === "rss") send({ rss: process.memoryUsage.rss() });
   if (m.op === "peak") send({ peak });
+  if (m.op === "cpu") send({ cpu: process.cpuUsage() });
   if (m.op === "reset") {
     peak = process.memoryUsage.rss();
     send({ reset: peak });

@@ -192,16 +192,23 @@ function outputOf(r: Response): JsonObject {
   }
 }
 
+/** A command waiting for its Response; `map` turns the Response into what the caller gets (may throw). */
+interface PendingCommand {
+  resolve(value: unknown): void;
+  reject(e: unknown): void;
+  map(r: Response): unknown;
+  onEvent?: ((e: Event) => void) | undefined;
+}
+
+const asIs = (r: Response): Response => r;
+
 let nextId = 0;
 // Unique within the process and distinct across restarts; computed once, not per call.
 const idPrefix = `c${Date.now().toString(36)}-`;
 const freshId = () => idPrefix + (++nextId).toString(36);
 
 async function openSession(openStream: OpenSessionStream, token: string | undefined, o: SessionOptions): Promise<McpSession> {
-  const pendingResponses = new Map<
-    string,
-    { resolve: (r: Response) => void; reject: (e: McpError) => void; onEvent?: ((e: Event) => void) | undefined }
-  >();
+  const pendingResponses = new Map<string, PendingCommand>();
   const pendingUpdates = new Map<string, { resolve: (r: ContextUpdateResult) => void; reject: (e: McpError) => void }>();
   const pendingSyncs = new Map<string, { resolve: (s: ContextSync) => void; reject: (e: McpError) => void }[]>();
   const pendingPings = new Map<bigint, () => void>();
@@ -253,7 +260,7 @@ async function openSession(openStream: OpenSessionStream, token: string | undefi
 
   function onMessage(m: ServerMessage): void {
     if (m.seq > lastSeq) lastSeq = m.seq;
-    for (const r of readers) r.push(m);
+    if (readers.size > 0) for (const r of readers) r.push(m);
     const msg = m.message;
     switch (msg.case) {
       case "handshakeResult":
@@ -263,7 +270,14 @@ async function openSession(openStream: OpenSessionStream, token: string | undefi
         const p = pendingResponses.get(msg.value.commandId);
         if (p !== undefined) {
           pendingResponses.delete(msg.value.commandId);
-          p.resolve(msg.value);
+          let value: unknown;
+          try {
+            value = p.map(msg.value);
+          } catch (e) {
+            p.reject(e);
+            return;
+          }
+          p.resolve(value);
         }
         return;
       }
@@ -339,14 +353,15 @@ async function openSession(openStream: OpenSessionStream, token: string | undefi
 
   function execute(command: MessageInitShape<typeof CommandSchema>, co: Omit<CallOptions, "id" | "timeoutMs"> = {}): Promise<Response> {
     const id = command.id !== undefined && command.id !== "" ? command.id : freshId();
-    return start(create(CommandSchema, { ...command, id }), co);
+    return start(create(CommandSchema, { ...command, id }), co, asIs);
   }
 
-  function start(command: Command, co: Omit<CallOptions, "id" | "timeoutMs">): Promise<Response> {
+  /** Sends a command; the promise gets `map(response)` — one promise per command, no `.then` hop. */
+  function start<T>(command: Command, co: Omit<CallOptions, "id" | "timeoutMs">, map: (r: Response) => T): Promise<T> {
     const id = command.id;
-    return new Promise<Response>((resolve, reject) => {
+    return new Promise<T>((resolve, reject) => {
       if (stream.ended) return reject(endError ?? new McpError("session_expired", "the session stream has ended"));
-      pendingResponses.set(id, { resolve, reject, onEvent: co.onEvent });
+      pendingResponses.set(id, { resolve: resolve as (v: unknown) => void, reject, map, onEvent: co.onEvent });
       co.signal?.addEventListener("abort", () => send({ case: "cancel", value: { commandId: id } }), { once: true });
       stream.send({ $typeName: "mcp.v1.ClientMessage", message: { case: "command", value: command } } satisfies ClientMessage);
     });
@@ -369,13 +384,13 @@ async function openSession(openStream: OpenSessionStream, token: string | undefi
         contextId: "",
         contextVersion: 0n,
       };
-      return start(command, co).then(outputOf);
+      return start(command, co, outputOf);
     },
     execute,
     batch(commands, mode = BatchMode.SEQUENTIAL) {
       const withIds = commands.map((c) => ({ ...c, id: c.id !== undefined && c.id !== "" ? c.id : freshId() }));
       const promises = withIds.map(
-        (c) => new Promise<Response>((resolve, reject) => pendingResponses.set(c.id, { resolve, reject })),
+        (c) => new Promise<Response>((resolve, reject) => pendingResponses.set(c.id, { resolve: resolve as (v: unknown) => void, reject, map: asIs })),
       );
       send({ case: "batch", value: { commands: withIds, mode } });
       return Promise.all(promises);
