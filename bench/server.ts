@@ -18,18 +18,26 @@ const BENCH_SECRET = "bench-secret-0123456789-0123456789-abcdef";
 const kind = process.argv[2];
 const send = (m: object) => process.send?.(m);
 
-let peak = process.memoryUsage.rss();
-setInterval(() => {
-  const r = process.memoryUsage.rss();
-  if (r > peak) peak = r;
-}, 10).unref();
+// RSS is sampled only between `reset` and `peak` (the slow-consumer run): reading it costs the
+// server time that the throughput runs should not pay.
+let peak = 0;
+let sampler: ReturnType<typeof setInterval> | undefined;
 process.on("message", (m: { op: string }) => {
   if (m.op === "rss") send({ rss: process.memoryUsage.rss() });
-  if (m.op === "peak") send({ peak });
   if (m.op === "cpu") send({ cpu: process.cpuUsage() });
   if (m.op === "reset") {
     peak = process.memoryUsage.rss();
+    clearInterval(sampler);
+    sampler = setInterval(() => {
+      const r = process.memoryUsage.rss();
+      if (r > peak) peak = r;
+    }, 10);
+    sampler.unref();
     send({ reset: peak });
+  }
+  if (m.op === "peak") {
+    clearInterval(sampler);
+    send({ peak: Math.max(peak, process.memoryUsage.rss()) });
   }
   if (m.op === "exit") process.exit(0);
 });
