@@ -247,31 +247,27 @@ export function createCommandRunner(
     if (command.contextVersion > 0n) {
       host.checkPrecondition(command.contextId, command.contextVersion).then(
         () => {
-          if (!entry.settled) void runPrepared(entry, prepared);
+          if (!entry.settled) runPrepared(entry, prepared);
         },
         (e: unknown) => settle(entry, errorResponse(id, toMcpError(e), now() - entry.startedAt)),
       );
       return;
     }
-    void runPrepared(entry, prepared);
+    runPrepared(entry, prepared);
   }
 
-  // An async function, not `.then(onResult, onError)`: no two closures per command.
-  async function runPrepared(entry: Inflight, prepared: PreparedCommand): Promise<void> {
-    let result: Response["result"];
-    try {
-      result = await prepared.run(entry);
-    } catch (e) {
-      settle(entry, errorResponse(entry.commandId, toMcpError(e), now() - entry.startedAt));
-      return;
-    }
-    // A literal, not create(): every field is given, and this runs once per command (hot path).
-    settle(entry, {
-      $typeName: "mcp.v1.Response",
-      commandId: entry.commandId,
-      result,
-      durationMs: now() - entry.startedAt,
-    } satisfies Response);
+  function runPrepared(entry: Inflight, prepared: PreparedCommand): void {
+    prepared.run(entry).then(
+      (result) =>
+        // A literal, not create(): every field is given, and this runs once per command (hot path).
+        settle(entry, {
+          $typeName: "mcp.v1.Response",
+          commandId: entry.commandId,
+          result,
+          durationMs: now() - entry.startedAt,
+        } satisfies Response),
+      (e: unknown) => settle(entry, errorResponse(entry.commandId, toMcpError(e), now() - entry.startedAt)),
+    );
   }
 
   function startBatch(batch: CommandBatch, onResponse: (response: Response) => void): void {
