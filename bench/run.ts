@@ -154,15 +154,16 @@ async function mcpSessionOpener(port: number, token: string, perMessage = false,
     ? createConnectTransport({ baseUrl, httpVersion: "2", interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${token}`), next(req))] })
     : undefined;
   const session = await createMcpClient({ baseUrl, token, ...(transport === undefined ? {} : { transport }) }).connect({ heartbeatIntervalMs: 0 });
+  const failed = (e: unknown) => {
+    console.error("session call failed:", e);
+    process.exit(1);
+  };
   return (done) => ({
     send: () => {
       // JSON: Command.arguments (Struct) in, output (Struct) back. Typed: Command.input (an Any
       // of EchoInput) in, typed_output (an Any of EchoOutput) back — no Struct conversions.
       const call = typed ? callTyped(session, "echo", ECHO, { text: TEXT }) : session.call("echo", { text: TEXT });
-      call.then(done, (e: unknown) => {
-        console.error("session call failed:", e);
-        process.exit(1);
-      });
+      call.then(done, failed);
     },
     close: () => session.close(),
   });
@@ -428,8 +429,8 @@ console.log(
 console.log(pad("    same, typed echo (Command.input Any)", 46) + pad(f0(oursTypedStream.perSec), 14));
 console.log(pad("    same, Connect protocol via connect-node", 46) + pad(f0(perMessageStream.perSec), 14) + "(per-message plumbing, for comparison)");
 const us = (n: number) => n.toFixed(2);
-console.log(pad("    CPU µs per call (a): server process", 46) + pad(us(oursStream.serverUs), 14) + pad(us(gjStream.serverUs), 14) + pad(us(rawStream.serverUs), 14));
-console.log(pad("    CPU µs per call (a): client (this process)", 46) + pad(us(oursStream.clientUs), 14) + pad(us(gjStream.clientUs), 14) + pad(us(rawStream.clientUs), 14));
+console.log(pad("    CPU µs per call: server process", 46) + pad(us(oursStream.serverUs), 14) + pad(us(gjStream.serverUs), 14) + pad(us(rawStream.serverUs), 14));
+console.log(pad("    CPU µs per call: client process", 46) + pad(us(oursStream.clientUs), 14) + pad(us(gjStream.clientUs), 14) + pad(us(rawStream.clientUs), 14));
 console.log(
   pad("(b) sequential round trip p50 (µs)", 46) + pad(f0(oursSeq.p50us), 14) + pad(f0(gjSeq.p50us), 14) + pad(f0(rawSeq.p50us), 14),
 );

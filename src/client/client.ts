@@ -201,6 +201,8 @@ interface PendingCommand {
 }
 
 const asIs = (r: Response): Response => r;
+/** The options of a call given none (not a fresh `{}` per call). */
+const NO_OPTIONS: CallOptions = Object.freeze({});
 
 let nextId = 0;
 // Unique within the process and distinct across restarts; computed once, not per call.
@@ -373,7 +375,7 @@ async function openSession(openStream: OpenSessionStream, token: string | undefi
     get lastSeq() {
       return lastSeq;
     },
-    call(tool, args = {}, co = {}) {
+    call(tool, args = {}, co = NO_OPTIONS) {
       // A literal, not create(): every field is given, and this runs once per call (hot path).
       const command: Command = {
         $typeName: "mcp.v1.Command",
