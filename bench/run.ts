@@ -420,24 +420,25 @@ raw.stop();
 const f0 = (n: number) => Math.round(n).toLocaleString("en-US");
 const r2 = (a: number, b: number) => (a / b).toFixed(2);
 const pad = (s: string, n: number) => s.padEnd(n);
+const LABEL = 50;
 const mark = (ok: boolean) => (ok ? "met" : "MISSED");
 
-console.log(pad("", 46) + pad("ours", 14) + pad("grpc-js", 14) + pad("raw http2", 14));
+console.log(pad("", LABEL) + pad("ours", 14) + pad("grpc-js", 14) + pad("raw http2", 14));
 console.log(
-  pad(`(a) stream calls/s, ${STREAM_INFLIGHT} in flight, one stream`, 46) + pad(f0(oursStream.perSec), 14) + pad(f0(gjStream.perSec), 14) + pad(f0(rawStream.perSec), 14),
+  pad(`(a) stream calls/s, ${STREAM_INFLIGHT} in flight, one stream`, LABEL) + pad(f0(oursStream.perSec), 14) + pad(f0(gjStream.perSec), 14) + pad(f0(rawStream.perSec), 14),
 );
-console.log(pad("    same, typed echo (Command.input Any)", 46) + pad(f0(oursTypedStream.perSec), 14));
-console.log(pad("    same, Connect protocol via connect-node", 46) + pad(f0(perMessageStream.perSec), 14) + "(per-message plumbing, for comparison)");
+console.log(pad("    same, typed echo (Command.input Any)", LABEL) + pad(f0(oursTypedStream.perSec), 14));
+console.log(pad("    same, Connect protocol via connect-node", LABEL) + pad(f0(perMessageStream.perSec), 14) + "(per-message plumbing, for comparison)");
 const us = (n: number) => n.toFixed(2);
-console.log(pad("    CPU µs per call: server process", 46) + pad(us(oursStream.serverUs), 14) + pad(us(gjStream.serverUs), 14) + pad(us(rawStream.serverUs), 14));
-console.log(pad("    CPU µs per call: client process", 46) + pad(us(oursStream.clientUs), 14) + pad(us(gjStream.clientUs), 14) + pad(us(rawStream.clientUs), 14));
+console.log(pad("    CPU µs per call: server process", LABEL) + pad(us(oursStream.serverUs), 14) + pad(us(gjStream.serverUs), 14) + pad(us(rawStream.serverUs), 14));
+console.log(pad("    CPU µs per call: client process", LABEL) + pad(us(oursStream.clientUs), 14) + pad(us(gjStream.clientUs), 14) + pad(us(rawStream.clientUs), 14));
 console.log(
-  pad("(b) sequential round trip p50 (µs)", 46) + pad(f0(oursSeq.p50us), 14) + pad(f0(gjSeq.p50us), 14) + pad(f0(rawSeq.p50us), 14),
+  pad("(b) sequential round trip p50 (µs)", LABEL) + pad(f0(oursSeq.p50us), 14) + pad(f0(gjSeq.p50us), 14) + pad(f0(rawSeq.p50us), 14),
 );
-console.log(pad("    sequential round trip p99 (µs)", 46) + pad(f0(oursSeq.p99us), 14) + pad(f0(gjSeq.p99us), 14) + pad(f0(rawSeq.p99us), 14));
-console.log(pad(`(c) unary Execute calls/s, ${UNARY_INFLIGHT} in flight, gRPC`, 46) + pad(f0(oursUnaryGrpc.perSec), 14) + pad(f0(gjUnary.perSec), 14) + "-");
-console.log(pad("    ours, Connect protocol (connect-es client)", 46) + pad(f0(oursUnaryConnect.perSec), 14));
-console.log(pad("    ours, gRPC, @grpc/grpc-js as the client", 46) + pad(f0(oursUnaryGrpcJs.perSec), 14));
+console.log(pad("    sequential round trip p99 (µs)", LABEL) + pad(f0(oursSeq.p99us), 14) + pad(f0(gjSeq.p99us), 14) + pad(f0(rawSeq.p99us), 14));
+console.log(pad(`(c) unary Execute calls/s, ${UNARY_INFLIGHT} in flight, gRPC`, LABEL) + pad(f0(oursUnaryGrpc.perSec), 14) + pad(f0(gjUnary.perSec), 14) + "-");
+console.log(pad("    ours, Connect protocol (connect-es client)", LABEL) + pad(f0(oursUnaryConnect.perSec), 14));
+console.log(pad("    ours, gRPC, @grpc/grpc-js as the client", LABEL) + pad(f0(oursUnaryGrpcJs.perSec), 14));
 console.log("");
 console.log("(e) ratios and the issue's targets");
 console.log(`    stream calls/s  ours/grpc-js bidi = ${r2(oursStream.perSec, gjStream.perSec)}  (target >= 1.5: ${mark(oursStream.perSec >= 1.5 * gjStream.perSec)})`);

@@ -99,6 +99,9 @@ export function defineTypedTool<I extends DescMessage, O extends DescMessage>(de
   const { input, output, handler } = def;
   // Any fields inside inputs/outputs need their types resolvable for JSON.
   const registry: Registry = createRegistry(input.file, output.file);
+  // Made once: these run on every call.
+  const readOptions = { registry };
+  const writeOptions = { alwaysEmitImplicit: true, registry };
   const validate = compile(def.name, "input", deriveJsonSchema(input, { protoNames: true }));
   const descriptor = makeDescriptor(base, deriveJsonSchema(input), deriveJsonSchema(output), input.typeName, output.typeName);
 
@@ -119,7 +122,7 @@ export function defineTypedTool<I extends DescMessage, O extends DescMessage>(de
 
   function parseArguments(json: JsonObject): MessageShape<I> {
     try {
-      return fromJson(input, json, { registry });
+      return fromJson(input, json, readOptions);
     } catch (e) {
       // The schema check above catches nearly everything; this covers what JSON Schema cannot
       // say (a field given under both its names, two members of a oneof).
@@ -132,7 +135,7 @@ export function defineTypedTool<I extends DescMessage, O extends DescMessage>(de
 
   /** The handler's output as `output` JSON (ProtoJSON by protobuf-es, every field written). */
   function outputJson(init: MessageInitShape<O>): JsonObject {
-    const json = toJson(output, create(output, init), { alwaysEmitImplicit: true, registry });
+    const json = toJson(output, create(output, init), writeOptions);
     if (!isJsonObject(json)) throw new TypeError(`output ${output.typeName} is not a JSON object`);
     return json;
   }
