@@ -256,8 +256,19 @@ export function createCommandRunner(
     runPrepared(entry, prepared);
   }
 
+  // `.then`, not an async function: a suspended async frame per command costs more than the two
+  // closures (bench/README.md).
   function runPrepared(entry: Inflight, prepared: PreparedCommand): void {
-    prepared.run(entry).then(
+    const failed = (e: unknown) => settle(entry, errorResponse(entry.commandId, toMcpError(e), now() - entry.startedAt));
+    let running: Promise<Response["result"]>;
+    try {
+      running = prepared.run(entry);
+    } catch (e) {
+      // A tool that throws instead of rejecting still gets its one Response.
+      failed(e);
+      return;
+    }
+    running.then(
       (result) =>
         // A literal, not create(): every field is given, and this runs once per command (hot path).
         settle(entry, {
@@ -266,7 +277,7 @@ export function createCommandRunner(
           result,
           durationMs: now() - entry.startedAt,
         } satisfies Response),
-      (e: unknown) => settle(entry, errorResponse(entry.commandId, toMcpError(e), now() - entry.startedAt)),
+      failed,
     );
   }
 

@@ -21,8 +21,8 @@ interface Job {
 }
 
 /**
- * A real CommandHost: tools are `work` (runs until the test ends it), `bad` (refused at prepare
- * with unknown_tool). Preconditions hold for context "here" at version 3 only.
+ * A real CommandHost: tools are `work` (runs until the test ends it), `sync-throw` (its run throws
+ * synchronously), anything else is refused at prepare with unknown_tool. Preconditions hold for context "here" at version 3 only.
  */
 function createHost() {
   const jobs = new Map<string, Job>();
@@ -31,6 +31,14 @@ function createHost() {
   let holdPreconditions = false;
   const host: CommandHost = {
     prepare(command) {
+      if (command.tool === "sync-throw") {
+        // A RegisteredTool need not be made by defineTypedTool: one that throws instead of rejecting.
+        return {
+          run: () => {
+            throw new Error("thrown, not rejected");
+          },
+        };
+      }
       if (command.tool !== "work") throw new McpError("unknown_tool", `no tool named "${command.tool}"`, { field: "tool" });
       return {
         run: (ctx) =>
@@ -144,6 +152,22 @@ describe("exactly-once settle", () => {
     await flush();
     expect(of("t")).toHaveLength(1);
     expect(runner.inflight).toBe(0);
+  });
+
+  test("a tool whose run throws synchronously settles once as COMMAND tool_failed; the runner goes on", async () => {
+    const { runner, start, settled, of } = setup();
+    start({ id: "s", tool: "sync-throw" });
+    const r = await settled("s");
+    expect(r.result.case === "error" && [r.result.value.kind, r.result.value.code, r.result.value.message]).toEqual([
+      ErrorKind.COMMAND,
+      "tool_failed",
+      "thrown, not rejected",
+    ]);
+    await flush();
+    expect(of("s")).toHaveLength(1);
+    expect(runner.inflight).toBe(0);
+    start({ id: "next", tool: "work" });
+    expect(runner.inflight).toBe(1);
   });
 
   const lateEndings: { name: string; end: (j: Job) => void }[] = [
