@@ -1,8 +1,8 @@
 /**
  * The "Commands and tools" benchmark: the session stream, unary Execute, a @grpc/grpc-js echo and a
  * raw node:http2 echo (the ceiling), side by side in one run on one machine; then server RSS with a
- * client that stops reading; then bench/context-sync.ts. Each server runs in its own process
- * (bench/server.ts), the load in this one. `npm run bench`; see bench/README.md.
+ * client that stops reading; then bench/core.ts and bench/context-sync.ts. Each server runs in its
+ * own process (bench/server.ts), the load in this one. `npm run bench`; see bench/README.md.
  */
 import { execFileSync, fork, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -452,6 +452,9 @@ console.log("");
 for (const line of await slowConsumer(token)) console.log(line);
 console.log("");
 
-console.log("bench/context-sync.ts:");
-process.stdout.write(execFileSync(process.execPath, ["--import", "tsx", fileURLToPath(new URL("./context-sync.ts", import.meta.url))], { encoding: "utf8" }));
+for (const script of ["core.ts", "context-sync.ts"]) {
+  console.log(`bench/${script}:`);
+  process.stdout.write(execFileSync(process.execPath, ["--import", "tsx", fileURLToPath(new URL(`./${script}`, import.meta.url))], { encoding: "utf8" }));
+  console.log("");
+}
 process.exit(0);
