@@ -19,6 +19,7 @@ import {
 import { anyIs, anyPack, anyUnpack, type Any } from "@bufbuild/protobuf/wkt";
 import { Ajv2020, type ErrorObject, type ValidateFunction } from "ajv/dist/2020.js";
 import {
+  type Response,
   ToolAnnotationsSchema,
   ToolDescriptorSchema,
   type ToolDescriptor,
@@ -140,10 +141,6 @@ export function defineTypedTool<I extends DescMessage, O extends DescMessage>(de
     return json;
   }
 
-  const fail = (ctx: ToolContext) => (e: unknown) => {
-    throw handlerError(base.name, ctx, e);
-  };
-
   return {
     ...base,
     descriptor,
@@ -175,10 +172,18 @@ export function defineTypedTool<I extends DescMessage, O extends DescMessage>(de
       } catch (e) {
         return Promise.reject(handlerError(base.name, ctx, e));
       }
-      // A typed input gets a typed output; JSON arguments (or none) get JSON.
-      return payload.case === "input"
-        ? pending.then((init) => ({ case: "typedOutput", value: anyPack(output, create(output, init)) }), fail(ctx))
-        : pending.then((init) => ({ case: "output", value: outputJson(init) }), fail(ctx));
+      const fail = (e: unknown): never => {
+        throw handlerError(base.name, ctx, e);
+      };
+      return pending.then((init): Response["result"] => {
+        // An output that does not encode is the tool's failure too.
+        try {
+          // A typed input gets a typed output; JSON arguments (or none) get JSON.
+          return payload.case === "input" ? { case: "typedOutput", value: anyPack(output, create(output, init)) } : { case: "output", value: outputJson(init) };
+        } catch (e) {
+          return fail(e);
+        }
+      }, fail);
     },
   };
 }

@@ -150,6 +150,22 @@ describe("defineTypedTool", () => {
     await expect(failure).rejects.toMatchObject({ code: "tool_failed", kind: "COMMAND", message: "tool boom failed: disk on fire", cause: boom });
   });
 
+  test("an output that does not encode is tool_failed", async () => {
+    const tool = defineTypedTool({
+      name: "badout",
+      description: "",
+      input: EchoInputSchema,
+      output: EchoOutputSchema,
+      // ProtoJSON cannot write a symbol as a string.
+      handler: async () => ({ text: Symbol("not text") as unknown as string }),
+    });
+    await expect(tool.run(jsonCommand("badout", {}), makeContext().ctx)).rejects.toMatchObject({
+      code: "tool_failed",
+      kind: "COMMAND",
+      message: expect.stringMatching(/^tool badout failed: .*EchoOutput\.text/),
+    });
+  });
+
   test("a handler's McpError passes through unchanged", async () => {
     const own = new McpError("permission_denied", "nope");
     const tool = defineTypedTool({
