@@ -134,6 +134,23 @@ export function defineTypedTool<I extends DescMessage, O extends DescMessage>(de
     }
   }
 
+  // What a handler's output becomes — a typed input gets a typed output; JSON arguments (or none)
+  // get JSON —, and an output that does not encode is the tool's failure too.
+  function typedResult(init: MessageInitShape<O>): Response["result"] {
+    try {
+      return { case: "typedOutput", value: anyPack(output, create(output, init)) };
+    } catch (e) {
+      throw toolFailure(base.name, e);
+    }
+  }
+  function jsonResult(init: MessageInitShape<O>): Response["result"] {
+    try {
+      return { case: "output", value: outputJson(init) };
+    } catch (e) {
+      throw toolFailure(base.name, e);
+    }
+  }
+
   /** The handler's output as `output` JSON (ProtoJSON by protobuf-es, every field written). */
   function outputJson(init: MessageInitShape<O>): JsonObject {
     const json = toJson(output, create(output, init), writeOptions);
@@ -172,18 +189,9 @@ export function defineTypedTool<I extends DescMessage, O extends DescMessage>(de
       } catch (e) {
         return Promise.reject(handlerError(base.name, ctx, e));
       }
-      const fail = (e: unknown): never => {
+      return pending.then(payload.case === "input" ? typedResult : jsonResult, (e: unknown) => {
         throw handlerError(base.name, ctx, e);
-      };
-      return pending.then((init): Response["result"] => {
-        // An output that does not encode is the tool's failure too.
-        try {
-          // A typed input gets a typed output; JSON arguments (or none) get JSON.
-          return payload.case === "input" ? { case: "typedOutput", value: anyPack(output, create(output, init)) } : { case: "output", value: outputJson(init) };
-        } catch (e) {
-          return fail(e);
-        }
-      }, fail);
+      });
     },
   };
 }
@@ -334,6 +342,11 @@ function handlerError(toolName: string, ctx: ToolContext, e: unknown): unknown {
   // Once aborted, whatever the handler threw (often an AbortError from fs or a stream) is a
   // consequence of the abort; the core maps the signal's reason to `timeout` / `cancelled`.
   if (isAborted(ctx)) return ctx.signal.reason;
+  return toolFailure(toolName, e);
+}
+
+/** A tool's own McpError as it is; anything else it threw is `tool_failed`. */
+function toolFailure(toolName: string, e: unknown): unknown {
   if (isMcpError(e)) return e;
   const message = e instanceof Error ? e.message : String(e);
   return new McpError("tool_failed", `tool ${toolName} failed: ${message}`, { cause: e });
