@@ -10,7 +10,7 @@
 import { connect as h2connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
 import { create, fromBinary, toBinary, type DescMessage, type DescMethodUnary, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Transport, type UnaryResponse } from "@connectrpc/connect";
-import { createFrameReader, frameBytes } from "../transport/grpc-frames.js";
+import { createUnaryFrameReader, frameBytes } from "../transport/grpc-frames.js";
 import { VERSION } from "../version.js";
 import { toHeaders, trailerError } from "./grpc-trailers.js";
 
@@ -90,7 +90,6 @@ export function createH2GrpcTransport(options: H2GrpcTransportOptions): Transpor
         let responseHeaders: IncomingHttpHeaders | undefined;
         let trailers: IncomingHttpHeaders | undefined;
         let failure: ConnectError | undefined;
-        let body: Uint8Array | undefined;
         let timer: ReturnType<typeof setTimeout> | undefined;
         const fail = (err: ConnectError) => {
           failure ??= err;
@@ -110,16 +109,9 @@ export function createH2GrpcTransport(options: H2GrpcTransportOptions): Transpor
         });
         stream.on("trailers", (t) => (trailers = t));
         // The one answer frame; a compressed or oversized one is refused from its header.
-        const frames = createFrameReader(
+        const frames = createUnaryFrameReader(
           readMaxBytes,
-          (bytes) => {
-            if (body === undefined) {
-              body = bytes;
-              return true;
-            }
-            fail(new ConnectError("expected one response message, got more", Code.Unimplemented));
-            return false;
-          },
+          () => fail(new ConnectError("expected one response message, got more", Code.Unimplemented)),
           (e) =>
             fail(
               e.kind === "compressed"
@@ -143,6 +135,7 @@ export function createH2GrpcTransport(options: H2GrpcTransportOptions): Transpor
             const err = trailerError(statusHeaders);
             if (err !== undefined) return reject(err);
           }
+          const body = frames.body;
           if (body === undefined || frames.held > 0) {
             return reject(new ConnectError(`expected one response message, got ${body === undefined ? "none" : "a cut one"}`, Code.Unimplemented));
           }

@@ -27,7 +27,7 @@ import type { AuthState } from "../session/session.js";
 import { GRPC_HEADERS, OK_TRAILERS, frameRefusal, isGrpcIdentityPost, respondError } from "./grpc-h2.js";
 import { streamFacts, type StreamHandler } from "./listener.js";
 import { startBatch, startCommand } from "./routes.js";
-import { createFrameReader, frameBytes } from "../transport/grpc-frames.js";
+import { createUnaryFrameReader, frameBytes } from "../transport/grpc-frames.js";
 import { createTurnScheduler, type TurnScheduler } from "./turns.js";
 
 /** How an answer is delivered: the encoded output message, or the error that fails the RPC. */
@@ -177,19 +177,11 @@ function serveUnary(
   }
   const deadline = timeoutMs === undefined ? undefined : startedAt + timeoutMs;
 
-  // The one frame (a unary request is one frame + END_STREAM), cut by the session stream's reader:
+  // The one frame (a unary request is one frame + END_STREAM), cut by the shared frame reader:
   // a compressed or oversized frame is refused from its header, before its body is buffered.
-  let body: Uint8Array | undefined;
-  const frames = createFrameReader(
+  const frames = createUnaryFrameReader(
     maxMessageBytes,
-    (bytes) => {
-      if (body === undefined) {
-        body = bytes;
-        return true;
-      }
-      refuse(new McpError("invalid_message", "protocol error: received extra input message for unary method"));
-      return false;
-    },
+    () => refuse(new McpError("invalid_message", "protocol error: received extra input message for unary method")),
     (e) => refuse(frameRefusal(e, maxMessageBytes)),
   );
   function onData(chunk: Buffer): void {
@@ -202,6 +194,7 @@ function serveUnary(
     if (frames.held > 0) {
       return refuse(new McpError("invalid_message", `protocol error: the request ended inside a frame (${frames.held} of ${frames.need} bytes)`));
     }
+    const body = frames.body;
     if (body === undefined) return refuse(new McpError("invalid_message", "protocol error: missing input message for unary method"));
     let input: MessageShape<DescMessage>;
     try {

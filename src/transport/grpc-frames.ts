@@ -204,3 +204,47 @@ export function createFrameReader(
     read,
   };
 }
+
+/** The one message of a unary call, read with `createUnaryFrameReader`. */
+export interface UnaryFrameReader {
+  /** Adds one chunk of the stream. */
+  push(chunk: Buffer): void;
+  /** The message's bytes once its frame is whole. */
+  readonly body: Uint8Array | undefined;
+  /** As `FrameReader.held` (non-zero at end of stream: the stream was cut inside a frame). */
+  readonly held: number;
+  /** As `FrameReader.need`. */
+  readonly need: number;
+}
+
+/**
+ * A reader for a unary request or answer: one frame. A second frame is refused through
+ * `onExtra`, and nothing more is read; a compressed or oversized one through `onError`.
+ */
+export function createUnaryFrameReader(maxMessageBytes: number, onExtra: () => void, onError: (error: FrameError) => void): UnaryFrameReader {
+  let body: Uint8Array | undefined;
+  const frames = createFrameReader(
+    maxMessageBytes,
+    (bytes) => {
+      if (body !== undefined) {
+        onExtra();
+        return false;
+      }
+      body = bytes;
+      return true;
+    },
+    onError,
+  );
+  return {
+    push: (chunk) => void frames.push(chunk),
+    get body() {
+      return body;
+    },
+    get held() {
+      return frames.held;
+    },
+    get need() {
+      return frames.need;
+    },
+  };
+}

@@ -2,7 +2,7 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, test } from "vitest";
 import { PongSchema, ServerMessageSchema, type Pong } from "../../gen/mcp/v1/session_pb.js";
-import { createFrameReader, encodeFrames, encodeMessages, frameBytes, framesOf, type FrameError } from "../../src/transport/grpc-frames.js";
+import { createFrameReader, createUnaryFrameReader, encodeFrames, encodeMessages, frameBytes, framesOf, type FrameError } from "../../src/transport/grpc-frames.js";
 
 const pongs = [1n, 300n, 70000n].map((id) => create(PongSchema, { id }));
 const wire = encodeFrames(PongSchema, pongs);
@@ -96,5 +96,23 @@ describe("refusals come from the header alone", () => {
     const r = createFrameReader(1024, (b) => (got.push(fromBinary(PongSchema, b).id), false), () => {});
     r.push(wire);
     expect(got).toEqual([1n]);
+  });
+});
+
+describe("createUnaryFrameReader", () => {
+  test("keeps the one frame; a second is refused once and nothing after it is read", () => {
+    let extra = 0;
+    const errors: FrameError[] = [];
+    const r = createUnaryFrameReader(1024, () => extra++, (e) => errors.push(e));
+    r.push(wire.subarray(0, 4));
+    expect(r.body).toBeUndefined();
+    r.push(wire.subarray(4));
+    expect(fromBinary(PongSchema, r.body!).id).toBe(1n);
+    expect([extra, errors]).toEqual([1, []]);
+  });
+  test("a cut frame is left held", () => {
+    const r = createUnaryFrameReader(1024, () => {}, () => {});
+    r.push(wire.subarray(0, 6));
+    expect([r.body, r.held > 0, r.need]).toEqual([undefined, true, 5 + wire.readUInt32BE(1)]);
   });
 });
