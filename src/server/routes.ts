@@ -102,7 +102,9 @@ export function startBatch(core: McpCore, auth: AuthState, batch: CommandBatch, 
     return runner;
   }
   runner.startBatch(batch, (r) => {
-    byId.set(r.commandId, [...(byId.get(r.commandId) ?? []), r]);
+    const list = byId.get(r.commandId);
+    if (list === undefined) byId.set(r.commandId, [r]);
+    else list.push(r);
     if (--pending === 0) done();
   });
   return runner;

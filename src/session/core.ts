@@ -93,7 +93,6 @@ function subjectOf(auth: AuthState, sessionId?: string): AuthSubject {
   return s;
 }
 
-/** Assembles the core. */
 /**
  * A command ready to run its tool. A class, not `{ run: (ctx) => … }`: no closure per command on
  * the hot path (under tsx every closure also costs a `__name` call). The runner's context is the
@@ -114,6 +113,7 @@ class PreparedToolRun implements PreparedCommand {
   }
 }
 
+/** Assembles the core. */
 export function createCore(deps: CoreDeps): McpCore {
   const { options, authorizer, contexts, tools, revocations } = deps;
   const now = deps.now ?? Date.now;
