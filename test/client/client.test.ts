@@ -7,18 +7,16 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { BatchMode } from "../../gen/mcp/v1/command_pb.js";
 import type { Event } from "../../gen/mcp/v1/event_pb.js";
 import { createMcpClient, type McpClient, type McpSession } from "../../src/client/index.js";
-import { args, createTestTools, type Probe } from "../helpers/command-tools.js";
+import { args, startWithTestTools, type Probe } from "../helpers/command-tools.js";
 import { mcpFailure } from "../helpers/mcp-failure.js";
-import { startServer, type TestServer } from "../helpers/server.js";
+import type { TestServer } from "../helpers/server.js";
 
 let t: TestServer;
 let probe: Probe;
 let client: McpClient;
 let session: McpSession;
 beforeAll(async () => {
-  const tools = createTestTools();
-  probe = tools.probe;
-  t = await startServer({ tools: tools.tools });
+  ({ server: t, probe } = await startWithTestTools());
   client = createMcpClient({ baseUrl: t.url, token: await t.token("alice", ["developer"]) });
   session = await client.connect();
 });

@@ -4,6 +4,7 @@
  * handlers saw — started, finished, and the reason their AbortSignal fired — so tests observe
  * the handler side of timeouts and Cancel instead of mocking the runner.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import type { JsonObject } from "@bufbuild/protobuf";
 import type { Response } from "../../gen/mcp/v1/command_pb.js";
 import type { ErrorKind } from "../../gen/mcp/v1/error_pb.js";
@@ -11,7 +12,8 @@ import type { ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { McpError } from "../../src/errors.js";
 import { defineJsonTool, type RegisteredTool } from "../../src/tools/index.js";
-import { openRawStream, type ClientPayload, type RawStream } from "./server.js";
+import type { McpServerOptions } from "../../src/server/server.js";
+import { openRawStream, startServer, type ClientPayload, type RawStream, type TestServer } from "./server.js";
 
 /** What the test tools' handlers did, by command id. */
 export interface Probe {
@@ -73,6 +75,12 @@ export function createTestTools(): { tools: RegisteredTool[]; probe: Probe } {
     changed();
   }
 
+  /** Records a handler that returned normally. */
+  function finish(commandId: string): void {
+    finished.push(commandId);
+    changed();
+  }
+
   /** Waits until `signal` fires; then rejects with its reason (as handlers must). */
   const untilAborted = (signal: AbortSignal) =>
     new Promise<never>((_, reject) => {
@@ -91,20 +99,9 @@ export function createTestTools(): { tools: RegisteredTool[]; probe: Probe } {
       async handler(args, ctx) {
         track(ctx.commandId, ctx.signal);
         const ms = typeof args["ms"] === "number" ? args["ms"] : undefined;
-        if (ms === undefined) await untilAborted(ctx.signal);
-        await new Promise<void>((resolve, reject) => {
-          const timer = setTimeout(resolve, ms);
-          ctx.signal.addEventListener(
-            "abort",
-            () => {
-              clearTimeout(timer);
-              reject(ctx.signal.reason as Error);
-            },
-            { once: true },
-          );
-        });
-        finished.push(ctx.commandId);
-        changed();
+        // Either way an abort rejects; the tool layer answers with the signal's reason.
+        await (ms === undefined ? untilAborted(ctx.signal) : sleep(ms, undefined, { signal: ctx.signal }));
+        finish(ctx.commandId);
         return { slept: ms ?? 0 };
       },
     }),
@@ -120,8 +117,7 @@ export function createTestTools(): { tools: RegisteredTool[]; probe: Probe } {
         if (!released.has(key)) {
           await Promise.race([new Promise<void>((resolve) => gates.set(key, resolve)), untilAborted(ctx.signal)]);
         }
-        finished.push(ctx.commandId);
-        changed();
+        finish(ctx.commandId);
         return { key };
       },
     }),
@@ -146,8 +142,7 @@ export function createTestTools(): { tools: RegisteredTool[]; probe: Probe } {
         track(ctx.commandId, ctx.signal);
         const n = Number(args["count"]);
         for (let i = 1; i <= n; i++) ctx.emit("command.progress", { i });
-        finished.push(ctx.commandId);
-        changed();
+        finish(ctx.commandId);
         return { emitted: n };
       },
     }),
@@ -190,6 +185,12 @@ export function createTestTools(): { tools: RegisteredTool[]; probe: Probe } {
       },
     },
   };
+}
+
+/** A real server (`startServer`) with a fresh set of the test tools registered, and their probe. */
+export async function startWithTestTools(options: Omit<McpServerOptions, "tools"> = {}): Promise<{ server: TestServer; probe: Probe }> {
+  const { tools, probe } = createTestTools();
+  return { server: await startServer({ ...options, tools }), probe };
 }
 
 /** `{ case: "arguments", value }` for a Command's payload. */

@@ -23,7 +23,7 @@ import { ErrorKind, ErrorSchema } from "../../gen/mcp/v1/error_pb.js";
 import { kConnectionFacts, registerRoutes } from "../../src/server/routes.js";
 import { encodeGrpcMessage } from "../../src/server/grpc-h2.js";
 import { parseGrpcTimeout } from "../../src/server/unary-h2.js";
-import { args, createTestTools, outputOf, type Probe } from "../helpers/command-tools.js";
+import { args, startWithTestTools, outputOf, type Probe } from "../helpers/command-tools.js";
 import { decodeRpcStatus } from "../helpers/rpc-status.js";
 import { startServer, type TestServer } from "../helpers/server.js";
 import { selfSignedCert } from "../security/e2e-helpers.js";
@@ -43,9 +43,7 @@ let token: string;
 let viewer: string;
 
 beforeAll(async () => {
-  const tools = createTestTools();
-  probe = tools.probe;
-  t = await startServer({ tools: tools.tools, maxMessageBytes: MAX_MESSAGE_BYTES });
+  ({ server: t, probe } = await startWithTestTools({ maxMessageBytes: MAX_MESSAGE_BYTES }));
   token = await t.token("alice", ["developer"]);
   viewer = await t.token("vera", ["viewer"]);
   const core = t.server.core;

@@ -13,16 +13,14 @@ import { ErrorKind, ErrorSchema } from "../../gen/mcp/v1/error_pb.js";
 import { ContextService } from "../../gen/mcp/v1/context_pb.js";
 import { EventService, type Event } from "../../gen/mcp/v1/event_pb.js";
 import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
-import { args, createTestTools, errorOf, openReader, outputOf, type Probe } from "../helpers/command-tools.js";
+import { args, createTestTools, startWithTestTools, errorOf, openReader, outputOf, type Probe } from "../helpers/command-tools.js";
 import { handshake, startServer, type TestServer } from "../helpers/server.js";
 
 let t: TestServer;
 let probe: Probe;
 let small: TestServer;
 beforeAll(async () => {
-  const tools = createTestTools();
-  probe = tools.probe;
-  t = await startServer({ tools: tools.tools, execEnabled: true });
+  ({ server: t, probe } = await startWithTestTools({ execEnabled: true }));
   small = await startServer({ tools: createTestTools().tools, maxBatchSize: 2 });
 });
 afterAll(async () => {

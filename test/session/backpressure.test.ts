@@ -7,16 +7,14 @@
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { ErrorKind } from "../../gen/mcp/v1/error_pb.js";
 import type { ServerMessage } from "../../gen/mcp/v1/session_pb.js";
-import { args, createTestTools, errorOf, openReader, outputOf, type Probe } from "../helpers/command-tools.js";
+import { args, createTestTools, startWithTestTools, errorOf, openReader, outputOf, type Probe } from "../helpers/command-tools.js";
 import { eventually } from "../helpers/eventually.js";
 import { handshake, openRawStream, openSession, startServer, type TestServer } from "../helpers/server.js";
 
 let t: TestServer;
 let probe: Probe;
 beforeAll(async () => {
-  const tools = createTestTools();
-  probe = tools.probe;
-  t = await startServer({ tools: tools.tools, maxInflightCommands: 2, maxOutboundMessages: 64, slowConsumerTimeoutMs: 300 });
+  ({ server: t, probe } = await startWithTestTools({ maxInflightCommands: 2, maxOutboundMessages: 64, slowConsumerTimeoutMs: 300 }));
 });
 afterAll(() => t.close());
 

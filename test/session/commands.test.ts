@@ -8,8 +8,8 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { BatchMode, type CommandSchema } from "../../gen/mcp/v1/command_pb.js";
 import { ErrorKind } from "../../gen/mcp/v1/error_pb.js";
-import { args, createTestTools, errorOf, openReader, outputOf, type Probe, type SessionReader } from "../helpers/command-tools.js";
-import { handshake, startServer, type TestServer } from "../helpers/server.js";
+import { args, startWithTestTools, errorOf, openReader, outputOf, type Probe, type SessionReader } from "../helpers/command-tools.js";
+import { handshake, type TestServer } from "../helpers/server.js";
 
 let t: TestServer;
 let probe: Probe;
@@ -18,12 +18,8 @@ let small: TestServer;
 let smallProbe: Probe;
 
 beforeAll(async () => {
-  const a = createTestTools();
-  probe = a.probe;
-  t = await startServer({ tools: a.tools });
-  const b = createTestTools();
-  smallProbe = b.probe;
-  small = await startServer({ tools: b.tools, defaultTimeoutMs: 150, maxTimeoutMs: 200, maxBatchSize: 3 });
+  ({ server: t, probe } = await startWithTestTools());
+  ({ server: small, probe: smallProbe } = await startWithTestTools({ defaultTimeoutMs: 150, maxTimeoutMs: 200, maxBatchSize: 3 }));
 });
 afterAll(async () => {
   await t.close();

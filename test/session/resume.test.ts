@@ -8,16 +8,14 @@
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { ErrorKind } from "../../gen/mcp/v1/error_pb.js";
 import type { ServerMessage } from "../../gen/mcp/v1/session_pb.js";
-import { args, createTestTools, openReader, outputOf, type Probe } from "../helpers/command-tools.js";
+import { args, startWithTestTools, openReader, outputOf, type Probe } from "../helpers/command-tools.js";
 import { eventually } from "../helpers/eventually.js";
 import { handshake, openRawStream, openSession, startServer, type TestServer } from "../helpers/server.js";
 
 let t: TestServer;
 let probe: Probe;
 beforeAll(async () => {
-  const tools = createTestTools();
-  probe = tools.probe;
-  t = await startServer({ tools: tools.tools, resumeBufferMessages: 16, resumeTtlMs: 60_000 });
+  ({ server: t, probe } = await startWithTestTools({ resumeBufferMessages: 16, resumeTtlMs: 60_000 }));
 });
 afterAll(() => t.close());
 
