@@ -21,6 +21,7 @@ import { EchoInputSchema, EchoOutputSchema } from "../gen/mcp/tools/v1/tools_pb.
 import { callTyped, createMcpClient } from "../src/client/index.js";
 import { mintToken } from "../src/security/index.js";
 import { createFrameReader, frameBytes } from "../src/transport/grpc-frames.js";
+import { rawFrames } from "./raw-frames.js";
 
 /** The HS256 secret bench/server.ts's `mcp` server verifies with. */
 const BENCH_SECRET = "bench-secret-0123456789-0123456789-abcdef";
@@ -262,18 +263,7 @@ function rawOpener(port: number): Opener {
       for (let i = 0; i < n; i++) frame.copy(b, i * frame.length);
       stream.write(b);
     };
-    let rest: Buffer | undefined;
-    stream.on("data", (chunk: Buffer) => {
-      const buf = rest === undefined ? chunk : Buffer.concat([rest, chunk]);
-      let off = 0;
-      while (buf.length - off >= 5) {
-        const len = buf.readUInt32BE(off + 1);
-        if (buf.length - off - 5 < len) break;
-        off += 5 + len;
-        done();
-      }
-      rest = off === buf.length ? undefined : buf.subarray(off);
-    });
+    stream.on("data", rawFrames(() => done()));
     return {
       send: () => {
         pending++;

@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { createMcpServer } from "../src/server/server.js";
+import { rawFrames } from "./raw-frames.js";
 
 /** Also in bench/run.ts, which mints the tokens. */
 const BENCH_SECRET = "bench-secret-0123456789-0123456789-abcdef";
@@ -77,7 +78,6 @@ if (kind === "mcp") {
   server.on("stream", (stream: ServerHttp2Stream) => {
     stream.respond({ ":status": 200, "content-type": "application/grpc+proto" }, { waitForTrailers: true });
     stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
-    let rest: Buffer | undefined;
     let out: Buffer[] = [];
     let scheduled = false;
     const flush = () => {
@@ -87,16 +87,9 @@ if (kind === "mcp") {
       out = [];
       stream.write(b);
     };
+    const cut = rawFrames((buf, start, end) => out.push(buf.subarray(start, end)));
     stream.on("data", (chunk: Buffer) => {
-      const buf = rest === undefined ? chunk : Buffer.concat([rest, chunk]);
-      let off = 0;
-      while (buf.length - off >= 5) {
-        const len = buf.readUInt32BE(off + 1);
-        if (buf.length - off - 5 < len) break;
-        out.push(buf.subarray(off, off + 5 + len));
-        off += 5 + len;
-      }
-      rest = off === buf.length ? undefined : buf.subarray(off);
+      cut(chunk);
       if (!scheduled && out.length > 0) {
         scheduled = true;
         setImmediate(flush);
