@@ -193,6 +193,13 @@ export async function startWithTestTools(options: Omit<McpServerOptions, "tools"
   return { server: await startServer({ ...options, tools }), probe };
 }
 
+/** The session id from a reader's HandshakeResult; throws when the handshake was refused. */
+export function sessionIdOf(reader: SessionReader): string {
+  const hr = reader.first;
+  if (hr?.message.case !== "handshakeResult") throw new Error(`expected a HandshakeResult, got ${hr?.message.case}`);
+  return hr.message.value.sessionId;
+}
+
 /** `{ case: "arguments", value }` for a Command's payload. */
 export const args = (value: JsonObject) => ({ case: "arguments" as const, value });
 

@@ -13,7 +13,7 @@ import { ErrorKind, ErrorSchema } from "../../gen/mcp/v1/error_pb.js";
 import { ContextService } from "../../gen/mcp/v1/context_pb.js";
 import { EventService, type Event } from "../../gen/mcp/v1/event_pb.js";
 import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
-import { args, createTestTools, startWithTestTools, errorOf, openReader, outputOf, type Probe } from "../helpers/command-tools.js";
+import { args, createTestTools, errorOf, openReader, outputOf, sessionIdOf, startWithTestTools, type Probe } from "../helpers/command-tools.js";
 import { handshake, startServer, type TestServer } from "../helpers/server.js";
 
 let t: TestServer;
@@ -212,9 +212,7 @@ describe("EventService/Subscribe", () => {
   test("the events of a session after after_seq, then its live events, filtered by type", async () => {
     const token = await t.token("alice");
     const s = await openReader(t.url, handshake(token));
-    const hr = s.first;
-    if (hr?.message.case !== "handshakeResult") throw new Error("no HandshakeResult");
-    const sessionId = hr.message.value.sessionId;
+    const sessionId = sessionIdOf(s);
     s.send({ case: "command", value: { id: "ev1", tool: "count", payload: args({ count: 3 }) } });
     await s.response("ev1");
     const seqs = s.messages.flatMap((m) => (m.message.case === "event" ? [m.seq] : []));
@@ -250,9 +248,7 @@ describe("EventService/Subscribe", () => {
   test("after_seq 0 delivers only new events (mcp.v1.SubscribeRequest)", async () => {
     const token = await t.token("alice");
     const s = await openReader(t.url, handshake(token));
-    const hr = s.first;
-    if (hr?.message.case !== "handshakeResult") throw new Error("no HandshakeResult");
-    const sessionId = hr.message.value.sessionId;
+    const sessionId = sessionIdOf(s);
     s.send({ case: "command", value: { id: "old", tool: "count", payload: args({ count: 2 }) } });
     await s.response("old");
     const events = createClient(EventService, createGrpcTransport({ baseUrl: t.url, interceptors: bearer(token) }));
@@ -307,9 +303,7 @@ describe("EventService/Subscribe", () => {
     try {
       const token = await ring.token("alice");
       const s = await openReader(ring.url, handshake(token));
-      const hr = s.first;
-      if (hr?.message.case !== "handshakeResult") throw new Error("no HandshakeResult");
-      const sessionId = hr.message.value.sessionId;
+      const sessionId = sessionIdOf(s);
       s.send({ case: "command", value: { id: "many", tool: "count", payload: args({ count: 20 }) } });
       await s.response("many");
       const events = createClient(EventService, createGrpcTransport({ baseUrl: ring.url, interceptors: bearer(token) }));
@@ -327,15 +321,14 @@ describe("EventService/Subscribe", () => {
 
   test("another principal's session → PermissionDenied permission_denied; an unknown one → NotFound session_expired", async () => {
     const s = await openReader(t.url, handshake(await t.token("alice")));
-    const hr = s.first;
-    if (hr?.message.case !== "handshakeResult") throw new Error("no HandshakeResult");
+    const sessionId = sessionIdOf(s);
     const asBob = createClient(EventService, createGrpcTransport({ baseUrl: t.url, interceptors: bearer(await t.token("bob")) }));
     const drain = async (sessionId: string) => {
       for await (const _ of asBob.subscribe({ sessionId, afterSeq: 0n, types: [] })) {
         /* nothing expected */
       }
     };
-    expect(await failure(drain(hr.message.value.sessionId))).toEqual({ status: Code.PermissionDenied, kind: ErrorKind.SECURITY, code: "permission_denied" });
+    expect(await failure(drain(sessionId))).toEqual({ status: Code.PermissionDenied, kind: ErrorKind.SECURITY, code: "permission_denied" });
     expect(await failure(drain("00000000-0000-4000-8000-000000000000"))).toEqual({ status: Code.NotFound, kind: ErrorKind.PROTOCOL, code: "session_expired" });
     s.close();
   });
