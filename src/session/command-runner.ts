@@ -24,10 +24,10 @@ export interface PreparedCommand {
   /** The principal's subject, passed on to the tool's context (logs only). */
   readonly subject?: string;
   /**
-   * Runs the command. `ctx.signal` is created on first read (most tools never read it), and
-   * `ctx.aborted` says whether it fired without creating it.
+   * Runs the command: its result, or a promise of it. `ctx.signal` is created on first read (most
+   * tools never read it), and `ctx.aborted` says whether it fired without creating it.
    */
-  run(ctx: ToolContext): Promise<Response["result"]>;
+  run(ctx: ToolContext): Response["result"] | Promise<Response["result"]>;
 }
 
 /** Limits the runner enforces. */
@@ -256,11 +256,12 @@ export function createCommandRunner(
     runPrepared(entry, prepared);
   }
 
+  // A tool that answered synchronously settles here and now: no promise, no closure. Otherwise
   // `.then`, not an async function: a suspended async frame per command costs more than the two
   // closures (bench/README.md). Neither closure is bound to a name: tsx (esbuild keepNames) would
   // give each a `__name()` call — an Object.defineProperty per command, ~5 % of the core.
   function runPrepared(entry: Inflight, prepared: PreparedCommand): void {
-    let running: Promise<Response["result"]>;
+    let running: Response["result"] | Promise<Response["result"]>;
     try {
       running = prepared.run(entry);
     } catch (e) {
@@ -268,17 +269,24 @@ export function createCommandRunner(
       fail(entry, e);
       return;
     }
-    running.then(
-      (result) =>
-        // A literal, not create(): every field is given, and this runs once per command (hot path).
-        settle(entry, {
-          $typeName: "mcp.v1.Response",
-          commandId: entry.commandId,
-          result,
-          durationMs: now() - entry.startedAt,
-        } satisfies Response),
-      (e: unknown) => fail(entry, e),
-    );
+    if (running instanceof Promise) {
+      running.then(
+        (result) => succeed(entry, result),
+        (e: unknown) => fail(entry, e),
+      );
+    } else {
+      succeed(entry, running);
+    }
+  }
+
+  function succeed(entry: Inflight, result: Response["result"]): void {
+    // A literal, not create(): every field is given, and this runs once per command (hot path).
+    settle(entry, {
+      $typeName: "mcp.v1.Response",
+      commandId: entry.commandId,
+      result,
+      durationMs: now() - entry.startedAt,
+    } satisfies Response);
   }
 
   function fail(entry: Inflight, e: unknown): void {
@@ -300,26 +308,36 @@ export function createCommandRunner(
       for (const c of commands) start(c, onResponse);
       return;
     }
-    // Sequential: one at a time; after the first error the rest answer `cancelled`.
+    // Sequential: one at a time; after the first error the rest answer `cancelled`. A loop, not
+    // recursion: a command that answers synchronously (most tools) must not grow the stack by
+    // one `start` per command of the batch.
     let i = 0;
-    const next = (): void => {
-      const c = commands[i++];
-      if (c === undefined) return;
-      start(c, (response) => {
-        onResponse(response);
-        if (response.result.case === "error") {
-          for (const rest of commands.slice(i)) {
-            onResponse(
-              errorResponse(rest.id, new McpError("cancelled", `not run: command "${c.id}" of the sequential batch failed`)),
-            );
-          }
-          i = commands.length;
-          return;
+    let looping = false;
+    let answeredInLoop = false;
+    const onEach = (response: Response): void => {
+      onResponse(response);
+      if (response.result.case === "error") {
+        const failed = commands[i - 1]!.id;
+        for (const rest of commands.slice(i)) {
+          onResponse(errorResponse(rest.id, new McpError("cancelled", `not run: command "${failed}" of the sequential batch failed`)));
         }
-        next();
-      });
+        i = commands.length;
+        return;
+      }
+      if (looping) answeredInLoop = true;
+      else loop();
     };
-    next();
+    const loop = (): void => {
+      looping = true;
+      do {
+        answeredInLoop = false;
+        const c = commands[i++];
+        if (c === undefined) break;
+        start(c, onEach);
+      } while (answeredInLoop);
+      looping = false;
+    };
+    loop();
   }
 
   return {

@@ -108,7 +108,7 @@ class PreparedToolRun implements PreparedCommand {
     if (subject !== undefined) this.subject = subject;
   }
 
-  run(ctx: ToolContext): Promise<Response["result"]> {
+  run(ctx: ToolContext): Response["result"] | Promise<Response["result"]> {
     return this.tool.run(this.command, ctx);
   }
 }

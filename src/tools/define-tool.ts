@@ -62,10 +62,11 @@ export interface TypedToolDefinition<I extends DescMessage, O extends DescMessag
   /** The output message. */
   output: O;
   /**
-   * Runs the tool. Rejects with an `McpError` for expected failures; anything else becomes
-   * `tool_failed`. Must honour `ctx.signal`.
+   * Runs the tool: returns the output, or a promise of it (a tool with nothing to wait for
+   * answers synchronously and costs no promise). Throws or rejects with an `McpError` for
+   * expected failures; anything else becomes `tool_failed`. Must honour `ctx.signal`.
    */
-  handler(input: MessageShape<I>, ctx: ToolContext): Promise<MessageInitShape<O>>;
+  handler(input: MessageShape<I>, ctx: ToolContext): MessageInitShape<O> | PromiseLike<MessageInitShape<O>>;
 }
 
 /** A tool described by JSON Schemas only. */
@@ -74,8 +75,8 @@ export interface JsonToolDefinition extends ToolDefinitionBase {
   inputSchema: JsonObject;
   /** JSON Schema of the output; when given, outputs are checked against it. */
   outputSchema?: JsonObject;
-  /** Runs the tool with validated arguments; same error rules as typed tools. */
-  handler(input: JsonObject, ctx: ToolContext): Promise<JsonObject>;
+  /** Runs the tool with validated arguments; the output or a promise of it, same error rules as typed tools. */
+  handler(input: JsonObject, ctx: ToolContext): JsonObject | PromiseLike<JsonObject>;
 }
 
 const NAME_PATTERN = /^[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z][A-Za-z0-9_-]*)*$/;
@@ -183,13 +184,15 @@ export function defineTypedTool<I extends DescMessage, O extends DescMessage>(de
       } catch (e) {
         return Promise.reject(e);
       }
-      let pending: Promise<MessageInitShape<O>>;
+      const toResult = payload.case === "input" ? typedResult : jsonResult;
+      let out: MessageInitShape<O> | PromiseLike<MessageInitShape<O>>;
       try {
-        pending = handler(message, ctx);
+        out = handler(message, ctx);
+        if (!isThenable(out)) return toResult(out);
       } catch (e) {
         return Promise.reject(handlerError(base.name, ctx, e));
       }
-      return pending.then(payload.case === "input" ? typedResult : jsonResult, (e: unknown) => {
+      return Promise.resolve(out).then(toResult, (e: unknown) => {
         throw handlerError(base.name, ctx, e);
       });
     },
@@ -337,6 +340,11 @@ function isAborted(ctx: ToolContext): boolean {
   return ctx.aborted ?? ctx.signal.aborted;
 }
 
+/** A handler's answer is a promise (or another thenable) rather than the output itself. */
+function isThenable<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {
+  return typeof (value as { then?: unknown } | null)?.then === "function";
+}
+
 /** What a handler's (or its output encoding's) exception becomes. */
 function handlerError(toolName: string, ctx: ToolContext, e: unknown): unknown {
   // Once aborted, whatever the handler threw (often an AbortError from fs or a stream) is a
@@ -351,7 +359,6 @@ function toolFailure(toolName: string, e: unknown): unknown {
   const message = e instanceof Error ? e.message : String(e);
   return new McpError("tool_failed", `tool ${toolName} failed: ${message}`, { cause: e });
 }
-
 
 /**
  * The field named by a protobuf-es `FieldError` (the `cause` fromJson attaches). protobuf-es does

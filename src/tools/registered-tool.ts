@@ -46,9 +46,10 @@ export interface RegisteredTool {
    * the tool's empty input), runs the handler and encodes its output: a typed input gets
    * `typedOutput`, JSON arguments (or none) get `output`.
    *
-   * Rejects with `McpError` `invalid_argument` (with `details.field`) for bad input, with what
-   * the handler threw when it is an `McpError`, with `ctx.signal.reason` once aborted, and with
-   * `tool_failed` (cause kept) for any other exception.
+   * Returns the result itself when the handler answered synchronously (no promise on that path),
+   * else a promise of it. Rejects (never throws) with `McpError` `invalid_argument` (with
+   * `details.field`) for bad input, with what the handler threw when it is an `McpError`, with
+   * `ctx.signal.reason` once aborted, and with `tool_failed` (cause kept) for any other exception.
    */
-  run(command: Command, ctx: ToolContext): Promise<Response["result"]>;
+  run(command: Command, ctx: ToolContext): Response["result"] | Promise<Response["result"]>;
 }

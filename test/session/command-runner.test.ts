@@ -21,8 +21,9 @@ interface Job {
 }
 
 /**
- * A real CommandHost: tools are `work` (runs until the test ends it), `sync-throw` (its run throws
- * synchronously), anything else is refused at prepare with unknown_tool. Preconditions hold for context "here" at version 3 only.
+ * A real CommandHost: tools are `work` (runs until the test ends it), `sync` (answers at once,
+ * without a promise: its output is the command's id), `sync-throw` (its run throws synchronously),
+ * anything else is refused at prepare with unknown_tool. Preconditions hold for context "here" at version 3 only.
  */
 function createHost() {
   const jobs = new Map<string, Job>();
@@ -39,6 +40,7 @@ function createHost() {
           },
         };
       }
+      if (command.tool === "sync") return { run: () => ({ case: "output", value: { id: command.id } }) };
       if (command.tool !== "work") throw new McpError("unknown_tool", `no tool named "${command.tool}"`, { field: "tool" });
       return {
         run: (ctx) =>
@@ -168,6 +170,15 @@ describe("exactly-once settle", () => {
     expect(runner.inflight).toBe(0);
     start({ id: "next", tool: "work" });
     expect(runner.inflight).toBe(1);
+  });
+
+  test("a tool that answers synchronously settles once, before start returns; a second command with its id is not a duplicate", () => {
+    const { runner, start, of } = setup();
+    start({ id: "now", tool: "sync" });
+    expect(of("now").map((r) => r.result)).toEqual([{ case: "output", value: { id: "now" } }]);
+    expect(runner.inflight).toBe(0);
+    start({ id: "now", tool: "sync" });
+    expect(of("now").map(codeOf)).toEqual(["output", "output"]);
   });
 
   const lateEndings: { name: string; end: (j: Job) => void }[] = [
@@ -381,6 +392,32 @@ describe("batches", () => {
       ["s4", "cancelled"],
     ]);
     expect(jobs.has("s3")).toBe(false);
+  });
+
+  test("sequential: 100,000 commands that answer synchronously run in order without growing the stack", () => {
+    const { runner, responses, onResponse } = setup({ ...limits, maxBatchSize: 100_000 });
+    const ids = Array.from({ length: 100_000 }, (_, i) => `q${i}`);
+    runner.startBatch(batch(BatchMode.SEQUENTIAL, ids, "sync"), onResponse);
+    expect(responses.map((r) => r.commandId)).toEqual(ids);
+    expect(responses.every((r) => r.result.case === "output")).toBe(true);
+  });
+
+  test("sequential: a synchronous error stops the batch; the rest answer cancelled", () => {
+    const { runner, responses, onResponse } = setup();
+    const b = create(CommandBatchSchema, {
+      mode: BatchMode.SEQUENTIAL,
+      commands: [
+        { id: "a", tool: "sync" },
+        { id: "b", tool: "sync-throw" },
+        { id: "c", tool: "sync" },
+      ],
+    });
+    runner.startBatch(b, onResponse);
+    expect(responses.map((r) => [r.commandId, codeOf(r)])).toEqual([
+      ["a", "output"],
+      ["b", "tool_failed"],
+      ["c", "cancelled"],
+    ]);
   });
 
   test("sequential: a command refused up front stops the batch too", () => {

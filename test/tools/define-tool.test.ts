@@ -166,6 +166,54 @@ describe("defineTypedTool", () => {
     });
   });
 
+  test("a synchronous handler's answer comes back without a promise, as JSON or typed output", async () => {
+    const tool = defineTypedTool({
+      name: "now",
+      description: "",
+      input: EchoInputSchema,
+      output: EchoOutputSchema,
+      handler: (input) => ({ text: input.text.toUpperCase() }),
+    });
+    const json = tool.run(jsonCommand("now", { text: "hi" }), makeContext().ctx);
+    expect(json).not.toBeInstanceOf(Promise);
+    expect(json).toEqual({ case: "output", value: { text: "HI" } });
+    expect(await runTyped(tool, EchoInputSchema, { text: "hi" }, EchoOutputSchema)).toMatchObject({ text: "HI" });
+  });
+
+  test("a handler's thenable that is not a native promise is awaited", async () => {
+    const tool = defineTypedTool({
+      name: "thenable",
+      description: "",
+      input: EchoInputSchema,
+      output: EchoOutputSchema,
+      handler: (input): PromiseLike<{ text: string }> => ({ then: (ok, fail) => Promise.resolve({ text: `${input.text}!` }).then(ok, fail) }),
+    });
+    expect(await runJson(tool, { text: "hi" })).toEqual({ text: "hi!" });
+  });
+
+  const syncFailures: { name: string; handler: () => { text: string }; want: object }[] = [
+    {
+      name: "throws a plain error",
+      handler: () => {
+        throw new RangeError("disk on fire");
+      },
+      want: { code: "tool_failed", kind: "COMMAND", message: "tool sync failed: disk on fire" },
+    },
+    {
+      name: "returns an output that does not encode",
+      handler: () => ({ text: Symbol("not text") as unknown as string }),
+      want: { code: "tool_failed", kind: "COMMAND", message: expect.stringMatching(/^tool sync failed: .*EchoOutput\.text/) },
+    },
+  ];
+  for (const { name, handler, want } of syncFailures) {
+    test(`a synchronous handler that ${name} rejects (never throws) with tool_failed`, async () => {
+      const tool = defineTypedTool({ name: "sync", description: "", input: EchoInputSchema, output: EchoOutputSchema, handler });
+      let running: unknown;
+      expect(() => (running = tool.run(jsonCommand("sync", {}), makeContext().ctx))).not.toThrow();
+      await expect(running).rejects.toMatchObject(want);
+    });
+  }
+
   test("a handler's McpError passes through unchanged", async () => {
     const own = new McpError("permission_denied", "nope");
     const tool = defineTypedTool({

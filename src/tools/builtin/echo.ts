@@ -13,6 +13,7 @@ export function createEchoTool(securityLevel: SecurityLevel): RegisteredTool {
     output: EchoOutputSchema,
     securityLevel,
     annotations: { readOnly: true, idempotent: true },
-    handler: async (input) => ({ text: input.text }),
+    // Synchronous: nothing to wait for, so no promise per call (the benchmark's tool).
+    handler: (input) => ({ text: input.text }),
   });
 }
