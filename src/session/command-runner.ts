@@ -125,6 +125,8 @@ class DeadlineTimer {
   /** When the armed timer fires (runner clock); Infinity when none is armed. */
   private armedFor = Infinity;
   private refed = false;
+  /** An `unrefIfIdle` is queued. */
+  private idleCheck = false;
 
   constructor(
     private readonly table: Map<string, Inflight>,
@@ -141,13 +143,23 @@ class DeadlineTimer {
     }
   }
 
-  /** The table became empty: let the process exit while nothing runs. */
+  /**
+   * The table became empty: let the process exit while nothing runs — decided once the current
+   * burst of work is over. A command that settles as it starts empties the table every time, and
+   * toggling the timer's ref (a call into libuv) per command would cost more than the command.
+   */
   idle(): void {
-    if (this.refed) {
+    if (!this.refed || this.idleCheck) return;
+    this.idleCheck = true;
+    queueMicrotask(this.unrefIfIdle);
+  }
+  private readonly unrefIfIdle = (): void => {
+    this.idleCheck = false;
+    if (this.refed && this.table.size === 0) {
       this.timer?.unref();
       this.refed = false;
     }
-  }
+  };
 
   private arm(deadline: number): void {
     if (this.timer !== undefined) clearTimeout(this.timer);

@@ -156,7 +156,7 @@ export class Session {
     // A literal, not create(): both fields are given, and this runs once per message (hot path).
     const msg: ServerMessage = { $typeName: "mcp.v1.ServerMessage", seq, message: payload };
     this.ring[this.slot(seq)] = msg;
-    for (const tap of this.taps) tap(msg);
+    if (this.taps.size > 0) for (const tap of this.taps) tap(msg);
     return msg;
   }
 

@@ -181,6 +181,26 @@ describe("exactly-once settle", () => {
     expect(of("now").map(codeOf)).toEqual(["output", "output"]);
   });
 
+  test("the deadline timer keeps the process alive only while commands are in flight", async () => {
+    // Timers that hold the event loop open (an unref'd one is not listed).
+    const refTimers = () => process.getActiveResourcesInfo().filter((r) => r === "Timeout").length;
+    const before = refTimers();
+    const { jobs, start, settled } = setup();
+    start({ id: "w", tool: "work" });
+    expect(refTimers()).toBe(before + 1);
+    await flush();
+    job(jobs, "w").resolve({});
+    await settled("w");
+    await flush();
+    expect(refTimers()).toBe(before);
+    // Commands that settle as they start leave it unref'd too, once the burst is over.
+    for (let i = 0; i < 3; i++) start({ id: `s${i}`, tool: "sync" });
+    await Promise.resolve();
+    expect(refTimers()).toBe(before);
+    start({ id: "w2", tool: "work" });
+    expect(refTimers()).toBe(before + 1);
+  });
+
   const lateEndings: { name: string; end: (j: Job) => void }[] = [
     { name: "a late result", end: (j) => j.resolve({ late: true }) },
     { name: "a late throw", end: (j) => j.reject(new Error("late")) },
