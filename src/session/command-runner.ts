@@ -113,20 +113,19 @@ class Inflight implements ToolContext {
 
 /**
  * Command timeouts without a `setTimeout` per command: one timer per runner, armed for the
- * earliest deadline. Settling a command does not touch the timer; when it fires it expires what is
- * due and re-arms for the earliest deadline left (a deadline the clock has not quite reached yet
- * is re-armed 1 ms later). With one timeout for all commands, deadlines grow in start order and
- * the timer fires about once per timeout period; the scan of the in-flight table
- * (≤ max_inflight_commands) on each firing is cheap next to a timer per command. The timer is
- * ref'd only while commands are in flight, like the per-command timers it replaces.
+ * earliest deadline of the commands still running. Settling a command does not touch the timer
+ * until the table is empty, then it is cleared: a runner whose commands are done holds nothing
+ * (a unary request's runner, made per request, is garbage at once instead of for a timeout
+ * period). When it fires it expires what is due and re-arms for the earliest deadline left (a
+ * deadline the clock has not quite reached yet is re-armed 1 ms later). With one timeout for all
+ * commands, deadlines grow in start order and the timer fires about once per timeout period; the
+ * scan of the in-flight table (≤ max_inflight_commands) on each firing is cheap next to a timer
+ * per command. A command that settles as it starts never arms it (see `start`).
  */
 class DeadlineTimer {
   private timer: ReturnType<typeof setTimeout> | undefined = undefined;
   /** When the armed timer fires (runner clock); Infinity when none is armed. */
   private armedFor = Infinity;
-  private refed = false;
-  /** An `unrefIfIdle` is queued. */
-  private idleCheck = false;
 
   constructor(
     private readonly table: Map<string, Inflight>,
@@ -134,38 +133,23 @@ class DeadlineTimer {
     private readonly expire: (entry: Inflight) => void,
   ) {}
 
-  /** A command with `deadline` started. */
+  /** A command with `deadline` is running. */
   added(deadline: number): void {
     if (deadline < this.armedFor) this.arm(deadline);
-    else if (!this.refed) {
-      this.timer?.ref();
-      this.refed = true;
-    }
   }
 
-  /**
-   * The table became empty: let the process exit while nothing runs — decided once the current
-   * burst of work is over. A command that settles as it starts empties the table every time, and
-   * toggling the timer's ref (a call into libuv) per command would cost more than the command.
-   */
+  /** The table became empty. */
   idle(): void {
-    if (!this.refed || this.idleCheck) return;
-    this.idleCheck = true;
-    queueMicrotask(this.unrefIfIdle);
+    if (this.timer === undefined) return;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.armedFor = Infinity;
   }
-  private readonly unrefIfIdle = (): void => {
-    this.idleCheck = false;
-    if (this.refed && this.table.size === 0) {
-      this.timer?.unref();
-      this.refed = false;
-    }
-  };
 
   private arm(deadline: number): void {
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.armedFor = deadline;
     this.timer = setTimeout(this.fire, Math.max(1, deadline - this.now()));
-    this.refed = true;
   }
 
   private readonly fire = (): void => {
@@ -254,9 +238,9 @@ export function createCommandRunner(
     const timeoutMs = Math.min(command.timeoutMs === 0 ? limits.defaultTimeoutMs : command.timeoutMs, limits.maxTimeoutMs);
     const entry = new Inflight(id, startedAt, startedAt + timeoutMs, timeoutMs, host, onResponse, prepared.subject);
     table.set(id, entry);
-    deadlines.added(entry.deadline);
 
     if (command.contextVersion > 0n) {
+      deadlines.added(entry.deadline);
       host.checkPrecondition(command.contextId, command.contextVersion).then(
         () => {
           if (!entry.settled) runPrepared(entry, prepared);
@@ -266,6 +250,9 @@ export function createCommandRunner(
       return;
     }
     runPrepared(entry, prepared);
+    // Armed only for a command still running: one that answered synchronously could not have
+    // been interrupted by the timer anyway, and costs no timer work at all.
+    if (!entry.settled) deadlines.added(entry.deadline);
   }
 
   // A tool that answered synchronously settles here and now: no promise, no closure. Otherwise

@@ -4,6 +4,8 @@
  * every ending — result, throw, timeout then a late result, Cancel then a late result, abortAll —
  * is provoked in a known order and the Responses counted per command id.
  */
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { describe, expect, test } from "vitest";
 import { create, type JsonObject } from "@bufbuild/protobuf";
 import { BatchMode, CommandBatchSchema, CommandSchema, type Command, type Response } from "../../gen/mcp/v1/command_pb.js";
@@ -181,8 +183,8 @@ describe("exactly-once settle", () => {
     expect(of("now").map(codeOf)).toEqual(["output", "output"]);
   });
 
-  test("the deadline timer keeps the process alive only while commands are in flight", async () => {
-    // Timers that hold the event loop open (an unref'd one is not listed).
+  test("the deadline timer exists only while commands are in flight", async () => {
+    // Timers that hold the event loop open.
     const refTimers = () => process.getActiveResourcesInfo().filter((r) => r === "Timeout").length;
     const before = refTimers();
     const { jobs, start, settled } = setup();
@@ -193,12 +195,32 @@ describe("exactly-once settle", () => {
     await settled("w");
     await flush();
     expect(refTimers()).toBe(before);
-    // Commands that settle as they start leave it unref'd too, once the burst is over.
+    // Commands that settle as they start never arm it.
     for (let i = 0; i < 3; i++) start({ id: `s${i}`, tool: "sync" });
-    await Promise.resolve();
     expect(refTimers()).toBe(before);
     start({ id: "w2", tool: "work" });
     expect(refTimers()).toBe(before + 1);
+  });
+
+  test("a runner whose commands are done holds nothing: no timer keeps it or its host alive", async () => {
+    // A unary request makes a runner per request; a timer left armed for the timeout period would
+    // keep each one (and what its host holds) for that long.
+    setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as () => void;
+    const collected: string[] = [];
+    const registry = new FinalizationRegistry<string>((name) => collected.push(name));
+    (() => {
+      const h = createHost();
+      registry.register(h.host, "host");
+      createCommandRunner(h.host, limits).start(create(CommandSchema, { id: "a", tool: "work" }), () => {});
+      job(h.jobs, "a").resolve({});
+    })();
+    for (let i = 0; i < 5 && collected.length === 0; i++) {
+      await flush();
+      gc();
+    }
+    await flush();
+    expect(collected).toEqual(["host"]);
   });
 
   const lateEndings: { name: string; end: (j: Job) => void }[] = [
