@@ -461,7 +461,7 @@ console.log(pad("    ours, gRPC, @grpc/grpc-js as the client", LABEL) + pad(f0(o
 if (rounds.length > 1) {
   // Every round, in thousands of calls/s, so the spread behind each median shows.
   const k = (n: number) => (n / 1000).toFixed(n < 100_000 ? 1 : 0);
-  const each = (pick: (r: (typeof rounds)[number]) => DriveResult) => pad(rounds.map((r) => k(pick(r).perSec)).join(" "), 14);
+  const each = (pick: (r: (typeof rounds)[number]) => DriveResult) => pad(rounds.map((r) => k(pick(r).perSec)).join(" "), 13) + " ";
   console.log(`(d) (a) and (c) are medians of ${rounds.length} interleaved rounds; each round, in thousands of calls/s:`);
   console.log(pad("    (a) stream", LABEL) + each((r) => r.ours) + each((r) => r.gj) + each((r) => r.raw));
   console.log(pad("    (c) unary Execute", LABEL) + each((r) => r.oursUnary) + each((r) => r.gjUnary));
