@@ -258,7 +258,7 @@ export function createCommandRunner(
   // A tool that answered synchronously settles here and now: no promise, no closure. Otherwise
   // `.then`, not an async function: a suspended async frame per command costs more than the two
   // closures (bench/README.md). Neither closure is bound to a name: tsx (esbuild keepNames) would
-  // give each a `__name()` call — an Object.defineProperty per command, ~5 % of the core.
+  // give each a `__name()` call — an Object.defineProperty per command, ~10 % of the core.
   function runPrepared(entry: Inflight, prepared: PreparedCommand): void {
     let running: Response["result"] | Promise<Response["result"]>;
     try {
@@ -308,8 +308,8 @@ export function createCommandRunner(
       return;
     }
     // Sequential: one at a time; after the first error the rest answer `cancelled`. A loop, not
-    // recursion: a command that answers synchronously (most tools) must not grow the stack by
-    // one `start` per command of the batch.
+    // recursion: commands that answer synchronously must not grow the stack by one `start` per
+    // command of the batch.
     let i = 0;
     let looping = false;
     let answeredInLoop = false;

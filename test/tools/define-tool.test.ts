@@ -315,6 +315,20 @@ describe("defineJsonTool", () => {
     expect(await runJson(greet, { name: "Ada", times: 2 })).toEqual({ greeting: "hello Ada" });
   });
 
+  test("a synchronous handler answers the same; its throw is tool_failed", async () => {
+    const upper = defineJsonTool({ name: "upper", description: "", inputSchema: { type: "object" }, handler: (input) => ({ keys: Object.keys(input).join(",") }) });
+    expect(await runJson(upper, { a: 1, b: 2 })).toEqual({ keys: "a,b" });
+    const broken = defineJsonTool({
+      name: "broken",
+      description: "",
+      inputSchema: { type: "object" },
+      handler: () => {
+        throw new Error("no");
+      },
+    });
+    await expect(broken.run(jsonCommand("broken", {}), makeContext().ctx)).rejects.toMatchObject({ code: "tool_failed", message: "tool broken failed: no" });
+  });
+
   // ajv errors become invalid_argument naming the field through instancePath.
   const invalid: { name: string; args: JsonObject; field: string }[] = [
     { name: "missing required", args: {}, field: "name" },
