@@ -127,11 +127,7 @@ class DeadlineTimer {
   /** When the armed timer fires (runner clock); Infinity when none is armed. */
   private armedFor = Infinity;
 
-  constructor(
-    private readonly table: Map<string, Inflight>,
-    private readonly now: () => number,
-    private readonly expire: (entry: Inflight) => void,
-  ) {}
+  constructor(private readonly runner: Runner) {}
 
   /** A command with `deadline` is running. */
   added(deadline: number): void {
@@ -149,64 +145,82 @@ class DeadlineTimer {
   private arm(deadline: number): void {
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.armedFor = deadline;
-    this.timer = setTimeout(this.fire, Math.max(1, deadline - this.now()));
+    // The timer as an argument, not a bound function: nothing is allocated per runner for it.
+    this.timer = setTimeout(fireDeadlines, Math.max(1, deadline - this.runner.now()), this);
   }
 
-  private readonly fire = (): void => {
+  /** The timer fired. */
+  fire(): void {
     this.timer = undefined;
     this.armedFor = Infinity;
-    const t = this.now();
+    const table = this.runner.table;
+    const t = this.runner.now();
     const due: Inflight[] = [];
     let next = Infinity;
-    for (const entry of this.table.values()) {
+    for (const entry of table.values()) {
       if (entry.deadline <= t) due.push(entry);
       else if (entry.deadline < next) next = entry.deadline;
     }
     // Expire after the scan: settling edits the table. A Response handler may start a command
     // (a sequential batch), which arms the timer for its own deadline: keep the earlier one.
-    for (const entry of due) this.expire(entry);
-    if (next < this.armedFor && this.table.size > 0) this.arm(next);
-  };
+    for (const entry of due) this.runner.expire(entry);
+    if (next < this.armedFor && table.size > 0) this.arm(next);
+  }
 }
 
-/** Creates the runner of one session. */
-export function createCommandRunner(
-  host: CommandHost,
-  limits: CommandRunnerLimits,
-  now: () => number = Date.now,
-): CommandRunner {
-  const table = new Map<string, Inflight>();
-  const deadlines = new DeadlineTimer(table, now, (entry) => {
+function fireDeadlines(timer: DeadlineTimer): void {
+  timer.fire();
+}
+
+/** Creates the runner of one session (or of one unary request). */
+export function createCommandRunner(host: CommandHost, limits: CommandRunnerLimits, now: () => number = Date.now): CommandRunner {
+  return new Runner(host, limits, now);
+}
+
+/**
+ * A class, not a closure set: a runner is made per session and per unary request, and under tsx
+ * every closure made per runner would also cost a `__name()` call (an Object.defineProperty).
+ * Its methods live on the prototype.
+ */
+class Runner implements CommandRunner {
+  readonly table = new Map<string, Inflight>();
+  private readonly deadlines = new DeadlineTimer(this);
+
+  constructor(
+    private readonly host: CommandHost,
+    private readonly limits: CommandRunnerLimits,
+    readonly now: () => number,
+  ) {}
+
+  get inflight(): number {
+    return this.table.size;
+  }
+
+  /** The deadline timer's verdict on one command. */
+  expire(entry: Inflight): void {
     const err = new McpError("timeout", `command "${entry.commandId}" did not finish within ${entry.timeoutMs} ms`);
     entry.abort(err);
-    settle(entry, errorResponse(entry.commandId, err, now() - entry.startedAt));
-  });
-
-  function errorResponse(commandId: string, err: McpError, durationMs = 0): Response {
-    return create(ResponseSchema, {
-      commandId,
-      result: { case: "error", value: toProtoError(err.withCommandId(commandId)) },
-      durationMs,
-    });
+    this.settle(entry, errorResponse(entry.commandId, err, this.now() - entry.startedAt));
   }
 
   // The one place a command ends.
-  function settle(entry: Inflight, response: Response): void {
+  private settle(entry: Inflight, response: Response): void {
     if (entry.settled) return;
     entry.settled = true;
-    table.delete(entry.commandId);
-    if (table.size === 0) deadlines.idle();
+    this.table.delete(entry.commandId);
+    if (this.table.size === 0) this.deadlines.idle();
     entry.onResponse(response);
   }
 
   /** Aborts the command's signal and settles it with the reason (no abort listener per command). */
-  function cancelEntry(entry: Inflight, reason: unknown): void {
+  private cancelEntry(entry: Inflight, reason: unknown): void {
     if (entry.settled) return;
     entry.abort(reason);
-    settle(entry, errorResponse(entry.commandId, toMcpError(reason, "cancelled"), now() - entry.startedAt));
+    this.settle(entry, errorResponse(entry.commandId, toMcpError(reason, "cancelled"), this.now() - entry.startedAt));
   }
 
-  function start(command: Command, onResponse: (response: Response) => void): void {
+  start(command: Command, onResponse: (response: Response) => void): void {
+    const { table, limits } = this;
     const id = command.id;
     if (id === "") {
       onResponse(errorResponse(id, new McpError("invalid_message", "Command.id must be set", { field: "id" })));
@@ -229,82 +243,82 @@ export function createCommandRunner(
     }
     let prepared: PreparedCommand;
     try {
-      prepared = host.prepare(command);
+      prepared = this.host.prepare(command);
     } catch (e) {
       onResponse(errorResponse(id, toMcpError(e, "invalid_argument")));
       return;
     }
-    const startedAt = now();
+    const startedAt = this.now();
     const timeoutMs = Math.min(command.timeoutMs === 0 ? limits.defaultTimeoutMs : command.timeoutMs, limits.maxTimeoutMs);
-    const entry = new Inflight(id, startedAt, startedAt + timeoutMs, timeoutMs, host, onResponse, prepared.subject);
+    const entry = new Inflight(id, startedAt, startedAt + timeoutMs, timeoutMs, this.host, onResponse, prepared.subject);
     table.set(id, entry);
 
     if (command.contextVersion > 0n) {
-      deadlines.added(entry.deadline);
-      host.checkPrecondition(command.contextId, command.contextVersion).then(
+      this.deadlines.added(entry.deadline);
+      this.host.checkPrecondition(command.contextId, command.contextVersion).then(
         () => {
-          if (!entry.settled) runPrepared(entry, prepared);
+          if (!entry.settled) this.runPrepared(entry, prepared);
         },
-        (e: unknown) => fail(entry, e),
+        (e: unknown) => this.fail(entry, e),
       );
       return;
     }
-    runPrepared(entry, prepared);
+    this.runPrepared(entry, prepared);
     // Armed only for a command still running: one that answered synchronously could not have
     // been interrupted by the timer anyway, and costs no timer work at all.
-    if (!entry.settled) deadlines.added(entry.deadline);
+    if (!entry.settled) this.deadlines.added(entry.deadline);
   }
 
   // A tool that answered synchronously settles here and now: no promise, no closure. Otherwise
   // `.then`, not an async function: a suspended async frame per command costs more than the two
   // closures (bench/README.md). Neither closure is bound to a name: tsx (esbuild keepNames) would
   // give each a `__name()` call — an Object.defineProperty per command, ~10 % of the core.
-  function runPrepared(entry: Inflight, prepared: PreparedCommand): void {
+  private runPrepared(entry: Inflight, prepared: PreparedCommand): void {
     let running: Response["result"] | Promise<Response["result"]>;
     try {
       running = prepared.run(entry);
     } catch (e) {
       // A tool that throws instead of rejecting still gets its one Response.
-      fail(entry, e);
+      this.fail(entry, e);
       return;
     }
     if (running instanceof Promise) {
       running.then(
-        (result) => succeed(entry, result),
-        (e: unknown) => fail(entry, e),
+        (result) => this.succeed(entry, result),
+        (e: unknown) => this.fail(entry, e),
       );
     } else {
-      succeed(entry, running);
+      this.succeed(entry, running);
     }
   }
 
-  function succeed(entry: Inflight, result: Response["result"]): void {
+  private succeed(entry: Inflight, result: Response["result"]): void {
     // A literal, not create(): every field is given, and this runs once per command (hot path).
-    settle(entry, {
+    this.settle(entry, {
       $typeName: "mcp.v1.Response",
       commandId: entry.commandId,
       result,
-      durationMs: now() - entry.startedAt,
+      durationMs: this.now() - entry.startedAt,
     } satisfies Response);
   }
 
-  function fail(entry: Inflight, e: unknown): void {
-    settle(entry, errorResponse(entry.commandId, toMcpError(e), now() - entry.startedAt));
+  private fail(entry: Inflight, e: unknown): void {
+    this.settle(entry, errorResponse(entry.commandId, toMcpError(e), this.now() - entry.startedAt));
   }
 
-  function startBatch(batch: CommandBatch, onResponse: (response: Response) => void): void {
+  startBatch(batch: CommandBatch, onResponse: (response: Response) => void): void {
     const commands = batch.commands;
-    if (commands.length > limits.maxBatchSize) {
+    if (commands.length > this.limits.maxBatchSize) {
       const err = new McpError(
         "invalid_message",
-        `batch of ${commands.length} commands exceeds max_batch_size ${limits.maxBatchSize}`,
+        `batch of ${commands.length} commands exceeds max_batch_size ${this.limits.maxBatchSize}`,
         { field: "commands" },
       );
       for (const c of commands) onResponse(errorResponse(c.id, err));
       return;
     }
     if (batch.mode === BatchMode.PARALLEL) {
-      for (const c of commands) start(c, onResponse);
+      for (const c of commands) this.start(c, onResponse);
       return;
     }
     // Sequential: one at a time; after the first error the rest answer `cancelled`. A loop, not
@@ -332,27 +346,29 @@ export function createCommandRunner(
         answeredInLoop = false;
         const c = commands[i++];
         if (c === undefined) break;
-        start(c, onEach);
+        this.start(c, onEach);
       } while (answeredInLoop);
       looping = false;
     };
     loop();
   }
 
-  return {
-    start,
-    startBatch,
-    cancel(commandId) {
-      const entry = table.get(commandId);
-      if (entry === undefined) return false;
-      cancelEntry(entry, new McpError("cancelled", `command "${commandId}" was cancelled by the client`));
-      return true;
-    },
-    get inflight() {
-      return table.size;
-    },
-    abortAll(reason) {
-      for (const entry of [...table.values()]) cancelEntry(entry, reason);
-    },
-  };
+  cancel(commandId: string): boolean {
+    const entry = this.table.get(commandId);
+    if (entry === undefined) return false;
+    this.cancelEntry(entry, new McpError("cancelled", `command "${commandId}" was cancelled by the client`));
+    return true;
+  }
+
+  abortAll(reason: McpError): void {
+    for (const entry of [...this.table.values()]) this.cancelEntry(entry, reason);
+  }
+}
+
+function errorResponse(commandId: string, err: McpError, durationMs = 0): Response {
+  return create(ResponseSchema, {
+    commandId,
+    result: { case: "error", value: toProtoError(err.withCommandId(commandId)) },
+    durationMs,
+  });
 }
