@@ -13,7 +13,7 @@ import {
 import { CommandSchema, ToolAnnotationsSchema } from "../../gen/mcp/v1/command_pb.js";
 import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { McpError } from "../../src/errors.js";
-import { defineJsonTool, defineTypedTool, type ToolContext } from "../../src/tools/index.js";
+import { defineJsonTool, defineTypedTool, type ToolContext, type TypedToolDefinition } from "../../src/tools/index.js";
 import { emptyCommand, jsonCommand, makeContext, runJson, runTyped, typedCommand } from "./helpers.js";
 
 // A typed tool that shows what it received, so the three input forms can be compared.
@@ -27,6 +27,11 @@ const writeProbe = defineTypedTool({
     size: BigInt(input.content.length),
   }),
 });
+
+/** A typed tool with echo's input and output types and the given handler. */
+function echoShaped(name: string, handler: TypedToolDefinition<typeof EchoInputSchema, typeof EchoOutputSchema>["handler"]) {
+  return defineTypedTool({ name, description: "", input: EchoInputSchema, output: EchoOutputSchema, handler });
+}
 
 describe("defineTypedTool", () => {
   test("defaults: STANDARD level, tool:<name> permission, typed descriptor with schemas", () => {
@@ -137,28 +142,16 @@ describe("defineTypedTool", () => {
 
   test("a handler that throws a plain error becomes tool_failed with the cause kept", async () => {
     const boom = new RangeError("disk on fire");
-    const tool = defineTypedTool({
-      name: "boom",
-      description: "",
-      input: EchoInputSchema,
-      output: EchoOutputSchema,
-      handler: async () => {
-        throw boom;
-      },
+    const tool = echoShaped("boom", async () => {
+      throw boom;
     });
     const failure = tool.run(jsonCommand("boom", {}), makeContext().ctx);
     await expect(failure).rejects.toMatchObject({ code: "tool_failed", kind: "COMMAND", message: "tool boom failed: disk on fire", cause: boom });
   });
 
   test("an output that does not encode is tool_failed", async () => {
-    const tool = defineTypedTool({
-      name: "badout",
-      description: "",
-      input: EchoInputSchema,
-      output: EchoOutputSchema,
-      // ProtoJSON cannot write a symbol as a string.
-      handler: async () => ({ text: Symbol("not text") as unknown as string }),
-    });
+    // ProtoJSON cannot write a symbol as a string.
+    const tool = echoShaped("badout", async () => ({ text: Symbol("not text") as unknown as string }));
     await expect(tool.run(jsonCommand("badout", {}), makeContext().ctx)).rejects.toMatchObject({
       code: "tool_failed",
       kind: "COMMAND",
@@ -167,13 +160,7 @@ describe("defineTypedTool", () => {
   });
 
   test("a synchronous handler's answer comes back without a promise, as JSON or typed output", async () => {
-    const tool = defineTypedTool({
-      name: "now",
-      description: "",
-      input: EchoInputSchema,
-      output: EchoOutputSchema,
-      handler: (input) => ({ text: input.text.toUpperCase() }),
-    });
+    const tool = echoShaped("now", (input) => ({ text: input.text.toUpperCase() }));
     const json = tool.run(jsonCommand("now", { text: "hi" }), makeContext().ctx);
     expect(json).not.toBeInstanceOf(Promise);
     expect(json).toEqual({ case: "output", value: { text: "HI" } });
@@ -181,13 +168,10 @@ describe("defineTypedTool", () => {
   });
 
   test("a handler's thenable that is not a native promise is awaited", async () => {
-    const tool = defineTypedTool({
-      name: "thenable",
-      description: "",
-      input: EchoInputSchema,
-      output: EchoOutputSchema,
-      handler: (input): PromiseLike<{ text: string }> => ({ then: (ok, fail) => Promise.resolve({ text: `${input.text}!` }).then(ok, fail) }),
-    });
+    const tool = echoShaped(
+      "thenable",
+      (input): PromiseLike<{ text: string }> => ({ then: (ok, fail) => Promise.resolve({ text: `${input.text}!` }).then(ok, fail) }),
+    );
     expect(await runJson(tool, { text: "hi" })).toEqual({ text: "hi!" });
   });
 
@@ -207,7 +191,7 @@ describe("defineTypedTool", () => {
   ];
   for (const { name, handler, want } of syncFailures) {
     test(`a synchronous handler that ${name} rejects (never throws) with tool_failed`, async () => {
-      const tool = defineTypedTool({ name: "sync", description: "", input: EchoInputSchema, output: EchoOutputSchema, handler });
+      const tool = echoShaped("sync", handler);
       let running: unknown;
       expect(() => (running = tool.run(jsonCommand("sync", {}), makeContext().ctx))).not.toThrow();
       await expect(running).rejects.toMatchObject(want);
@@ -216,14 +200,8 @@ describe("defineTypedTool", () => {
 
   test("a handler's McpError passes through unchanged", async () => {
     const own = new McpError("permission_denied", "nope");
-    const tool = defineTypedTool({
-      name: "deny",
-      description: "",
-      input: EchoInputSchema,
-      output: EchoOutputSchema,
-      handler: async () => {
-        throw own;
-      },
+    const tool = echoShaped("deny", async () => {
+      throw own;
     });
     await expect(tool.run(jsonCommand("deny", {}), makeContext().ctx)).rejects.toBe(own);
   });
@@ -231,16 +209,13 @@ describe("defineTypedTool", () => {
   test("after an abort, the signal's reason is what rejects", async () => {
     const controller = new AbortController();
     const reason = new McpError("cancelled", "cancelled by client");
-    const tool = defineTypedTool({
-      name: "slow",
-      description: "",
-      input: EchoInputSchema,
-      output: EchoOutputSchema,
-      handler: (_input, ctx: ToolContext) =>
+    const tool = echoShaped(
+      "slow",
+      (_input, ctx: ToolContext) =>
         new Promise((_resolve, reject) => {
           ctx.signal.addEventListener("abort", () => reject(new Error("AbortError from somewhere below")), { once: true });
         }),
-    });
+    );
     const running = tool.run(jsonCommand("slow", {}), makeContext(controller.signal).ctx);
     controller.abort(reason);
     await expect(running).rejects.toBe(reason);
