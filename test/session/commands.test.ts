@@ -78,6 +78,16 @@ describe("one command, one Response", () => {
     });
   }
 
+  test("exec while switched off → COMMAND unknown_tool, saying how to switch it on", async () => {
+    const s = await open();
+    const r = await runOne(s, { id: nextId("exec"), tool: "exec", payload: args({ argv: ["true"] }) });
+    expect(errorOf(r)).toMatchObject({ kind: ErrorKind.COMMAND, code: "unknown_tool", field: "tool" });
+    expect(r.result.case === "error" && r.result.value.message).toBe(
+      'no tool named "exec": exec is disabled on this server (enable it with --exec-enabled or MCP_EXEC_ENABLED=true)',
+    );
+    s.close();
+  });
+
   test("tool_failed says why in its message", async () => {
     const s = await open();
     const r = await runOne(s, { id: nextId("crash"), tool: "crash" });
