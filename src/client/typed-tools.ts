@@ -3,7 +3,8 @@
  * and the `typed_output` comes back decoded, so callers work with generated types end to end.
  */
 import { create, type DescMessage, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
-import { anyIs, anyPack, anyUnpackTo } from "@bufbuild/protobuf/wkt";
+import { anyPack, anyUnpack } from "@bufbuild/protobuf/wkt";
+import type { Command, Response } from "../../gen/mcp/v1/command_pb.js";
 import {
   EchoInputSchema,
   EchoOutputSchema,
@@ -25,32 +26,36 @@ import type { CallOptions, McpSession } from "./client.js";
  * Runs a typed tool on a session: `input` is packed into an Any, the Response's typed output is
  * unpacked as `output`. Rejects with the command's McpError.
  */
-export async function callTyped<I extends DescMessage, O extends DescMessage>(
+export function callTyped<I extends DescMessage, O extends DescMessage>(
   session: McpSession,
   tool: string,
   schemas: { input: I; output: O },
   input: MessageInitShape<I>,
-  options: CallOptions = {},
+  options: CallOptions = NO_OPTIONS,
 ): Promise<MessageShape<O>> {
-  const r = await session.execute(
-    {
-      tool,
-      ...(options.id === undefined ? {} : { id: options.id }),
-      payload: { case: "input", value: anyPack(schemas.input, create(schemas.input, input)) },
-      timeoutMs: options.timeoutMs ?? 0,
-    },
-    {
-      ...(options.signal === undefined ? {} : { signal: options.signal }),
-      ...(options.onEvent === undefined ? {} : { onEvent: options.onEvent }),
-    },
-  );
+  // A complete message, not an init shape: `execute` sends it as it is (no `create()` copy).
+  const command: Command = {
+    $typeName: "mcp.v1.Command",
+    id: options.id ?? "",
+    tool,
+    payload: { case: "input", value: anyPack(schemas.input, create(schemas.input, input)) },
+    timeoutMs: options.timeoutMs ?? 0,
+    contextId: "",
+    contextVersion: 0n,
+  };
+  return session.execute(command, options).then((r) => typedOutput(r, tool, schemas.output));
+}
+
+const NO_OPTIONS: CallOptions = Object.freeze({});
+
+function typedOutput<O extends DescMessage>(r: Response, tool: string, output: O): MessageShape<O> {
   const result = r.result;
   if (result.case === "error") throw fromProtoError(result.value);
-  if (result.case !== "typedOutput" || !anyIs(result.value, schemas.output)) {
-    throw new McpError("invalid_message", `${tool} answered with ${result.case ?? "nothing"}, expected a ${schemas.output.typeName}`);
+  const unpacked = result.case === "typedOutput" ? anyUnpack(result.value, output) : undefined;
+  if (unpacked === undefined) {
+    throw new McpError("invalid_message", `${tool} answered with ${result.case ?? "nothing"}, expected a ${output.typeName}`);
   }
-  // anyIs checked the type above, so unpacking cannot fail.
-  return anyUnpackTo(result.value, schemas.output, create(schemas.output)) as MessageShape<O>;
+  return unpacked;
 }
 
 /** The built-in tools as typed methods on a session (PROTOCOL.md §3, `mcp.tools.v1`). */
