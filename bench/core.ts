@@ -15,7 +15,7 @@ import { mintToken } from "../src/security/index.js";
 import { createMcpServer } from "../src/server/server.js";
 import { openConnection } from "../src/session/connection.js";
 import type { MessageSink } from "../src/session/session.js";
-import { encodeFrames, encodeMessages, framesOfMessages } from "../src/transport/grpc-frames.js";
+import { encodeFrameBatch, encodeFrames } from "../src/transport/grpc-frames.js";
 
 const SECRET = "bench-secret-0123456789-0123456789-abcdef";
 const PER_ROUND = 16;
@@ -30,10 +30,7 @@ const token = await mintToken({ secret: SECRET, subject: "bench", roles: ["devel
 let answered = 0;
 let wake: (() => void) | undefined;
 const sink: MessageSink = {
-  encode(batch) {
-    const m = encodeMessages(ServerMessageSchema, batch);
-    return { wire: framesOfMessages(m), bytes: m.bytes, bounds: m.bounds };
-  },
+  encode: (batch) => encodeFrameBatch(ServerMessageSchema, batch),
   write(batch: readonly ServerMessage[], encoded) {
     if (encoded === undefined) encodeFrames(ServerMessageSchema, batch);
     answered += batch.length;

@@ -24,7 +24,7 @@ import type { McpCore } from "../session/core.js";
 import type { MessageSink } from "../session/session.js";
 import { GRPC_HEADERS, OK_TRAILERS, frameRefusal, isGrpcIdentityPost, respondError } from "./grpc-h2.js";
 import { streamFacts, type StreamHandler } from "./listener.js";
-import { createFrameReader, encodeFrames, encodeMessages, framesOfMessages } from "../transport/grpc-frames.js";
+import { createFrameReader, encodeFrameBatch, encodeFrames } from "../transport/grpc-frames.js";
 
 /** The HTTP/2 path of the session stream (PROTOCOL.md §2). */
 export const SESSION_CONNECT_PATH = "/mcp.v1.SessionService/Connect";
@@ -109,10 +109,7 @@ function serveSession(
   };
 
   const sink: MessageSink = {
-    encode(batch) {
-      const { bytes, bounds } = encodeMessages(ServerMessageSchema, batch);
-      return { wire: framesOfMessages({ bytes, bounds }), bytes, bounds };
-    },
+    encode: (batch) => encodeFrameBatch(ServerMessageSchema, batch),
     write(batch, encoded) {
       if (finished || batch.length === 0) return true;
       if (stream.destroyed || stream.writableEnded) return true;

@@ -61,6 +61,15 @@ export function encodeFrames<Desc extends DescMessage>(schema: Desc, messages: r
   return framesOfMessages(encodeMessages(schema, messages));
 }
 
+/**
+ * Both at once: a batch's protobuf bytes and bounds (what a session keeps for resume) and its
+ * frames (what goes on the wire) — a `MessageSink.encode` for gRPC transports.
+ */
+export function encodeFrameBatch<Desc extends DescMessage>(schema: Desc, messages: readonly MessageShape<Desc>[]): EncodedMessages & { wire: Buffer } {
+  const encoded = encodeMessages(schema, messages);
+  return { wire: framesOfMessages(encoded), bytes: encoded.bytes, bounds: encoded.bounds };
+}
+
 const wrappers = new WeakMap<DescMessage, DescMessage>();
 
 /** The wrapper message `encodeFrames` encodes a batch of `schema` messages as; made once per schema. */
@@ -96,24 +105,13 @@ function batchWrapper(schema: DescMessage): DescMessage {
   return wrapper;
 }
 
-/** Messages already encoded, as uncompressed gRPC frames concatenated in one buffer. */
-export function framesOf(bins: readonly Uint8Array[]): Buffer {
-  let total = 0;
-  for (const bin of bins) total += FRAME_HEADER_BYTES + bin.length;
-  const out = Buffer.allocUnsafe(total);
-  let off = 0;
-  for (const bin of bins) {
-    out[off] = 0;
-    out.writeUInt32BE(bin.length, off + 1);
-    out.set(bin, off + FRAME_HEADER_BYTES);
-    off += FRAME_HEADER_BYTES + bin.length;
-  }
-  return out;
-}
-
 /** One uncompressed gRPC frame around bytes already encoded. */
 export function frameBytes(bin: Uint8Array): Buffer {
-  return framesOf([bin]);
+  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + bin.length);
+  out[0] = 0;
+  out.writeUInt32BE(bin.length, 1);
+  out.set(bin, FRAME_HEADER_BYTES);
+  return out;
 }
 
 /** Why a frame was refused before its bytes were read. */

@@ -2,7 +2,7 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, test } from "vitest";
 import { PongSchema, ServerMessageSchema, type Pong } from "../../gen/mcp/v1/session_pb.js";
-import { createFrameReader, createUnaryFrameReader, encodeFrames, encodeMessages, frameBytes, framesOf, type FrameError } from "../../src/transport/grpc-frames.js";
+import { createFrameReader, createUnaryFrameReader, encodeFrameBatch, encodeFrames, encodeMessages, frameBytes, type FrameError } from "../../src/transport/grpc-frames.js";
 
 const pongs = [1n, 300n, 70000n].map((id) => create(PongSchema, { id }));
 const wire = encodeFrames(PongSchema, pongs);
@@ -27,13 +27,20 @@ describe("encodeFrames / encodeMessages (one protobuf-es encode per batch)", () 
 
   test("the same bytes as framing each message's own toBinary", () => {
     expect(each[0]).toHaveLength(0);
-    expect(encodeFrames(ServerMessageSchema, messages)).toEqual(framesOf(each));
+    expect(encodeFrames(ServerMessageSchema, messages)).toEqual(Buffer.concat(each.map(frameBytes)));
   });
   test("encodeMessages: each message's protobuf bytes at its bounds, in order", () => {
     const { bytes, bounds } = encodeMessages(ServerMessageSchema, messages);
     expect(bounds).toHaveLength(2 * messages.length);
     const got = messages.map((_, i) => Buffer.from(bytes.subarray(bounds[2 * i], bounds[2 * i + 1])));
     expect(got).toEqual(each.map((b) => Buffer.from(b)));
+  });
+  test("encodeFrameBatch: the frames of encodeFrames and the bytes and bounds of encodeMessages", () => {
+    const batch = encodeFrameBatch(ServerMessageSchema, messages);
+    expect(batch.wire).toEqual(encodeFrames(ServerMessageSchema, messages));
+    const { bytes, bounds } = encodeMessages(ServerMessageSchema, messages);
+    expect(Buffer.from(batch.bytes)).toEqual(Buffer.from(bytes));
+    expect(batch.bounds).toEqual(bounds);
   });
   test("no messages, no bytes", () => {
     expect(encodeFrames(ServerMessageSchema, [])).toHaveLength(0);
