@@ -1,7 +1,12 @@
-/** gRPC status from node:http2 header objects, read by connect-es's own trailer parser. */
+/**
+ * How the client's node:http2 gRPC paths (session-h2.ts, h2-grpc-transport.ts) turn what the
+ * server sent into ConnectErrors: the status in trailers (read by connect-es's own trailer
+ * parser), a non-200 HTTP status, a refused answer frame.
+ */
 import type { IncomingHttpHeaders } from "node:http2";
-import type { ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { findTrailerError } from "@connectrpc/connect/protocol-grpc";
+import type { FrameError } from "../transport/grpc-frames.js";
 
 /** node:http2 headers (pseudo-headers left out) as WHATWG Headers. */
 export function toHeaders(h: IncomingHttpHeaders): Headers {
@@ -16,4 +21,16 @@ export function toHeaders(h: IncomingHttpHeaders): Headers {
 /** The RPC's error from trailers (or a trailers-only response's headers): status, message and details; undefined for OK. */
 export function trailerError(h: IncomingHttpHeaders): ConnectError | undefined {
   return findTrailerError(toHeaders(h));
+}
+
+/** A response whose HTTP status is not 200: no gRPC server answered `where`. */
+export function httpStatusError(status: number | undefined, where: string): ConnectError {
+  return new ConnectError(`HTTP ${String(status)} from ${where}`, status === 404 ? Code.Unimplemented : Code.Unavailable);
+}
+
+/** Why an answer frame was refused from its header. */
+export function frameRefusalError(e: FrameError, readMaxBytes: number): ConnectError {
+  return e.kind === "compressed"
+    ? new ConnectError("compressed message from the server, but none was negotiated", Code.Internal)
+    : new ConnectError(`message of ${e.length} bytes exceeds readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted);
 }

@@ -12,7 +12,7 @@ import { create, fromBinary, toBinary, type DescMessage, type DescMethodUnary, t
 import { Code, ConnectError, type Transport, type UnaryResponse } from "@connectrpc/connect";
 import { createUnaryFrameReader, frameBytes } from "../transport/grpc-frames.js";
 import { VERSION } from "../version.js";
-import { toHeaders, trailerError } from "./grpc-trailers.js";
+import { frameRefusalError, httpStatusError, toHeaders, trailerError } from "./grpc-trailers.js";
 
 /** Options of `createH2GrpcTransport`. */
 export interface H2GrpcTransportOptions {
@@ -105,19 +105,14 @@ export function createH2GrpcTransport(options: H2GrpcTransportOptions): Transpor
         stream.on("response", (h) => {
           responseHeaders = h;
           const status = h[":status"] as unknown as number; // node:http2 gives :status as a number
-          if (status !== 200) fail(new ConnectError(`HTTP ${status} from ${origin}`, status === 404 ? Code.Unimplemented : Code.Unavailable));
+          if (status !== 200) fail(httpStatusError(status, origin));
         });
         stream.on("trailers", (t) => (trailers = t));
         // The one answer frame; a compressed or oversized one is refused from its header.
         const frames = createUnaryFrameReader(
           readMaxBytes,
           () => fail(new ConnectError("expected one response message, got more", Code.Unimplemented)),
-          (e) =>
-            fail(
-              e.kind === "compressed"
-                ? new ConnectError("compressed response, but none was negotiated", Code.Internal)
-                : new ConnectError(`message of ${e.length} bytes exceeds readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted),
-            ),
+          (e) => fail(frameRefusalError(e, readMaxBytes)),
         );
         stream.on("data", (chunk: Buffer) => frames.push(chunk));
         stream.once("close", () => {

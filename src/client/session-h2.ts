@@ -10,7 +10,7 @@ import { fromBinary } from "@bufbuild/protobuf";
 import { ClientMessageSchema, ServerMessageSchema, type ClientMessage } from "../../gen/mcp/v1/session_pb.js";
 import { createFrameReader, encodeFrames } from "../transport/grpc-frames.js";
 import { VERSION } from "../version.js";
-import { trailerError } from "./grpc-trailers.js";
+import { frameRefusalError, httpStatusError, trailerError } from "./grpc-trailers.js";
 import type { OpenSessionStream, SessionStream } from "./session-stream.js";
 
 /** Options of `h2SessionStream`. */
@@ -81,7 +81,7 @@ export function h2SessionStream(options: H2SessionStreamOptions): OpenSessionStr
     stream.on("response", (headers: IncomingHttpHeaders) => {
       const status = headers[":status"] as unknown as number | undefined; // node:http2 gives :status as a number
       if (status !== 200) {
-        failure ??= new ConnectError(`HTTP ${String(status)} from ${origin}${path}`, status === 404 ? Code.Unimplemented : Code.Unavailable);
+        failure ??= httpStatusError(status, origin + path);
         return;
       }
       // A "trailers-only" response carries the RPC's status in its headers.
@@ -106,10 +106,7 @@ export function h2SessionStream(options: H2SessionStreamOptions): OpenSessionStr
         return !over;
       },
       (e) => {
-        failure ??=
-          e.kind === "compressed"
-            ? new ConnectError("compressed message from the server, but none was negotiated", Code.Internal)
-            : new ConnectError(`message of ${e.length} bytes exceeds readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted);
+        failure ??= frameRefusalError(e, readMaxBytes);
         stream.close(constants.NGHTTP2_CANCEL);
       },
     );
