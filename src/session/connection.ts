@@ -37,8 +37,9 @@ export interface Connection {
   /** True while the outbound side is full: a transport reading frames itself should pause. */
   readonly congested: boolean;
   /**
-   * Like `writable()`, but drops the client with `slow_consumer` when it reads nothing for
-   * `slowConsumerTimeoutMs` (PROTOCOL.md §6). For transports that pause their own reading.
+   * Resolves when the outbound side can take more; drops the client with `slow_consumer` when it
+   * reads nothing for `slowConsumerTimeoutMs` (PROTOCOL.md §6). For transports that pause their
+   * own reading.
    */
   waitWritable(): Promise<void>;
   /** The stream ended (client gone, transport error): detach the session, keep it for resume. */
