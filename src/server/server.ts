@@ -5,7 +5,7 @@
 import { isIP } from "node:net";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { createContextValues } from "@connectrpc/connect";
-import { resolveServerOptions, type ResolvedServerOptions, type ServerOptions } from "../config.js";
+import { envName, flagName, resolveServerOptions, type ResolvedServerOptions, type ServerOptions } from "../config.js";
 import { createContextManager, openContextStore, type ContextManager } from "../context/index.js";
 import {
   createAuthorizer,
@@ -132,6 +132,9 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
     closers.push(() => contexts.close());
     const tools: ToolRegistry = createToolRegistry();
     for (const t of createBuiltinTools({ root: opts.workspaceRoot, exec: { enabled: opts.execEnabled } })) tools.register(t);
+    if (!opts.execEnabled) {
+      tools.withhold("exec", `exec is disabled on this server (enable it with --${flagName("execEnabled")} or ${envName("execEnabled")}=true)`);
+    }
     for (const t of options.tools ?? []) tools.register(t);
     return createCore({
       options: opts,

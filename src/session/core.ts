@@ -11,7 +11,7 @@ import { EventSchema, type Event } from "../../gen/mcp/v1/event_pb.js";
 import { SessionInfoSchema, type SessionInfo } from "../../gen/mcp/v1/admin_pb.js";
 import type { ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
-import { envName, flagName, type ResolvedServerOptions } from "../config.js";
+import type { ResolvedServerOptions } from "../config.js";
 import type { ContextManager, ContextStore } from "../context/index.js";
 import { McpError } from "../errors.js";
 import type { AuditSink, Authorizer, AuthSubject, RevocationStore, TokenVerifier } from "../security/index.js";
@@ -91,15 +91,6 @@ function subjectOf(auth: AuthState, sessionId?: string): AuthSubject {
   if (auth.principal !== undefined) s.principal = auth.principal;
   if (sessionId !== undefined) s.sessionId = sessionId;
   return s;
-}
-
-/** `unknown_tool`; for the built-in `exec` when it is switched off, with how to switch it on. */
-function unknownTool(name: string, options: ResolvedServerOptions): McpError {
-  const hint =
-    name === "exec" && !options.execEnabled
-      ? `: exec is disabled on this server (enable it with --${flagName("execEnabled")} or ${envName("execEnabled")}=true)`
-      : "";
-  return new McpError("unknown_tool", `no tool named "${name}"${hint}`, { field: "tool" });
 }
 
 /**
@@ -195,7 +186,10 @@ export function createCore(deps: CoreDeps): McpCore {
         const auth = getAuth();
         requireReady(auth);
         const tool = tools.get(command.tool);
-        if (tool === undefined) throw unknownTool(command.tool, options);
+        if (tool === undefined) {
+          const why = tools.withheldReason(command.tool);
+          throw new McpError("unknown_tool", `no tool named "${command.tool}"${why === undefined ? "" : `: ${why}`}`, { field: "tool" });
+        }
         authorizer.require(subjectOf(auth, sessionId), tool.permission, tool.securityLevel, `run ${tool.name}`);
         if (command.contextVersion > 0n) {
           authorizer.require(subjectOf(auth, sessionId), `context:${command.contextId}:read`, SecurityLevel.STANDARD, `precondition on ${command.contextId}`);

@@ -12,6 +12,13 @@ export interface ToolRegistry {
   get(name: string): RegisteredTool | undefined;
   /** Every tool, in registration order. */
   list(): readonly RegisteredTool[];
+  /**
+   * Names a tool this server could offer but does not (e.g. a built-in switched off), with why
+   * and how to switch it on: `unknown_tool` for it says so. Registering the name later wins.
+   */
+  withhold(name: string, reason: string): void;
+  /** Why `name` is not offered, when it was withheld. */
+  withheldReason(name: string): string | undefined;
 }
 
 /**
@@ -23,13 +30,21 @@ export interface ToolRegistry {
  */
 export function createToolRegistry(): ToolRegistry {
   const tools = new Map<string, RegisteredTool>();
+  const withheld = new Map<string, string>();
   // Cached so ListTools on a hot path does not copy the map each time.
   let snapshot: readonly RegisteredTool[] = [];
   return {
     register(tool) {
       if (tools.has(tool.name)) throw new TypeError(`tool "${tool.name}" is already registered`);
       tools.set(tool.name, tool);
+      withheld.delete(tool.name);
       snapshot = Object.freeze([...tools.values()]);
+    },
+    withhold(name, reason) {
+      if (!tools.has(name)) withheld.set(name, reason);
+    },
+    withheldReason(name) {
+      return withheld.get(name);
     },
     get(name) {
       return tools.get(name);

@@ -41,4 +41,19 @@ describe("createToolRegistry", () => {
     expect(before.map((t) => t.name)).toEqual(["one"]);
     expect(Object.isFrozen(registry.list())).toBe(true);
   });
+
+  test("a withheld name is not a tool but says why; registering it later wins", () => {
+    const registry = createToolRegistry();
+    registry.withhold("exec", "switched off");
+    expect(registry.get("exec")).toBeUndefined();
+    expect(registry.withheldReason("exec")).toBe("switched off");
+    expect(registry.withheldReason("other")).toBeUndefined();
+    const own = echoNamed("exec");
+    registry.register(own);
+    expect(registry.get("exec")).toBe(own);
+    expect(registry.withheldReason("exec")).toBeUndefined();
+    // Withholding a registered tool changes nothing.
+    registry.withhold("exec", "again");
+    expect(registry.withheldReason("exec")).toBeUndefined();
+  });
 });
