@@ -154,6 +154,13 @@ async function withCpu(child: Child, run: () => Promise<DriveResult>): Promise<C
   return { ...r, serverUs: (s1 - s0) / r.calls, clientUs: (c.user + c.system) / r.calls };
 }
 
+/** Ends an `--only` run: stops its server, lets the stop message out, exits. */
+function onlyDone(child: Child): Promise<never> {
+  child.stop();
+  setTimeout(() => process.exit(0), 200);
+  return new Promise<never>(() => {});
+}
+
 /** The run with the median calls/s (its CPU figures with it); the middle one of an odd count. */
 function medianRun<T extends DriveResult>(runs: T[]): T {
   const sorted = [...runs].sort((a, b) => a.perSec - b.perSec);
@@ -375,31 +382,23 @@ if (ONLY === "raw") {
   const raw = await startChild("raw");
   const r = await withCpu(raw, () => drive(rawOpener(raw.port), STREAM_INFLIGHT, MEASURE_MS));
   console.log(`raw stream calls/s ${Math.round(r.perSec)}  (CPU µs per call: server ${r.serverUs.toFixed(2)}, client ${r.clientUs.toFixed(2)})`);
-  raw.stop();
-  setTimeout(() => process.exit(0), 200);
-  await new Promise(() => {});
+  await onlyDone(raw);
 }
 const mcp = await startChild("mcp");
 if (ONLY === "unary" || ONLY === "unary-grpcjs") {
   // Profiling aid: only ours, unary, with our client or (unary-grpcjs) a grpc-js one (BENCH_SERVER_PROF=mcp writes the server's profile to bench/.prof).
   const opener = ONLY === "unary" ? mcpUnaryOpener(mcp.port, token, "grpc") : grpcJsOnOursUnaryOpener(mcp.port, token);
   console.log(`${ONLY} calls/s ${Math.round((await drive(opener, UNARY_INFLIGHT, MEASURE_MS)).perSec)}`);
-  mcp.stop();
-  setTimeout(() => process.exit(0), 200);
-  await new Promise(() => {});
+  await onlyDone(mcp);
 }
 if (ONLY === "stream-typed") {
   console.log(`typed stream calls/s ${Math.round((await drive(await mcpSessionOpener(mcp.port, token, false, true), STREAM_INFLIGHT, MEASURE_MS)).perSec)}`);
-  mcp.stop();
-  setTimeout(() => process.exit(0), 200);
-  await new Promise(() => {});
+  await onlyDone(mcp);
 }
 if (ONLY === "stream") {
   const r = await withCpu(mcp, async () => drive(await mcpSessionOpener(mcp.port, token), STREAM_INFLIGHT, MEASURE_MS));
   console.log(`stream calls/s ${Math.round(r.perSec)}  (CPU µs per call: server ${r.serverUs.toFixed(2)}, client ${r.clientUs.toFixed(2)})`);
-  mcp.stop();
-  setTimeout(() => process.exit(0), 200);
-  await new Promise(() => {});
+  await onlyDone(mcp);
 }
 const gj = await startChild("grpcjs");
 const gjClient = grpcJsClient(gj.port);
