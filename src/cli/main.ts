@@ -10,6 +10,7 @@ import { parseArgs } from "node:util";
 import { ContextSyncSchema } from "../../gen/mcp/v1/context_pb.js";
 import { EventSchema } from "../../gen/mcp/v1/event_pb.js";
 import { SessionInfoSchema } from "../../gen/mcp/v1/admin_pb.js";
+import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { createMcpClient, fromConnectError, type McpClient } from "../client/index.js";
 import {
   OPTION_SPECS,
@@ -243,7 +244,7 @@ async function clientCommand(command: string, args: string[]): Promise<number> {
       return 0;
     }
     case "call":
-      return call(client, positionals, values.timeout);
+      return call(client, url, positionals, values.timeout);
     case "context":
       return context(client, positionals, values);
     case "sessions": {
@@ -264,14 +265,17 @@ async function clientCommand(command: string, args: string[]): Promise<number> {
   return 2;
 }
 
-async function call(client: McpClient, positionals: string[], timeout: string | undefined): Promise<number> {
+async function call(client: McpClient, url: string, positionals: string[], timeout: string | undefined): Promise<number> {
   const [tool, json] = positionals;
   if (tool === undefined) throw new UsageError("usage: mcp call TOOL ['JSON'] [--timeout MS]");
   const args = json === undefined ? {} : parseJson(json, "the arguments");
   if (typeof args !== "object" || args === null || Array.isArray(args)) throw new UsageError("the arguments must be a JSON object");
   const timeoutMs = timeout === undefined ? 0 : Number(timeout);
   if (!Number.isInteger(timeoutMs) || timeoutMs < 0) throw new UsageError(`--timeout must be milliseconds, got "${timeout}"`);
-  const session = await client.connect({ heartbeatIntervalMs: 0 });
+  // Over TLS, HIGH — granted as far as the token allows — so a HIGH tool (exec, fs.write) runs
+  // when the token permits it, as unary calls get; a cleartext session may not ask for HIGH (§5).
+  const level = url.startsWith("https:") ? SecurityLevel.HIGH : SecurityLevel.UNSPECIFIED;
+  const session = await client.connect({ heartbeatIntervalMs: 0, securityLevel: level });
   const abort = new AbortController();
   process.once("SIGINT", () => abort.abort());
   try {

@@ -6,6 +6,7 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { OPTION_SPECS, flagName } from "../../src/config.js";
+import { selfSignedCert } from "../security/e2e-helpers.js";
 import { REPO, mcp, startCli, tempDir, type CliServer } from "./helpers.js";
 
 const SECRET = "cli-e2e-secret-0123456789-0123456789-ab";
@@ -124,6 +125,52 @@ describe("mcp serve with --jwt-secret and client commands", () => {
     const r = await mcp(["call", "echo", '{"text":"x"}'], { env: { ...env, MCP_TOKEN: "garbage" }, cwd: dir.path });
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("mcp: SECURITY unauthenticated:");
+  });
+});
+
+describe("mcp call over TLS with a HIGH token: exec's output live, --timeout", () => {
+  let cli: CliServer;
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  let env: Record<string, string>;
+
+  beforeAll(async () => {
+    dir = await tempDir();
+    const { cert, key } = await selfSignedCert(dir.path);
+    cli = await startCli(["--port", "0", "--store", "memory", "--jwt-secret", SECRET, "--tls-cert", cert, "--tls-key", key, "--exec-enabled"], { cwd: dir.path });
+    const tok = await mcp(["token", "--sub", "a", "--role", "developer", "--level", "high"], { env: { MCP_JWT_SECRET: SECRET } });
+    expect(tok.code, tok.stderr).toBe(0);
+    // The client trusts the self-signed certificate the way any Node program can be told to.
+    env = { MCP_URL: cli.url, MCP_TOKEN: tok.stdout.trim(), NODE_EXTRA_CA_CERTS: cert };
+  });
+  afterAll(async () => {
+    await cli?.close();
+    await dir?.remove();
+  });
+
+  test("exec's stdout and stderr print as they come, then the result", async () => {
+    expect(cli.url).toMatch(/^https:\/\//);
+    const r = await mcp(["call", "exec", '{"argv":["sh","-c","echo one; echo two >&2"]}'], { env, cwd: dir.path });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.startsWith("one\n")).toBe(true);
+    expect(JSON.parse(r.stdout.slice("one\n".length))).toMatchObject({ exitCode: 0, stdout: "one\n", stderr: "two\n" });
+    expect(r.stderr).toBe("two\n");
+  });
+
+  test("a STANDARD token over TLS still runs STANDARD tools, and is refused exec with insufficient_security_level", async () => {
+    const tok = await mcp(["token", "--sub", "b", "--role", "developer"], { env: { MCP_JWT_SECRET: SECRET } });
+    const standard = { ...env, MCP_TOKEN: tok.stdout.trim() };
+    const echo = await mcp(["call", "echo", '{"text":"hi"}'], { env: standard, cwd: dir.path });
+    expect(echo.code, echo.stderr).toBe(0);
+    expect(JSON.parse(echo.stdout)).toEqual({ text: "hi" });
+    const exec = await mcp(["call", "exec", '{"argv":["true"]}'], { env: standard, cwd: dir.path });
+    expect(exec.code).toBe(1);
+    expect(exec.stderr).toContain("mcp: SECURITY insufficient_security_level:");
+  });
+
+  test("--timeout ends a command that runs longer → exit 1, COMMAND timeout", async () => {
+    const r = await mcp(["call", "exec", '{"argv":["sleep","5"]}', "--timeout", "300"], { env, cwd: dir.path });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("mcp: COMMAND timeout:");
   });
 });
 
