@@ -24,6 +24,7 @@ import { createBuiltinTools, createToolRegistry, type RegisteredTool, type ToolR
 import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { createCore, type McpCore } from "../session/core.js";
 import { createRedisSessionStore } from "../session/session-store.js";
+import { withHttpEndpoints, type HttpEndpoint } from "./http-endpoints.js";
 import { connectionFacts, listen, type Listener, type StreamHandler } from "./listener.js";
 import { kConnectionFacts, registerRoutes } from "./routes.js";
 import { createSessionH2Handler } from "./session-h2.js";
@@ -174,6 +175,8 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
       const sessionStream = createSessionH2Handler(c);
       const unaryCommands = createUnaryH2Handler(c);
       const fastPaths: StreamHandler = (stream, headers) => sessionStream(stream, headers) || unaryCommands(stream, headers);
+      // Plain HTTP endpoints on the same port, each owning its paths (see http-endpoints.ts).
+      const endpoints: HttpEndpoint[] = [];
       listener = await listen(
         {
           bindAddress: opts.bindAddress,
@@ -182,7 +185,7 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
           tls: opts.tlsCert !== undefined && opts.tlsKey !== undefined ? { cert: opts.tlsCert, key: opts.tlsKey } : undefined,
           pingIntervalMs: opts.heartbeatIntervalMs,
         },
-        connectHandler,
+        withHttpEndpoints(endpoints, connectHandler),
         fastPaths,
       );
       const scheme = opts.tlsCert === undefined ? "http" : "https";
