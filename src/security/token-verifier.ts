@@ -150,13 +150,21 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
     }
 
     let payload: JWTPayload;
+    let typ: unknown;
     try {
-      payload =
+      const verified =
         opts.key.kind === "secret"
-          ? (await jwtVerify(token, opts.key.secret, verifyOptions())).payload
-          : (await jwtVerify(token, opts.key.getKey, verifyOptions())).payload;
+          ? await jwtVerify(token, opts.key.secret, verifyOptions())
+          : await jwtVerify(token, opts.key.getKey, verifyOptions());
+      payload = verified.payload;
+      typ = verified.protectedHeader.typ;
     } catch (e) {
       throw fromJoseError(e, opts);
+    }
+    // RFC 8725 §3.11: a token of another kind (a logout token, a signed request, `JOSE+JSON` …)
+    // must not pass as an access token just because its signature and claims check out.
+    if (typ !== undefined && !isAccessTokenTyp(typ)) {
+      throw new McpError("unauthenticated", 'token header "typ" must be "JWT" or "at+jwt" when present');
     }
 
     const { sub, exp, iat, jti } = payload;
@@ -204,6 +212,18 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
       closed = true;
     },
   };
+}
+
+/**
+ * Whether a `typ` header names a JWT access token: `JWT` (RFC 7519 §5.1) or `at+jwt` (RFC 9068
+ * §2.1). Media types compare case-insensitively and may drop their `application/` prefix (RFC
+ * 7515 §4.1.9), so `jwt`, `application/jwt` and `application/AT+JWT` are the same types.
+ */
+function isAccessTokenTyp(typ: unknown): boolean {
+  if (typeof typ !== "string") return false;
+  const t = typ.toLowerCase();
+  const bare = t.startsWith("application/") ? t.slice("application/".length) : t;
+  return bare === "jwt" || bare === "at+jwt";
 }
 
 function levelFromClaim(claim: unknown): SecurityLevel {

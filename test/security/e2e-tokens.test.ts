@@ -47,6 +47,8 @@ const cases: { name: string; token: () => Promise<string | undefined>; want: Out
   { name: "missing exp", token: () => sign({ exp: undefined }), want: unauthenticated },
   { name: "missing sub", token: () => sign({ sub: undefined }), want: unauthenticated },
   { name: "mcp_level misspelt", token: () => sign({ mcp_level: "High" }), want: unauthenticated },
+  // RFC 8725 §3.11: a validly signed JWT of another type (an OIDC logout token) is no access token
+  { name: "typ logout+jwt", token: () => sign({}, { typ: "logout+jwt" }), want: unauthenticated },
   // size: refused before any parsing
   { name: "oversized token (> 8 KiB, validly signed)", token: () => sign({ pad: "x".repeat(9000) }), want: unauthenticated },
 ];

@@ -20,9 +20,13 @@ function validClaims(): JWTPayload {
   return { iss: "mcp", aud: "mcp", sub: "alice", roles: ["developer"], iat: nowSec, exp: nowSec + 600, jti: "t-1" };
 }
 
-async function signHs(claims: JWTPayload, secret: string | Uint8Array = SECRET, alg = "HS256"): Promise<string> {
-  return new SignJWT(claims).setProtectedHeader({ alg }).sign(typeof secret === "string" ? enc.encode(secret) : secret);
+async function signHs(claims: JWTPayload, secret: string | Uint8Array = SECRET, alg = "HS256", typ?: string): Promise<string> {
+  const header = typ === undefined ? { alg } : { alg, typ };
+  return new SignJWT(claims).setProtectedHeader(header).sign(typeof secret === "string" ? enc.encode(secret) : secret);
 }
+
+/** A validly signed token whose `typ` header is `typ`. */
+const signTyp = (typ: string) => signHs(validClaims(), SECRET, "HS256", typ);
 
 function without(claims: JWTPayload, name: string): JWTPayload {
   const copy = { ...claims };
@@ -74,6 +78,14 @@ describe("HS256 verifier: refusals", () => {
     { name: "roles a string", token: () => signHs({ ...validClaims(), roles: "admin" }), code: "unauthenticated", message: '"roles" must be an array of strings' },
     { name: "roles with a number", token: () => signHs({ ...validClaims(), roles: ["viewer", 7] }), code: "unauthenticated", message: '"roles" must be an array of strings' },
     { name: "mcp_level misspelt", token: () => signHs({ ...validClaims(), mcp_level: "High" }), code: "unauthenticated", message: '"mcp_level" must be "standard" or "high"' },
+    // RFC 8725 §3.11 explicit typing: a signed JWT of another kind is not an access token
+    { name: "typ JOSE", token: () => signTyp("JOSE"), code: "unauthenticated", message: 'header "typ" must be "JWT" or "at+jwt"' },
+    { name: "typ logout+jwt (OIDC back-channel logout)", token: () => signTyp("logout+jwt"), code: "unauthenticated", message: 'header "typ" must be "JWT" or "at+jwt"' },
+    { name: "typ secevent+jwt", token: () => signTyp("secevent+jwt"), code: "unauthenticated", message: 'header "typ" must be "JWT" or "at+jwt"' },
+    { name: "typ application/json", token: () => signTyp("application/json"), code: "unauthenticated", message: 'header "typ" must be "JWT" or "at+jwt"' },
+    { name: "typ empty", token: () => signTyp(""), code: "unauthenticated", message: 'header "typ" must be "JWT" or "at+jwt"' },
+    { name: "typ JWT with a suffix", token: () => signTyp("JWTX"), code: "unauthenticated", message: 'header "typ" must be "JWT" or "at+jwt"' },
+    { name: "typ with an other prefix", token: () => signTyp("text/jwt"), code: "unauthenticated", message: 'header "typ" must be "JWT" or "at+jwt"' },
     // refused before any parsing
     { name: "oversized", token: () => signHs({ ...validClaims(), pad: "x".repeat(9000) }), code: "unauthenticated", message: "longer than the 8192-byte limit" },
   ];
@@ -127,6 +139,13 @@ describe("HS256 verifier: accepted tokens", () => {
       expect(v.expiresAt).toBe((c.claims.exp ?? 0) * 1000);
       expect(v.jti).toBe("t-1");
       expect(v.claims.sub).toBe("alice");
+    });
+  }
+
+  // RFC 7515 §4.1.9: media types compare case-insensitively, with or without "application/"
+  for (const typ of ["JWT", "jwt", "at+jwt", "AT+JWT", "application/jwt", "application/at+jwt", "Application/JWT"]) {
+    test(`typ ${typ} is accepted`, async () => {
+      await expect(verifier.verify(await signTyp(typ))).resolves.toMatchObject({ principal: { subject: "alice" } });
     });
   }
 
@@ -246,6 +265,12 @@ describe("JWKS file verifier", () => {
     { name: "a key that is not in the set", token: () => signWith(rsa2, validClaims(), "k1"), message: "signature is invalid" },
     { name: "alg none", token: async () => `${b64({ alg: "none", kid: "k1" })}.${b64(validClaims())}.`, message: "algorithm is not accepted" },
     { name: "wrong aud", token: () => signWith(rsa, { ...validClaims(), aud: "x" }), message: "audience" },
+    // RFC 8725 §3.11: the typ check holds for asymmetric keys too
+    {
+      name: "typ dpop+jwt",
+      token: () => new SignJWT(validClaims()).setProtectedHeader({ alg: rsa.alg, kid: rsa.kid, typ: "dpop+jwt" }).sign(rsa.privateKey),
+      message: 'header "typ" must be "JWT" or "at+jwt"',
+    },
   ];
   for (const c of refusals) {
     test(`${c.name} -> unauthenticated`, async () => {
