@@ -173,8 +173,103 @@ function fireDeadlines(timer: DeadlineTimer): void {
 }
 
 /** Creates the runner of one session (or of one unary request). */
-export function createCommandRunner(host: CommandHost, limits: CommandRunnerLimits, now: () => number = Date.now): CommandRunner {
-  return new Runner(host, limits, now);
+export function createCommandRunner(
+  host: CommandHost,
+  limits: CommandRunnerLimits,
+  now: () => number = Date.now,
+  pace?: OutboundPace,
+): CommandRunner {
+  return new Runner(host, limits, now, pace);
+}
+
+/**
+ * The outbound side a batch paces itself by (the session: `Session` satisfies it). Without one
+ * (a unary request, which collects its Responses itself) a batch runs straight through.
+ */
+export interface OutboundPace {
+  /** True while the client has as many answers queued as it should take at once. */
+  readonly isCongested: boolean;
+  /** Resolves once it may have room again (or the session ended); never rejects. */
+  writable(): Promise<void>;
+  /** Why the session ended, once it did. */
+  readonly closeReason: McpError | undefined;
+}
+
+type BatchWay = "parallel" | "sequential" | "refuse";
+
+/**
+ * One batch on its way through the runner (PROTOCOL.md §6 "backpressure inside a burst"). Its
+ * commands start — or, refused or cancelled, are answered — one after another while the
+ * session's client has room; when the outbound queue is full the batch waits for it to drain
+ * instead of piling answers past the queue's bound (which would drop a client that reads, with
+ * slow_consumer). A loop, not recursion: commands that answer synchronously must not grow the
+ * stack by one `start` per command. The check per command is one getter read.
+ */
+class BatchRun {
+  private i = 0;
+  /** Set once a sequential batch failed: the rest are answered `cancelled`, not run. */
+  private failed: McpError | undefined = undefined;
+  private looping = false;
+  private answeredInLoop = false;
+  private readonly onEach: (response: Response) => void;
+
+  constructor(
+    private readonly runner: Runner,
+    private readonly commands: readonly Command[],
+    private readonly onResponse: (response: Response) => void,
+    private readonly way: BatchWay,
+    private readonly refusal: McpError | undefined,
+  ) {
+    this.onEach = way === "sequential" ? (response) => this.sequentialAnswered(response) : onResponse;
+  }
+
+  drive(): void {
+    const { commands, runner } = this;
+    const pace = runner.pace;
+    this.looping = true;
+    do {
+      this.answeredInLoop = false;
+      if (this.i >= commands.length) break;
+      if (pace !== undefined && pace.isCongested) {
+        const ended = pace.closeReason;
+        if (ended === undefined) {
+          this.looping = false;
+          pace.writable().then(
+            () => this.drive(),
+            () => this.drive(), // never rejects; drive re-checks either way
+          );
+          return;
+        }
+        // The session is gone: what never started is answered with why (each command once).
+        this.failed ??= ended;
+      }
+      const c = commands[this.i++]!; // i < length
+      if (this.way === "refuse") {
+        this.onResponse(errorResponse(c.id, this.refusal!)); // set for "refuse"
+        this.answeredInLoop = true;
+      } else if (this.failed !== undefined) {
+        this.onResponse(errorResponse(c.id, this.failed));
+        this.answeredInLoop = true;
+      } else if (this.way === "parallel") {
+        runner.start(c, this.onResponse);
+        this.answeredInLoop = true; // parallel: start the next one at once
+      } else {
+        runner.start(c, this.onEach);
+      }
+    } while (this.answeredInLoop);
+    this.looping = false;
+  }
+
+  /** Sequential: one at a time; after the first error the rest answer `cancelled`. */
+  private sequentialAnswered(response: Response): void {
+    this.onResponse(response);
+    if (response.result.case === "error" && this.failed === undefined) {
+      const failedId = this.commands[this.i - 1]!.id; // the command that just answered
+      this.failed = new McpError("cancelled", `not run: command "${failedId}" of the sequential batch failed`);
+    }
+    if (this.looping) this.answeredInLoop = true;
+    else this.drive();
+  }
 }
 
 /**
@@ -190,6 +285,7 @@ class Runner implements CommandRunner {
     private readonly host: CommandHost,
     private readonly limits: CommandRunnerLimits,
     readonly now: () => number,
+    readonly pace: OutboundPace | undefined,
   ) {}
 
   get inflight(): number {
@@ -309,50 +405,18 @@ class Runner implements CommandRunner {
   startBatch(batch: CommandBatch, onResponse: (response: Response) => void): void {
     const commands = batch.commands;
     if (commands.length > this.limits.maxBatchSize) {
+      // Refused as a whole — nothing in it runs — and still one Response per command (PROTOCOL.md
+      // §3): a client waiting on each id is never left hanging. Paced like any batch.
       const err = new McpError(
         "invalid_message",
-        `batch of ${commands.length} commands exceeds max_batch_size ${this.limits.maxBatchSize}`,
+        `batch of ${commands.length} commands exceeds max_batch_size ${this.limits.maxBatchSize}: none of them ran`,
         { field: "commands" },
       );
-      for (const c of commands) onResponse(errorResponse(c.id, err));
+      new BatchRun(this, commands, onResponse, "refuse", err).drive();
       return;
     }
-    if (batch.mode === BatchMode.PARALLEL) {
-      for (const c of commands) this.start(c, onResponse);
-      return;
-    }
-    // Sequential: one at a time; after the first error the rest answer `cancelled`. A loop, not
-    // recursion: commands that answer synchronously must not grow the stack by one `start` per
-    // command of the batch.
-    let i = 0;
-    let looping = false;
-    let answeredInLoop = false;
-    const onEach = (response: Response): void => {
-      onResponse(response);
-      if (response.result.case === "error") {
-        const failed = commands[i - 1]!.id;
-        for (const rest of commands.slice(i)) {
-          onResponse(errorResponse(rest.id, new McpError("cancelled", `not run: command "${failed}" of the sequential batch failed`)));
-        }
-        i = commands.length;
-        return;
-      }
-      if (looping) answeredInLoop = true;
-      else loop();
-    };
-    const loop = (): void => {
-      looping = true;
-      do {
-        answeredInLoop = false;
-        const c = commands[i++];
-        if (c === undefined) break;
-        this.start(c, onEach);
-      } while (answeredInLoop);
-      looping = false;
-    };
-    loop();
+    new BatchRun(this, commands, onResponse, batch.mode === BatchMode.PARALLEL ? "parallel" : "sequential", undefined).drive();
   }
-
   cancel(commandId: string): boolean {
     const entry = this.table.get(commandId);
     if (entry === undefined) return false;

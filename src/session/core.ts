@@ -18,7 +18,7 @@ import type { AuditSink, Authorizer, AuthSubject, RevocationStore, TokenVerifier
 import { grantedLevel, levelAtLeast, levelName } from "../security/index.js";
 import type { ToolRegistry } from "../tools/index.js";
 import type { RegisteredTool, ToolContext } from "../tools/registered-tool.js";
-import { createCommandRunner, type CommandHost, type CommandRunner, type PreparedCommand } from "./command-runner.js";
+import { createCommandRunner, type CommandHost, type CommandRunner, type OutboundPace, type PreparedCommand } from "./command-runner.js";
 import type { AuthState, MessageSink, Session } from "./session.js";
 import { createPushable } from "../pushable.js";
 import { createSessionRegistry } from "./session-registry.js";
@@ -65,7 +65,12 @@ export interface McpCore {
   /** Throws unless `auth` may do more than handshake/authenticate/ping (PROTOCOL.md §4 step 2). */
   requireReady(auth: AuthState): void;
   /** A command runner bound to an auth state (a session's, or a unary request's). */
-  createRunner(getAuth: () => AuthState, emitEvent: (commandId: string, type: string, data: JsonObject) => void, sessionId?: string): CommandRunner;
+  createRunner(
+    getAuth: () => AuthState,
+    emitEvent: (commandId: string, type: string, data: JsonObject) => void,
+    sessionId?: string,
+    pace?: OutboundPace,
+  ): CommandRunner;
   /** The tools `auth` may use. */
   listTools(auth: AuthState): ToolDescriptor[];
   getContext(auth: AuthState, contextId: string): Promise<ContextSync>;
@@ -180,6 +185,7 @@ export function createCore(deps: CoreDeps): McpCore {
     getAuth: () => AuthState,
     emitEvent: (commandId: string, type: string, data: JsonObject) => void,
     sessionId?: string,
+    pace?: OutboundPace,
   ): CommandRunner {
     const host: CommandHost = {
       prepare(command: Command) {
@@ -210,7 +216,7 @@ export function createCore(deps: CoreDeps): McpCore {
       },
       emitEvent,
     };
-    return createCommandRunner(host, options, now);
+    return createCommandRunner(host, options, now, pace);
   }
 
   const contextPermission = (id: string, access: "read" | "write") => `context:${id}:${access}`;
@@ -225,6 +231,7 @@ export function createCore(deps: CoreDeps): McpCore {
         () => session.auth,
         (commandId, type, data) => session.emitEvent(type, data, { commandId }),
         session.id,
+        session,
       ),
   });
   const sessions = registry.sessions;

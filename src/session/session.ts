@@ -110,10 +110,13 @@ export class Session {
   private state: SessionState;
   private expiryTimers: ReturnType<typeof setTimeout>[] = [];
   private readonly init: SessionInit;
+  /** Queued messages at which `isCongested` turns true: half the hard bound. */
+  private readonly backlogLimit: number;
 
   /** A new session attached to `stream`, or — without one — a restored session waiting for its resume. */
   constructor(init: SessionInit, stream?: { sink: MessageSink; owner: object }) {
     this.init = init;
+    this.backlogLimit = Math.max(1, init.maxOutboundMessages >> 1);
     this.id = init.id;
     this.auth = init.auth;
     this.createdAt = init.restored?.createdAt ?? init.now();
@@ -222,6 +225,8 @@ export class Session {
         () => this.setUncongested(sink),
       );
     }
+    // Producers that waited for the backlog (not the transport) to go out may go on.
+    if (!this.congested && this.writableWaiters.length > 0) for (const w of this.writableWaiters.splice(0)) w();
   };
 
   private setUncongested(sink: MessageSink): void {
@@ -248,9 +253,14 @@ export class Session {
     sink.close();
   }
 
-  /** True while the attached stream's buffer is full: producers should wait (`writable()`). */
+  /**
+   * True while producers should wait (`writable()`): the attached stream's buffer is full, no
+   * stream is attached, or half the outbound bound is queued in this tick already (a burst — a
+   * batch's answers, frames read in one turn — waits for its flush instead of reaching the
+   * bound that drops the client with slow_consumer).
+   */
   get isCongested(): boolean {
-    return this.congested || this.state.kind !== "attached";
+    return this.congested || this.state.kind !== "attached" || this.pending.length >= this.backlogLimit;
   }
 
   /** Resolves when a stream is attached and can take more, or the session closed; rejects never. */

@@ -6,10 +6,12 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { ErrorKind } from "../../gen/mcp/v1/error_pb.js";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { BatchMode, type Response } from "../../gen/mcp/v1/command_pb.js";
 import type { ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import { args, createTestTools, startWithTestTools, errorOf, openReader, outputOf, type Probe } from "../helpers/command-tools.js";
 import { eventually } from "../helpers/eventually.js";
-import { handshake, openRawStream, openSession, startServer, type TestServer } from "../helpers/server.js";
+import { handshake, openRawStream, openSession, startServer, type RawStream, type TestServer } from "../helpers/server.js";
 
 let t: TestServer;
 let probe: Probe;
@@ -76,6 +78,108 @@ describe("pipelining", () => {
       const after = await s.next();
       expect(after?.message.case).toBe("pong");
       s.close();
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe("backpressure inside a burst (one CommandBatch)", () => {
+  /** Reads until `n` Responses arrived; throws if the stream ends first. Counts per id. */
+  async function responses(s: RawStream, n: number): Promise<{ byId: Map<string, Response[]>; errors: ServerMessage[] }> {
+    const byId = new Map<string, Response[]>();
+    const errors: ServerMessage[] = [];
+    let count = 0;
+    while (count < n) {
+      const m = await s.next();
+      if (m === undefined) throw new Error(`the stream ended after ${count} of ${n} Responses (errors: ${errors.map((e) => (e.message.case === "error" ? e.message.value.code : "")).join(", ")})`);
+      if (m.message.case === "error") errors.push(m);
+      if (m.message.case !== "response") continue;
+      count++;
+      const list = byId.get(m.message.value.commandId) ?? [];
+      list.push(m.message.value);
+      byId.set(m.message.value.commandId, list);
+    }
+    return { byId, errors };
+  }
+
+  /** The session still answers on the same stream: an echo, then a Pong. */
+  async function stillServes(s: RawStream): Promise<void> {
+    s.send({ case: "command", value: { id: "after", tool: "echo", payload: args({ text: "still here" }) } });
+    const { byId } = await responses(s, 1);
+    expect(outputOf(byId.get("after")![0]!)).toEqual({ text: "still here" });
+    s.send({ case: "ping", value: { id: 9n } });
+    expect((await s.next())?.message.case).toBe("pong");
+  }
+
+  const batchOf = (n: number, mode: BatchMode) => ({
+    case: "batch" as const,
+    value: { mode, commands: Array.from({ length: n }, (_, i) => ({ id: `b${i}`, tool: "echo", payload: args({ text: `t${i}` }) })) },
+  });
+
+  for (const [name, transport] of [
+    ["gRPC (HTTP/2 fast path)", undefined],
+    ["Connect over HTTP/2 (connect-node)", (url: string) => createConnectTransport({ baseUrl: url, httpVersion: "2" })],
+  ] as const) {
+    test(`${name}: 2,000 commands over max_batch_size 100 → each answered PROTOCOL invalid_message naming the limit, none run; the session stays`, async () => {
+      const server = await startServer({});
+      try {
+        const s = openRawStream(server.url, {}, transport?.(server.url));
+        s.send(handshake(await server.token()));
+        expect((await s.next())?.message.case).toBe("handshakeResult");
+        s.send(batchOf(2000, BatchMode.PARALLEL));
+        const { byId, errors } = await responses(s, 2000);
+        expect(errors).toEqual([]);
+        expect(byId.size).toBe(2000);
+        for (const [id, list] of byId) {
+          expect(list).toHaveLength(1);
+          expect(errorOf(list[0]!)).toMatchObject({ kind: ErrorKind.PROTOCOL, code: "invalid_message", field: "commands", commandId: id, retryable: false });
+        }
+        const first = byId.get("b0")![0]!;
+        expect(first.result.case === "error" && first.result.value.message).toBe("batch of 2000 commands exceeds max_batch_size 100: none of them ran");
+        await stillServes(s);
+        s.close();
+      } finally {
+        await server.close();
+      }
+    });
+  }
+
+  for (const mode of [BatchMode.PARALLEL, BatchMode.SEQUENTIAL]) {
+    test(`max_batch_size 5,000: a ${BatchMode[mode]} batch of 5,000 echo commands from a reading client gets 5,000 Responses on the same stream`, async () => {
+      // The outbound queue (1,024 by default, 256 here) is far smaller than the batch: the batch waits for it to drain.
+      const server = await startServer({ maxBatchSize: 5000, maxOutboundMessages: 256 });
+      try {
+        const { s } = await openSession(server.url, await server.token());
+        s.send(batchOf(5000, mode));
+        const { byId, errors } = await responses(s, 5000);
+        expect(errors).toEqual([]);
+        expect(byId.size).toBe(5000);
+        for (const [id, list] of byId) {
+          expect(list).toHaveLength(1);
+          expect(outputOf(list[0]!)).toEqual({ text: `t${id.slice(1)}` });
+        }
+        await stillServes(s);
+        s.close();
+      } finally {
+        await server.close();
+      }
+    });
+  }
+
+  test("a batch waiting for room does not outlive its session: a client that stops reading mid-batch is dropped with slow_consumer", async () => {
+    const server = await startServer({ maxBatchSize: 100_000, maxOutboundMessages: 64, slowConsumerTimeoutMs: 300 });
+    try {
+      const { s: slow, sessionId } = await openSession(server.url, await server.token());
+      // Enough echo answers to fill every buffer between the server and a client that reads nothing.
+      slow.send(batchOf(100_000, BatchMode.PARALLEL));
+      const session = () => server.server.core.sessions.get(sessionId);
+      await eventually(() => session()?.connected === false, "the server to drop the non-reading client", 15_000);
+      expect(session()?.closed).toBe(false);
+      const rest = await slow.rest();
+      const last = rest.at(-1);
+      expect(last?.message.case === "error" && last.message.value).toMatchObject({ kind: ErrorKind.TRANSPORT, code: "slow_consumer" });
+      slow.close();
     } finally {
       await server.close();
     }

@@ -497,3 +497,87 @@ describe("batches", () => {
   });
 });
 
+
+describe("batches pace themselves by the outbound side (PROTOCOL.md §6)", () => {
+  /**
+   * An outbound side of `room` answers: congested once that many answers were taken since the
+   * last drain; `drain()` empties it and wakes the batch, `end(reason)` ends the session.
+   */
+  function createPace(room: number) {
+    let taken = 0;
+    let wake: (() => void) | undefined;
+    let closeReason: McpError | undefined;
+    const pace = {
+      get isCongested() {
+        return closeReason !== undefined || taken >= room;
+      },
+      writable: () => new Promise<void>((resolve) => (wake = resolve)),
+      get closeReason() {
+        return closeReason;
+      },
+    };
+    return {
+      pace,
+      take: () => void taken++,
+      drain() {
+        taken = 0;
+        wake?.();
+      },
+      end(reason: McpError) {
+        closeReason = reason;
+        wake?.();
+      },
+    };
+  }
+
+  const batchOf = (mode: BatchMode, n: number, tool = "sync") =>
+    create(CommandBatchSchema, { mode, commands: Array.from({ length: n }, (_, i) => ({ id: `c${i}`, tool })) });
+
+  for (const [name, mode, n, l] of [
+    ["parallel", BatchMode.PARALLEL, 10, { ...limits, maxBatchSize: 10 }],
+    ["sequential", BatchMode.SEQUENTIAL, 10, { ...limits, maxBatchSize: 10 }],
+    ["refused (over max_batch_size)", BatchMode.PARALLEL, 10, limits],
+  ] as const) {
+    test(`${name}: answers stop at the room there is and go on after each drain, each command once`, async () => {
+      const h = createHost();
+      const p = createPace(4);
+      const runner = createCommandRunner(h.host, l, Date.now, p.pace);
+      const responses: Response[] = [];
+      runner.startBatch(batchOf(mode, n), (r) => {
+        responses.push(r);
+        p.take();
+      });
+      expect(responses).toHaveLength(4);
+      p.drain();
+      await flush();
+      expect(responses).toHaveLength(8);
+      p.drain();
+      await flush();
+      expect(responses.map((r) => r.commandId)).toEqual(Array.from({ length: n }, (_, i) => `c${i}`));
+      const want = l.maxBatchSize < n ? "invalid_message" : "output";
+      expect(responses.every((r) => codeOf(r) === want)).toBe(true);
+    });
+  }
+
+  test("the session ends while a batch waits: the rest are answered with the reason and never run", async () => {
+    const h = createHost();
+    const p = createPace(2);
+    const runner = createCommandRunner(h.host, { ...limits, maxBatchSize: 6 }, Date.now, p.pace);
+    const responses: Response[] = [];
+    runner.startBatch(batchOf(BatchMode.PARALLEL, 6), (r) => {
+      responses.push(r);
+      p.take();
+    });
+    expect(responses).toHaveLength(2);
+    p.end(new McpError("session_expired", "gone"));
+    await flush();
+    expect(responses.map((r) => [r.commandId, codeOf(r)])).toEqual([
+      ["c0", "output"],
+      ["c1", "output"],
+      ["c2", "session_expired"],
+      ["c3", "session_expired"],
+      ["c4", "session_expired"],
+      ["c5", "session_expired"],
+    ]);
+  });
+});
