@@ -229,7 +229,8 @@ async function openSession(openStream: OpenSessionStream, token: string | undefi
   const stream = openStream({
     message(m) {
       onMessage(m);
-      if (m.message.case === "error" && !sessionReady) endError = fromProtoError(m.message.value);
+      // slow_consumer is the server's last word before it drops the stream: the end is named for it.
+      if (m.message.case === "error" && (!sessionReady || m.message.value.code === "slow_consumer")) endError = fromProtoError(m.message.value);
     },
     end(reason) {
       if (reason !== undefined) {

@@ -10,6 +10,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { BatchMode, type Response } from "../../gen/mcp/v1/command_pb.js";
 import type { ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import { args, createTestTools, startWithTestTools, errorOf, openReader, outputOf, type Probe } from "../helpers/command-tools.js";
+import { createMcpClient } from "../../src/client/index.js";
 import { eventually } from "../helpers/eventually.js";
 import { handshake, openRawStream, openSession, startServer, type RawStream, type TestServer } from "../helpers/server.js";
 
@@ -214,6 +215,23 @@ describe("slow consumer", () => {
     // The slow_consumer error is the only error, and it comes last: nothing was sent after the drop.
     expect(rest.filter((m) => m.message.case === "error")).toHaveLength(1);
     slow.close();
+  });
+
+  test("the TS client names the drop: its pending call rejects with TRANSPORT slow_consumer, not session_expired", async () => {
+    const tools = createTestTools();
+    // A tool that emits 2,000 events per tick ignores backpressure: even a reading client's queue (64) overflows.
+    const bounded = await startServer({ tools: tools.tools, maxOutboundMessages: 64, slowConsumerTimeoutMs: 60_000 });
+    try {
+      const session = await createMcpClient({ baseUrl: bounded.url, token: await bounded.token() }).connect();
+      const err = await session.call("spam", { burst: 2000 }, { timeoutMs: 30_000 }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toMatchObject({ name: "McpError", kind: "TRANSPORT", code: "slow_consumer", retryable: true });
+      session.close();
+    } finally {
+      await bounded.close();
+    }
   });
 
   test("the queue bound drops a non-reading client by size, long before the slow-consumer timer", async () => {
