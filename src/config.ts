@@ -79,6 +79,40 @@ export interface ServerOptions {
    */
   resumeBufferMessages?: number;
   /**
+   * Encoded bytes of sent messages kept per session for resume; the oldest go first (a resume
+   * from before them finds the session expired).
+   * @default 1048576 (1 MiB)
+   */
+  resumeBufferBytes?: number;
+  /**
+   * Bytes all detached (resumable) sessions may hold together: their resume buffers plus a fixed
+   * 8 KiB each. Beyond it the oldest detached session is evicted (a resume then gets
+   * `session_expired`).
+   * @default 268435456 (256 MiB)
+   */
+  maxDetachedBytes?: number;
+  /**
+   * The same bound per principal (token subject; all unauthenticated sessions share one).
+   * @default 67108864 (64 MiB)
+   */
+  maxDetachedBytesPerPrincipal?: number;
+  /**
+   * Sessions (attached or detached) per principal. A new one beyond it evicts the principal's
+   * oldest detached session, or — all attached — is refused with `overloaded`.
+   * @default 128
+   */
+  maxSessionsPerPrincipal?: number;
+  /**
+   * Context watches (`StateSync` with `watch`) live at once per session; one more → `overloaded`.
+   * @default 64
+   */
+  maxWatchesPerSession?: number;
+  /**
+   * `EventService/Subscribe` streams on one session at once; one more → `overloaded`.
+   * @default 16
+   */
+  maxSubscriptionsPerSession?: number;
+  /**
    * How long a disconnected session is kept for resume, in milliseconds.
    * @default 60000
    */
@@ -183,6 +217,17 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
   { key: "maxOutboundMessages", type: "int", fallback: () => 1024, help: "queued messages per session" },
   { key: "slowConsumerTimeoutMs", type: "int", fallback: () => 10_000, help: "full queue before slow_consumer, ms" },
   { key: "resumeBufferMessages", type: "int", fallback: () => 4096, help: "messages kept for resume" },
+  { key: "resumeBufferBytes", type: "int", fallback: () => 1024 * 1024, help: "bytes kept for resume per session" },
+  { key: "maxDetachedBytes", type: "int", fallback: () => 256 * 1024 * 1024, help: "bytes all detached sessions hold, then oldest evicted" },
+  {
+    key: "maxDetachedBytesPerPrincipal",
+    type: "int",
+    fallback: () => 64 * 1024 * 1024,
+    help: "bytes one principal's detached sessions hold, then oldest evicted",
+  },
+  { key: "maxSessionsPerPrincipal", type: "int", fallback: () => 128, help: "sessions per principal (attached + detached)" },
+  { key: "maxWatchesPerSession", type: "int", fallback: () => 64, help: "context watches per session" },
+  { key: "maxSubscriptionsPerSession", type: "int", fallback: () => 16, help: "event subscriptions per session" },
   { key: "resumeTtlMs", type: "int", fallback: () => 60_000, help: "how long a disconnected session is kept, ms" },
   { key: "expiryWarningMs", type: "int", fallback: () => 60_000, help: "session.expiring lead time, ms" },
   { key: "tlsCert", type: "string", help: "TLS certificate PEM file" },
@@ -229,6 +274,12 @@ export function resolveServerOptions(options: ServerOptions = {}): ResolvedServe
     "maxTimeoutMs",
     "maxOutboundMessages",
     "resumeBufferMessages",
+    "resumeBufferBytes",
+    "maxDetachedBytes",
+    "maxDetachedBytesPerPrincipal",
+    "maxSessionsPerPrincipal",
+    "maxWatchesPerSession",
+    "maxSubscriptionsPerSession",
   ] as const) {
     if (!Number.isInteger(r[key]) || r[key] < 1) {
       throw new TypeError(`option "${key}" must be a positive integer, got ${String(r[key])}`);

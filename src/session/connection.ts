@@ -313,6 +313,13 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
       core.syncContext(session.auth, sync).then((s) => session.emit({ case: "contextSync", value: s }), contextError);
       return;
     }
+    if (!session.watches.has(id) && session.watches.size >= opts.maxWatchesPerSession) {
+      return contextError(
+        new McpError("overloaded", `${session.watches.size} context watches are live on this session, the limit is ${opts.maxWatchesPerSession}`, {
+          retryAfterMs: 1000,
+        }),
+      );
+    }
     const ac = new AbortController();
     let iterable: AsyncIterable<ContextSync>;
     try {

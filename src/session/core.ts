@@ -308,6 +308,11 @@ export function createCore(deps: CoreDeps): McpCore {
       if (s.auth.principal?.subject !== auth.principal?.subject) {
         throw new McpError("permission_denied", `session ${sessionId} belongs to another principal`);
       }
+      if (s.subscriptions >= options.maxSubscriptionsPerSession) {
+        throw new McpError("overloaded", `${s.subscriptions} subscriptions follow session ${sessionId}, the limit is ${options.maxSubscriptionsPerSession}`, {
+          retryAfterMs: 1000,
+        });
+      }
       const events = createPushable<Event>();
       const tap = (m: ServerMessage) => {
         if (m.message.case === "event" && wanted(m.message.value.type)) events.push(m.message.value);
@@ -320,6 +325,7 @@ export function createCore(deps: CoreDeps): McpCore {
       }
       for (const m of replay) tap(m);
       s.taps.add(tap);
+      s.subscriptions++;
       const stop = () => events.end();
       signal.addEventListener("abort", stop, { once: true });
       try {
@@ -329,6 +335,7 @@ export function createCore(deps: CoreDeps): McpCore {
         }
       } finally {
         s.taps.delete(tap);
+        s.subscriptions--;
         signal.removeEventListener("abort", stop);
       }
     },

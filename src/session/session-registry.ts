@@ -17,7 +17,17 @@ import type { ParkedSession, SessionStore } from "./session-store.js";
 
 /** What the registry is built from. */
 export interface SessionRegistryOptions {
-  options: Pick<ResolvedServerOptions, "resumeBufferMessages" | "maxOutboundMessages" | "resumeTtlMs" | "expiryWarningMs">;
+  options: Pick<
+    ResolvedServerOptions,
+    | "resumeBufferMessages"
+    | "resumeBufferBytes"
+    | "maxOutboundMessages"
+    | "resumeTtlMs"
+    | "expiryWarningMs"
+    | "maxDetachedBytes"
+    | "maxDetachedBytesPerPrincipal"
+    | "maxSessionsPerPrincipal"
+  >;
   revocations: RevocationStore;
   /** Where detached sessions are parked for other instances; none = this instance only. */
   sessionStore?: SessionStore | undefined;
@@ -30,8 +40,13 @@ export interface SessionRegistryOptions {
 export interface SessionRegistry {
   /** Live and detached sessions held here, by id. */
   readonly sessions: Map<string, Session>;
-  /** A new session attached to `stream`. */
+  /**
+   * A new session attached to `stream`. Throws `overloaded` when its principal holds
+   * `maxSessionsPerPrincipal` sessions that are all attached (a detached one is evicted instead).
+   */
   create(auth: AuthState, stream: { sink: MessageSink; owner: object }): Session;
+  /** Bytes the detached sessions held here are charged (resume buffers plus a fixed overhead each). */
+  readonly detachedBytes: number;
   /**
    * The session to resume: held here, or claimed from the shared store. Undefined when gone;
    * "other_subject" — and nothing moved — when it belongs to a subject other than `subject`.
@@ -41,10 +56,114 @@ export interface SessionRegistry {
   close(reason: McpError): void;
 }
 
+/**
+ * What a detached session costs besides its resume buffer: the session, its runner, timers and
+ * maps, measured at about 5 KB of heap after a full GC (test/session/limits.test.ts); rounded up.
+ */
+export const DETACHED_OVERHEAD_BYTES = 8192;
+
+/** One principal's sessions here (key: the subject; "" for every unauthenticated session). */
+interface PrincipalSessions {
+  /** Attached and detached, in creation order. */
+  readonly sessions: Set<Session>;
+  /** The detached ones, in the order they detached. */
+  readonly detached: Set<Session>;
+  detachedBytes: number;
+}
+
 /** Builds the registry and subscribes it to revocations and claims. */
 export function createSessionRegistry(init: SessionRegistryOptions): SessionRegistry {
   const { options, sessionStore, now } = init;
   const sessions = new Map<string, Session>();
+  // Detached sessions in the order they detached (oldest first: evicted first), with what each is charged.
+  const detached = new Map<Session, number>();
+  let detachedBytes = 0;
+  const principals = new Map<string, PrincipalSessions>();
+  // Fixed when the session is made: a later Authentication may name a subject an unauthenticated session lacked.
+  const ownerOf = new Map<Session, { key: string; p: PrincipalSessions }>();
+
+  function principalOf(key: string): PrincipalSessions {
+    let p = principals.get(key);
+    if (p === undefined) {
+      p = { sessions: new Set(), detached: new Set(), detachedBytes: 0 };
+      principals.set(key, p);
+    }
+    return p;
+  }
+
+  /** (Re)charges a detached session for what it holds now, then evicts until every bound holds. */
+  function charge(s: Session): void {
+    const p = ownerOf.get(s)?.p;
+    if (p === undefined || s.closed || s.connected) return;
+    const before = detached.get(s);
+    const cost = s.heldBytes + DETACHED_OVERHEAD_BYTES;
+    if (before !== undefined) {
+      detachedBytes -= before;
+      p.detachedBytes -= before;
+    }
+    detached.set(s, cost);
+    p.detached.add(s);
+    detachedBytes += cost;
+    p.detachedBytes += cost;
+    evictWhileOver(p);
+  }
+
+  function uncharge(s: Session): void {
+    const cost = detached.get(s);
+    if (cost === undefined) return;
+    detached.delete(s);
+    detachedBytes -= cost;
+    const p = ownerOf.get(s)?.p;
+    if (p !== undefined) {
+      p.detachedBytes -= cost;
+      p.detached.delete(s);
+    }
+  }
+
+  /** A detached session's holdings changed (a command answered while it was away). */
+  function recharge(s: Session): void {
+    if (detached.has(s)) charge(s);
+  }
+
+  function evict(s: Session, why: string): void {
+    // Uncharged first: the error that close() keeps for it must not charge it again.
+    uncharge(s);
+    s.close(new McpError("session_expired", `session ${s.id} was evicted before it was resumed: ${why}`));
+  }
+
+  function evictWhileOver(p: PrincipalSessions): void {
+    while (p.detachedBytes > options.maxDetachedBytesPerPrincipal) {
+      const oldest = oldestDetached(p);
+      if (oldest === undefined) break;
+      evict(oldest, `its principal's detached sessions passed ${options.maxDetachedBytesPerPrincipal} bytes`);
+    }
+    while (detachedBytes > options.maxDetachedBytes) {
+      const oldest = detached.keys().next().value;
+      if (oldest === undefined) break;
+      evict(oldest, `the server's detached sessions passed ${options.maxDetachedBytes} bytes`);
+    }
+  }
+
+  /** The principal's session that detached first. */
+  function oldestDetached(p: PrincipalSessions): Session | undefined {
+    return p.detached.keys().next().value;
+  }
+
+  /** Room for one more session of `key`: evicts its oldest detached session, or refuses. */
+  function admit(key: string): void {
+    const p = principals.get(key);
+    if (p === undefined || p.sessions.size < options.maxSessionsPerPrincipal) return;
+    const oldest = oldestDetached(p);
+    if (oldest !== undefined) {
+      evict(oldest, `its principal opened more than ${options.maxSessionsPerPrincipal} sessions`);
+      return;
+    }
+    throw new McpError(
+      "overloaded",
+      `${p.sessions.size} sessions of ${key === "" ? "unauthenticated clients" : `"${key}"`} are open here, the limit is ${options.maxSessionsPerPrincipal}: end or resume one`,
+      { retryAfterMs: 1000 },
+    );
+  }
   // Sessions parked in the shared store, with the tap that forwards what they emit meanwhile.
   const parked = new Map<string, (m: ServerMessage) => void>();
 
@@ -94,22 +213,41 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
         id: restored?.id ?? randomUUID(),
         auth,
         resumeBufferMessages: options.resumeBufferMessages,
+        resumeBufferBytes: options.resumeBufferBytes,
         maxOutboundMessages: options.maxOutboundMessages,
         resumeTtlMs: options.resumeTtlMs,
         expiryWarningMs: options.expiryWarningMs,
         now,
         onClosed: (s) => {
           sessions.delete(s.id);
+          uncharge(s);
+          const owner = ownerOf.get(s);
+          ownerOf.delete(s);
+          owner?.p.sessions.delete(s);
+          if (owner?.p.sessions.size === 0) principals.delete(owner.key);
           unpark(s);
         },
-        onDetached: park,
-        onAttached: unpark,
+        onDetached: (s) => {
+          park(s);
+          charge(s);
+        },
+        onAttached: (s) => {
+          uncharge(s);
+          unpark(s);
+        },
+        onHeldBytesChanged: recharge,
         ...(restored === undefined ? {} : { restored }),
       },
       stream,
     );
     session.runner = init.createRunner(session);
     sessions.set(session.id, session);
+    const key = auth.principal?.subject ?? "";
+    const p = principalOf(key);
+    p.sessions.add(session);
+    ownerOf.set(session, { key, p });
+    // A restored session starts detached: charged like one that detached here.
+    if (!session.connected) charge(session);
     return session;
   }
 
@@ -133,7 +271,13 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
 
   return {
     sessions,
-    create: (auth, stream) => make(auth, stream),
+    create(auth, stream) {
+      admit(auth.principal?.subject ?? "");
+      return make(auth, stream);
+    },
+    get detachedBytes() {
+      return detachedBytes;
+    },
     async lookup(sessionId, subject) {
       const here = sessions.get(sessionId);
       if (here !== undefined || sessionStore === undefined) return here;

@@ -3,13 +3,14 @@
  * for resume, its commands and context watches (PROTOCOL.md §4). It outlives the stream that
  * opened it: a disconnect detaches it, a resume attaches a new stream.
  */
-import { create, fromBinary, type JsonObject } from "@bufbuild/protobuf";
+import { create, type JsonObject } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { EventSchema } from "../../gen/mcp/v1/event_pb.js";
-import { ServerMessageSchema, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
+import type { ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import type { Principal, SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { McpError, toProtoError } from "../errors.js";
 import type { CommandRunner } from "./command-runner.js";
+import { ResumeRing } from "./resume-ring.js";
 
 /** Who a session acts for, at which level. */
 export interface AuthState {
@@ -64,6 +65,8 @@ export interface SessionInit {
   id: string;
   auth: AuthState;
   resumeBufferMessages: number;
+  /** Encoded bytes kept for resume at most; the oldest messages go first. */
+  resumeBufferBytes: number;
   /** Messages queued for a congested stream before it is dropped with `slow_consumer` (§6). */
   maxOutboundMessages: number;
   resumeTtlMs: number;
@@ -75,6 +78,8 @@ export interface SessionInit {
   onDetached?: (session: Session) => void;
   /** Called when a stream resumes it here. */
   onAttached?: (session: Session) => void;
+  /** Called when a detached session's `heldBytes` changed (a command answered while it was away). */
+  onHeldBytesChanged?: (session: Session) => void;
   /** Continue a session another instance parked: its creation time, last seq and the messages held for resume. */
   restored?: { createdAt: number; lastSeq: bigint; messages: readonly ServerMessage[] };
 }
@@ -93,16 +98,12 @@ export class Session {
   readonly watches = new Map<string, AbortController>();
   /** Observers of every emitted message (EventService/Subscribe). */
   readonly taps = new Set<(m: ServerMessage) => void>();
+  /** EventService/Subscribe streams following this session now (bounded by `maxSubscriptionsPerSession`). */
+  subscriptions = 0;
 
   private seq = 0n;
-  /**
-   * The last messages, for resume, at `slot(seq)`: objects until they were sent, then — when the
-   * transport encodes (`MessageSink.encode`) — their batch's bytes, the message's range in
-   * `ringBounds`. A few thousand message graphs, or a view object per message, kept alive per busy
-   * session cost the garbage collector more than the (rare) decoding on resume.
-   */
-  private readonly ring: (ServerMessage | Uint8Array | undefined)[];
-  private readonly ringBounds: Uint32Array;
+  /** What is kept for resume, bounded by count and bytes. */
+  private readonly ring: ResumeRing;
   private pending: ServerMessage[] = [];
   private flushScheduled = false;
   private congested = false;
@@ -120,11 +121,10 @@ export class Session {
     this.id = init.id;
     this.auth = init.auth;
     this.createdAt = init.restored?.createdAt ?? init.now();
-    this.ring = new Array<ServerMessage | Uint8Array | undefined>(init.resumeBufferMessages);
-    this.ringBounds = new Uint32Array(2 * init.resumeBufferMessages);
+    this.ring = new ResumeRing(init.resumeBufferMessages, init.resumeBufferBytes);
     if (init.restored !== undefined) {
       this.seq = init.restored.lastSeq;
-      for (const m of init.restored.messages) this.ring[this.slot(m.seq)] = m;
+      this.ring.restore(Number(init.restored.lastSeq), init.restored.messages);
     }
     this.state = stream === undefined ? { kind: "detached", since: init.now(), timer: this.resumeTimer() } : { kind: "attached", ...stream };
     this.scheduleExpiry();
@@ -148,9 +148,9 @@ export class Session {
     return this.state.kind === "attached" && this.state.owner === owner;
   }
 
-  /** The ring slot of `seq`. Exact while seq < 2^53: more messages than a session will ever send. */
-  private slot(seq: bigint): number {
-    return Number(seq) % this.ring.length;
+  /** Encoded bytes held for resume (what a detached session costs, besides a small fixed overhead). */
+  get heldBytes(): number {
+    return this.ring.heldBytes;
   }
 
   /** Numbers a message and keeps it for resume. */
@@ -158,7 +158,8 @@ export class Session {
     const seq = ++this.seq;
     // A literal, not create(): both fields are given, and this runs once per message (hot path).
     const msg: ServerMessage = { $typeName: "mcp.v1.ServerMessage", seq, message: payload };
-    this.ring[this.slot(seq)] = msg;
+    // Exact while seq < 2^53: more messages than a session will ever send.
+    this.ring.put(Number(seq), msg);
     if (this.taps.size > 0) for (const tap of this.taps) tap(msg);
     return msg;
   }
@@ -181,6 +182,11 @@ export class Session {
         // One write per tick, not per message (ARCHITECTURE.md "hot path").
         process.nextTick(this.flush);
       }
+    } else if (this.state.kind === "detached") {
+      // No stream: what a finishing command answers is kept as bytes, within the ring's bounds.
+      const before = this.ring.heldBytes;
+      this.ring.compactLast();
+      if (this.ring.heldBytes !== before) this.init.onHeldBytesChanged?.(this);
     }
     return msg;
   }
@@ -209,14 +215,7 @@ export class Session {
     let encoded: EncodedBatch | undefined;
     if (sink.encode !== undefined) {
       encoded = sink.encode(batch);
-      for (let i = 0; i < batch.length; i++) {
-        const m = batch[i]!; // i < length
-        const slot = this.slot(m.seq);
-        if (this.ring[slot] !== m) continue;
-        this.ring[slot] = encoded.bytes;
-        this.ringBounds[2 * slot] = encoded.bounds[2 * i]!;
-        this.ringBounds[2 * slot + 1] = encoded.bounds[2 * i + 1]!;
-      }
+      this.ring.encoded(batch, encoded.bytes, encoded.bounds);
     }
     if (!sink.write(batch, encoded) && !this.congested) {
       this.congested = true;
@@ -275,19 +274,7 @@ export class Session {
    * them (then the session cannot resume exactly-once and counts as expired).
    */
   messagesAfter(lastSeq: bigint): ServerMessage[] | undefined {
-    if (lastSeq > this.seq) return undefined;
-    const cap = BigInt(this.ring.length);
-    const oldest = this.seq >= cap ? this.seq - cap + 1n : 1n;
-    if (lastSeq + 1n < oldest) return undefined;
-    const out: ServerMessage[] = [];
-    for (let s = lastSeq + 1n; s <= this.seq; s++) {
-      const slot = this.slot(s);
-      const kept = this.ring[slot];
-      const m = kept instanceof Uint8Array ? fromBinary(ServerMessageSchema, kept.subarray(this.ringBounds[2 * slot], this.ringBounds[2 * slot + 1])) : kept;
-      if (m === undefined || m.seq !== s) return undefined;
-      out.push(m);
-    }
-    return out;
+    return this.ring.after(lastSeq);
   }
 
   /** Attaches a (new) stream; the previous one, if any, is closed. Returns the replay. */
@@ -304,6 +291,8 @@ export class Session {
 
   private enterDetached(): void {
     this.setState({ kind: "detached", since: this.init.now(), timer: this.resumeTimer() });
+    // From here on the session costs what it holds: bytes, counted and bounded.
+    this.ring.compact();
     this.init.onDetached?.(this);
   }
 

@@ -1,0 +1,163 @@
+/**
+ * The messages a session keeps for resume (PROTOCOL.md §4 step 5), bounded by count and by bytes
+ * (§6, ARCHITECTURE.md "everything a client makes the server keep is bounded").
+ *
+ * A message is kept at `slot(seq)`: as the object until it was sent, then — when the transport
+ * encodes (`MessageSink.encode`) — as its batch's bytes, the message's range in `bounds`. A few
+ * thousand message graphs, or a view object per message, kept alive per busy session cost the
+ * garbage collector more than the (rare) decoding on resume. Objects still held when the session
+ * detaches are encoded then (`compact`), so a detached session holds bytes it can account for.
+ *
+ * The ring starts small and doubles up to its count bound: a short session (a handshake and a
+ * few frames) holds a few hundred bytes, not two 4,096-slot arrays (~64 KB) it never fills.
+ */
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { ServerMessageSchema, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
+
+const INITIAL_SLOTS = 16;
+
+/** The resume buffer of one session. A class: one per session, its methods on the prototype. */
+export class ResumeRing {
+  private slots: (ServerMessage | Uint8Array | undefined)[];
+  private bounds: Uint32Array;
+  /** The seq of the oldest message still held; `last + 1` when none is. */
+  private first = 1;
+  /** The seq of the newest message put. */
+  private last = 0;
+  /** Bytes of the encoded messages held (objects not yet encoded count 0 until `compact`). */
+  heldBytes = 0;
+
+  constructor(
+    /** Messages held at most. */
+    private readonly maxMessages: number,
+    /** Encoded bytes held at most; the oldest messages go first. */
+    private readonly maxBytes: number,
+  ) {
+    const n = Math.min(INITIAL_SLOTS, maxMessages);
+    this.slots = new Array<ServerMessage | Uint8Array | undefined>(n);
+    this.bounds = new Uint32Array(2 * n);
+  }
+
+  /** The oldest seq a resume can still start after (`lastSeq + 1 >= oldest`). */
+  get oldest(): number {
+    return this.first;
+  }
+
+  /** Keeps `msg`, numbered `seq` (one more than the last put). Hot path: no allocation unless the ring grows. */
+  put(seq: number, msg: ServerMessage): void {
+    this.last = seq;
+    if (seq - this.first >= this.slots.length) {
+      if (this.slots.length < this.maxMessages) this.grow();
+      else this.evictOldest();
+    }
+    const slot = seq % this.slots.length;
+    const old = this.slots[slot];
+    if (old instanceof Uint8Array) this.heldBytes -= this.bounds[2 * slot + 1]! - this.bounds[2 * slot]!;
+    this.slots[slot] = msg;
+  }
+
+  /**
+   * The transport encoded `batch`: message i is `bytes[bounds[2i] .. bounds[2i+1])`. Messages
+   * still held as objects are replaced by their bytes, which count against the byte bound.
+   */
+  encoded(batch: readonly ServerMessage[], bytes: Uint8Array, bounds: readonly number[]): void {
+    const len = this.slots.length;
+    for (let i = 0; i < batch.length; i++) {
+      const m = batch[i]!; // i < length
+      const slot = Number(m.seq) % len;
+      if (this.slots[slot] !== m) continue;
+      const start = bounds[2 * i]!;
+      const end = bounds[2 * i + 1]!;
+      this.slots[slot] = bytes;
+      this.bounds[2 * slot] = start;
+      this.bounds[2 * slot + 1] = end;
+      this.heldBytes += end - start;
+    }
+    if (this.heldBytes > this.maxBytes) this.trim();
+  }
+
+  /** Encodes every message still held as an object (the session detached), then applies the byte bound. */
+  compact(): void {
+    const len = this.slots.length;
+    for (let s = this.first; s <= this.last; s++) {
+      const slot = s % len;
+      const kept = this.slots[slot];
+      if (kept === undefined || kept instanceof Uint8Array) continue;
+      const bytes = toBinary(ServerMessageSchema, kept);
+      this.slots[slot] = bytes;
+      this.bounds[2 * slot] = 0;
+      this.bounds[2 * slot + 1] = bytes.length;
+      this.heldBytes += bytes.length;
+    }
+    if (this.heldBytes > this.maxBytes) this.trim();
+  }
+
+  /** Encodes the newest message if it is still an object (put while no stream could take it), then applies the byte bound. */
+  compactLast(): void {
+    const slot = this.last % this.slots.length;
+    const kept = this.slots[slot];
+    if (kept === undefined || kept instanceof Uint8Array) return;
+    const bytes = toBinary(ServerMessageSchema, kept);
+    this.slots[slot] = bytes;
+    this.bounds[2 * slot] = 0;
+    this.bounds[2 * slot + 1] = bytes.length;
+    this.heldBytes += bytes.length;
+    if (this.heldBytes > this.maxBytes) this.trim();
+  }
+
+  /** Every message after `lastSeq`, in order; undefined when the ring no longer holds them all. */
+  after(lastSeq: bigint): ServerMessage[] | undefined {
+    if (lastSeq > BigInt(this.last)) return undefined;
+    const from = Number(lastSeq) + 1;
+    if (from < this.first) return undefined;
+    const out: ServerMessage[] = [];
+    const len = this.slots.length;
+    for (let s = from; s <= this.last; s++) {
+      const slot = s % len;
+      const kept = this.slots[slot];
+      const m = kept instanceof Uint8Array ? fromBinary(ServerMessageSchema, kept.subarray(this.bounds[2 * slot], this.bounds[2 * slot + 1])) : kept;
+      if (m === undefined || m.seq !== BigInt(s)) return undefined;
+      out.push(m);
+    }
+    return out;
+  }
+
+  /** Continues a ring another instance held: `messages` in seq order, the last of them `lastSeq` or before. */
+  restore(lastSeq: number, messages: readonly ServerMessage[]): void {
+    while (this.slots.length < Math.min(messages.length, this.maxMessages)) this.grow();
+    this.first = lastSeq + 1;
+    this.last = lastSeq;
+    const keep = messages.slice(-this.slots.length);
+    if (keep.length > 0) this.first = Number(keep[0]!.seq);
+    for (const m of keep) this.slots[Number(m.seq) % this.slots.length] = m;
+  }
+
+  /** Drops the oldest messages until the bytes fit (a resume from before them then finds the session expired). */
+  private trim(): void {
+    while (this.heldBytes > this.maxBytes && this.first <= this.last) this.evictOldest();
+  }
+
+  private evictOldest(): void {
+    const slot = this.first % this.slots.length;
+    if (this.slots[slot] instanceof Uint8Array) this.heldBytes -= this.bounds[2 * slot + 1]! - this.bounds[2 * slot]!;
+    this.slots[slot] = undefined;
+    this.first++;
+  }
+
+  /** Doubles the slots (up to the count bound), re-placing what is held. */
+  private grow(): void {
+    const n = Math.min(this.slots.length * 2, this.maxMessages);
+    const slots = new Array<ServerMessage | Uint8Array | undefined>(n);
+    const bounds = new Uint32Array(2 * n);
+    const len = this.slots.length;
+    for (let s = this.first; s < this.last; s++) {
+      const from = s % len;
+      const to = s % n;
+      slots[to] = this.slots[from];
+      bounds[2 * to] = this.bounds[2 * from]!;
+      bounds[2 * to + 1] = this.bounds[2 * from + 1]!;
+    }
+    this.slots = slots;
+    this.bounds = bounds;
+  }
+}
