@@ -64,6 +64,9 @@ function serveSession(
 ): void {
   // Errors of a reset stream surface as 'close'; an unhandled 'error' would crash the process.
   stream.on("error", () => {});
+  // A client may reset the stream in the packet that opened it: node emits 'stream' a tick later,
+  // on a stream already destroyed, where respond() throws. Nothing was started: nothing to end.
+  if (stream.destroyed || stream.closed) return;
   const facts = streamFacts(stream);
   if (facts.overLimit) {
     respondError(stream, new McpError("too_many_connections", "the server is at its connection limit: retry later", { retryAfterMs: 1000 }));
