@@ -208,8 +208,9 @@ function serveSession(
   });
 
   /**
-   * The client half-closed and every frame was read: what it sent is answered, then the RPC ends
-   * (the session stays for resume, §4 step 5).
+   * The client half-closed and every frame was read: everything it sent is answered on this
+   * stream and its watches run until it cancels (Connection.endRequests), then the RPC ends with
+   * OK (the session stays for resume, §4 step 5).
    */
   function endOfRequest(): void {
     if (finished) return;
