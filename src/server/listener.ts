@@ -80,6 +80,8 @@ export async function listen(options: ListenerOptions, handler: RequestHandler, 
   h2.on("session", (session) => {
     // HTTP/2 PING keeps NATs open and finds dead peers; a peer that does not answer is dropped.
     const timer = setInterval(() => {
+      // ping() throws on a session already destroyed; its 'close' may still be on its way.
+      if (session.destroyed || session.closed) return clearInterval(timer);
       const sent = session.ping((err) => {
         if (err !== null && !session.destroyed) session.destroy();
       });

@@ -64,6 +64,9 @@ function serveSession(
 ): void {
   // Errors of a reset stream surface as 'close'; an unhandled 'error' would crash the process.
   stream.on("error", () => {});
+  // A client may reset the stream in the packet that opened it: node emits 'stream' a tick later,
+  // on a stream already destroyed, where respond() throws. Nothing was started: nothing to end.
+  if (stream.destroyed || stream.closed) return;
   const facts = streamFacts(stream);
   if (facts.overLimit) {
     respondError(stream, new McpError("too_many_connections", "the server is at its connection limit: retry later", { retryAfterMs: 1000 }));
@@ -205,8 +208,9 @@ function serveSession(
   });
 
   /**
-   * The client half-closed and every frame was read: what it sent is answered, then the RPC ends
-   * (the session stays for resume, §4 step 5).
+   * The client half-closed and every frame was read: everything it sent is answered on this
+   * stream and its watches run until it cancels (Connection.endRequests), then the RPC ends with
+   * OK (the session stays for resume, §4 step 5).
    */
   function endOfRequest(): void {
     if (finished) return;

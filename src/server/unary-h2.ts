@@ -155,6 +155,8 @@ function serveUnary(
 ): void {
   // Errors of a reset stream surface as 'close'; an unhandled 'error' would crash the process.
   stream.on("error", ignore);
+  // Reset in the packet that opened it (node emits 'stream' a tick later): nothing to answer.
+  if (stream.destroyed || stream.closed) return;
   const startedAt = core.now();
   let done = false;
 

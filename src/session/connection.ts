@@ -45,9 +45,13 @@ export interface Connection {
   /** The stream ended (client gone, transport error): detach the session, keep it for resume. */
   end(error?: McpError): void;
   /**
-   * The client sent its last message (half-close): the handshake completes, messages held
-   * meanwhile are handled and what is queued for the client is written; then the session
-   * detaches as with `end()`. Commands still running answer into the resume buffer.
+   * The client sent its last message (half-close = drain, ARCHITECTURE.md "A stream's life"):
+   * the handshake completes, messages held meanwhile are handled, every command, batch, update,
+   * sync and authentication it sent is answered on this stream (each command bounded by its own
+   * timeout), context watches opened on it keep it open until the client cancels, and what is
+   * queued for the client is written. Resolves then — or as soon as the stream ends otherwise
+   * (reset, cancel, dead peer, `slow_consumer`, another stream resumed the session) — and the
+   * session detaches as with `end()`. The transport then ends the RPC with OK.
    */
   endRequests(): Promise<void>;
   /** The session, once the handshake succeeded. */
@@ -65,10 +69,13 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
   // Heartbeat ticks since the peer's last message: counted, not timed, so receiving costs no
   // clock read (a Date.now() per message is ~1 % of an echo command).
   let silentTicks = 0;
+  // Set once the client half-closed: it can send nothing more, Pings included, so silence is no
+  // sign of a dead peer (HTTP/2 PING still finds one, listener.ts).
+  let halfClosed = false;
   const heartbeat = setInterval(() => {
     // A peer silent through three ticks in a row — so for more than twice the interval — is
     // dropped and its session kept for resume (§4 step 6).
-    if (++silentTicks > 2) {
+    if (!halfClosed && ++silentTicks > 2) {
       end();
       sink.close();
     }
@@ -77,6 +84,11 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
   let slowTimer: ReturnType<typeof setTimeout> | undefined;
   /** Settles once a started handshake has succeeded or failed. */
   let handshakeSettled: Promise<void> = Promise.resolve();
+  /** Updates, syncs and authentications started and not answered yet (a drain waits for them). */
+  let pendingReplies = 0;
+  /** Set while `endRequests` waits for the last answers: called once everything is answered. */
+  let drainWaiter: (() => void) | undefined;
+  let drainCheckScheduled = false;
 
   const self: Connection = {
     receive,
@@ -103,6 +115,43 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
       clearTimeout(slowTimer);
     }
     state = next;
+    if (next.kind === "closed") releaseDrain();
+  }
+
+  function releaseDrain(): void {
+    const w = drainWaiter;
+    drainWaiter = undefined;
+    w?.();
+  }
+
+  /**
+   * Something was answered while draining: check, once the current call stack is done, whether
+   * anything is still owed. Not now: a sequential batch starts its next command right after the
+   * previous one's Response is emitted.
+   */
+  function answered(): void {
+    if (drainWaiter === undefined || drainCheckScheduled) return;
+    drainCheckScheduled = true;
+    process.nextTick(checkDrained);
+  }
+
+  function checkDrained(): void {
+    drainCheckScheduled = false;
+    if (drainWaiter === undefined) return;
+    if (state.kind === "bound" && state.session.isAttachedTo(self)) {
+      const s = state.session;
+      if (s.runner.inflight > 0 || pendingReplies > 0 || s.watches.size > 0) return;
+    }
+    releaseDrain();
+  }
+
+  /** Resolves once nothing the client sent is still unanswered and no watch is open on the stream. */
+  function drained(): Promise<void> {
+    return new Promise((resolve) => {
+      drainWaiter = resolve;
+      drainCheckScheduled = true;
+      checkDrained();
+    });
   }
 
   /** A fatal error: tell the client and end the stream (the session stays for resume). */
@@ -124,8 +173,15 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
   }
 
   async function endRequests(): Promise<void> {
+    halfClosed = true;
     await handshakeSettled;
-    if (state.kind === "bound" && state.session.isAttachedTo(self)) state.session.flush();
+    if (state.kind === "bound" && state.session.isAttachedTo(self)) {
+      await drained();
+      // Everything is answered; what waits in the session's queue (congested) goes out first.
+      const s = self.session;
+      while (s !== undefined && s.isAttachedTo(self) && s.isCongested) await s.writable();
+      if (s !== undefined && s.isAttachedTo(self)) s.flush();
+    }
     end();
   }
 
@@ -149,7 +205,14 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
               return;
             }
             // One response callback per stream, not a closure per command (hot path).
-            setState({ kind: "bound", session, respond: (r) => session.emit({ case: "response", value: r }) });
+            setState({
+              kind: "bound",
+              session,
+              respond: (r) => {
+                session.emit({ case: "response", value: r });
+                if (drainWaiter !== undefined) answered();
+              },
+            });
             const queued = held;
             held = [];
             for (const m of queued) receive(m);
@@ -257,9 +320,14 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
         return;
       case "update": {
         const update = m.value;
+        pendingReplies++;
         core.updateContext(session.auth, update).then(
-          (result) => session.emit({ case: "updateResult", value: result }),
+          (result) => {
+            replied();
+            session.emit({ case: "updateResult", value: result });
+          },
           (e: unknown) => {
+            replied();
             const err = toMcpError(e, "invalid_argument");
             session.emit({
               case: "updateResult",
@@ -281,7 +349,14 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
     }
   }
 
+  /** One of `pendingReplies` was answered. */
+  function replied(): void {
+    pendingReplies--;
+    answered();
+  }
+
   function authenticateSession(session: Session, token: string): void {
+    pendingReplies++;
     core.authenticate(token, transport, requestedLevel).then(
       (auth) => {
         const current = session.auth.principal?.subject;
@@ -299,7 +374,9 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
           }),
         });
       },
-    ).catch((e: unknown) => sendError(session, toMcpError(e, "unauthenticated")));
+    )
+      .catch((e: unknown) => sendError(session, toMcpError(e, "unauthenticated")))
+      .finally(replied);
   }
 
   function startSync(session: Session, sync: StateSync): void {
@@ -310,7 +387,10 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
     };
     if (!sync.watch) {
       session.watches.get(id)?.abort();
-      core.syncContext(session.auth, sync).then((s) => session.emit({ case: "contextSync", value: s }), contextError);
+      pendingReplies++;
+      core.syncContext(session.auth, sync)
+        .then((s) => session.emit({ case: "contextSync", value: s }), contextError)
+        .finally(replied);
       return;
     }
     if (!session.watches.has(id) && session.watches.size >= opts.maxWatchesPerSession) {
@@ -343,6 +423,7 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
       })
       .finally(() => {
         if (session.watches.get(id) === ac) session.watches.delete(id);
+        answered();
       });
   }
 

@@ -254,7 +254,8 @@ export function createCore(deps: CoreDeps): McpCore {
     newSession: (auth, stream) => registry.create(auth, stream),
 
     listTools(auth) {
-      if (auth.expired || !levelAtLeast(auth.level, minLevel)) return [];
+      // "No token" must not look like "no tools": unauthenticated like every other RPC (issue 13).
+      requireReady(auth);
       const subject = subjectOf(auth);
       return tools
         .list()

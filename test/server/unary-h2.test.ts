@@ -229,9 +229,10 @@ describe("ExecuteBatch and ListTools (connect-es gRPC client)", () => {
     expect(await fast.listTools({}, auth(viewer))).toEqual(await slow.listTools({}, auth(viewer)));
   });
 
-  test("without a token: no tools, and each batch command answers unauthenticated, as through connect-node", async () => {
-    expect((await fast.listTools({})).tools).toEqual([]);
-    expect(await slow.listTools({})).toEqual(await fast.listTools({}));
+  test("without a token: ListTools and each batch command answer unauthenticated, as through connect-node", async () => {
+    const refused = await failure(fast.listTools({}));
+    expect(refused).toMatchObject({ code: Code.Unauthenticated, detail: { kind: ErrorKind.SECURITY, code: "unauthenticated" } });
+    expect(await failure(slow.listTools({}))).toEqual(refused);
     const batch = { commands: [{ id: "anon", tool: "echo", payload: args({ text: "x" }) }] };
     const got = await fast.executeBatch(batch);
     expect(got.responses[0]?.result.case === "error" && got.responses[0].result.value.code).toBe("unauthenticated");

@@ -64,7 +64,10 @@ for (const { name, make } of transports) {
     let commands: Client<typeof CommandService>;
     let asViewer: Client<typeof CommandService>;
     let anonymous: Client<typeof CommandService>;
+    let nobody: Client<typeof CommandService>;
     beforeAll(async () => {
+      // A valid token whose only role the policy does not know: authenticated, permitted nothing.
+      nobody = createClient(CommandService, make(t.url, await t.token("nora", ["no-such-role"])));
       commands = createClient(CommandService, make(t.url, await t.token("alice", ["developer"])));
       asViewer = createClient(CommandService, make(t.url, await t.token("vera", ["viewer"])));
       anonymous = createClient(CommandService, make(t.url));
@@ -201,8 +204,12 @@ for (const { name, make } of transports) {
         expect(names).toEqual(["echo", "fs.list", "fs.read", "fs.search"]);
       });
 
-      test("without a token the list is empty", async () => {
-        expect((await anonymous.listTools({})).tools).toEqual([]);
+      test("without a token → SECURITY unauthenticated, like every other RPC (not an empty list)", async () => {
+        expect(await failure(anonymous.listTools({}))).toEqual({ status: Code.Unauthenticated, kind: ErrorKind.SECURITY, code: "unauthenticated" });
+      });
+
+      test("a caller whose roles permit no tool gets an empty list, not an error", async () => {
+        expect((await nobody.listTools({})).tools).toEqual([]);
       });
     });
   });
