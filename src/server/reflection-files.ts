@@ -14,7 +14,7 @@ import { file_mcp_v1_context } from "../../gen/mcp/v1/context_pb.js";
 import { file_mcp_v1_event } from "../../gen/mcp/v1/event_pb.js";
 import { file_mcp_v1_session } from "../../gen/mcp/v1/session_pb.js";
 
-export const servedFiles: readonly DescFile[] = [
+export const reflectionFiles: readonly DescFile[] = [
   file_mcp_v1_session,
   file_mcp_v1_command,
   file_mcp_v1_context,

@@ -27,7 +27,7 @@ import { createRedisSessionStore } from "../session/session-store.js";
 import { withHttpEndpoints, type HttpEndpoint } from "./http-endpoints.js";
 import { createHealth, registerHealth } from "./health.js";
 import { createReflectionIndex, registerReflection } from "./reflection.js";
-import { servedFiles } from "./reflection-files.js";
+import { reflectionFiles } from "./reflection-files.js";
 import { connectionFacts, listen, type Listener, type StreamHandler } from "./listener.js";
 import { kConnectionFacts, registerRoutes } from "./routes.js";
 import { createSessionH2Handler } from "./session-h2.js";
@@ -173,7 +173,7 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
       if (listener !== undefined) throw new Error("the server is already listening");
       const c = await build();
       core = c;
-      const reflection = createReflectionIndex(servedFiles);
+      const reflection = createReflectionIndex(reflectionFiles);
       const health = createHealth({
         ping: () => c.deps.store.ping(),
         draining: () => c.draining,
