@@ -130,7 +130,7 @@ describe("health with the store up, down and back", () => {
     expect(await http(s.url, "/readyz")).toEqual({ status: 200, text: "ready\n" });
     overall.cancel();
     perService.cancel();
-  });
+  }, 60_000);
 });
 
 describe("health of a memory-store server", () => {
