@@ -41,12 +41,20 @@ function check(client: HealthClient, service: string): Promise<{ status?: Status
 }
 
 /** A Watch whose statuses accumulate in `seen`. */
-function watch(client: HealthClient, service: string): { seen: Status[]; cancel(): void } {
+function watch(client: HealthClient, service: string): { seen: Status[]; readonly ended: boolean; cancel(): void } {
   const seen: Status[] = [];
+  let ended = false;
   const call = client.watch({ service });
   call.on("data", (r: { status: Status }) => seen.push(r.status));
-  call.on("error", () => {});
-  return { seen, cancel: () => call.cancel() };
+  call.on("error", () => (ended = true));
+  call.on("end", () => (ended = true));
+  return {
+    seen,
+    get ended() {
+      return ended;
+    },
+    cancel: () => call.cancel(),
+  };
 }
 
 async function http(url: string, path: string): Promise<{ status: number; text: string }> {
@@ -178,6 +186,8 @@ describe("health of a memory-store server", () => {
     expect(await http(s.url, "/healthz")).toEqual({ status: 200, text: "ok\n" });
     await eventually(() => w.seen.length === 2, "Watch to report the shutdown");
     expect(w.seen).toEqual(["SERVING", "NOT_SERVING"]);
-    w.cancel();
+    // The Watch is left open: closing the server must end it rather than wait for it.
+    await s.server.close();
+    await eventually(() => w.ended, "the Watch to end when the server closes");
   });
 });
