@@ -52,6 +52,12 @@ export interface RedisContextStoreOptions extends ChangeLogOptions {
    * @default "mcp:"
    */
   keyPrefix?: string;
+  /**
+   * How long `ping()` waits for PONG before it reports the server unreachable, in ms. ioredis
+   * queues commands while it reconnects, so without a bound a ping would wait for the outage.
+   * @default 1000
+   */
+  pingTimeoutMs?: number;
 }
 
 // KEYS: meta, entries, log, index.
@@ -133,6 +139,7 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
   const { maxLogEntries, maxLogBytes } = resolveChangeLogOptions(options);
   const url = options.url ?? "redis://127.0.0.1:6379";
   const prefix = options.keyPrefix ?? "mcp:";
+  const pingTimeoutMs = options.pingTimeoutMs ?? 1000;
   const channel = `${prefix}ctx:changes`;
   const indexKey = `${prefix}ctx:index`;
   const metaKey = (id: string): string => `${prefix}ctx:m:${id}`;
@@ -349,6 +356,22 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
     async countContexts(): Promise<number> {
       await checkReady();
       return redis.scard(indexKey);
+    },
+
+    async ping(): Promise<void> {
+      if (closed) throw new TypeError("the context store is closed");
+      const pong = redis.ping();
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`redis did not answer PING within ${pingTimeoutMs} ms`)), pingTimeoutMs);
+      });
+      try {
+        await Promise.race([pong, late]);
+      } finally {
+        clearTimeout(timer);
+        // A ping left queued behind a reconnect settles later; its outcome is no longer wanted.
+        pong.catch(() => {});
+      }
     },
 
     async close(): Promise<void> {

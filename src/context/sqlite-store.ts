@@ -111,6 +111,7 @@ export function createSqliteContextStore(options: SqliteContextStoreOptions): Co
   const q = {
     context: db.prepare<[string], ContextRow>("SELECT version, floor, log_bytes FROM contexts WHERE id = ?"),
     countContexts: db.prepare<[], { n: number }>("SELECT count(*) AS n FROM contexts"),
+    ping: db.prepare("SELECT 1"),
     countEntries: db.prepare<[string], { n: number }>("SELECT count(*) AS n FROM entries WHERE context_id = ?"),
     hasEntry: db.prepare<[string, string], { one: number }>(
       "SELECT 1 AS one FROM entries WHERE context_id = ? AND key = ?",
@@ -261,6 +262,11 @@ export function createSqliteContextStore(options: SqliteContextStoreOptions): Co
     async countContexts(): Promise<number> {
       checkOpen();
       return q.countContexts.get()?.n ?? 0;
+    },
+
+    async ping(): Promise<void> {
+      checkOpen();
+      q.ping.get();
     },
 
     async close(): Promise<void> {

@@ -120,6 +120,12 @@ export interface ContextStore {
   subscribe(listener: ContextStoreListener): () => void;
   /** How many contexts exist (for the contexts-per-server limit and metrics). */
   countContexts(): Promise<number>;
+  /**
+   * Resolves when the backend answers right now (a trivial round trip, bounded by a short
+   * timeout); rejects when it is unreachable or closed. Health checks (`/readyz`,
+   * grpc.health.v1) call it; nothing on the hot path does.
+   */
+  ping(): Promise<void>;
   /** Releases connections and files. Listeners hear nothing afterwards. */
   close(): Promise<void>;
 }

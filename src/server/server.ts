@@ -25,6 +25,9 @@ import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { createCore, type McpCore } from "../session/core.js";
 import { createRedisSessionStore } from "../session/session-store.js";
 import { withHttpEndpoints, type HttpEndpoint } from "./http-endpoints.js";
+import { createHealth, registerHealth } from "./health.js";
+import { createReflectionIndex, registerReflection } from "./reflection.js";
+import { reflectionFiles } from "./reflection-files.js";
 import { connectionFacts, listen, type Listener, type StreamHandler } from "./listener.js";
 import { kConnectionFacts, registerRoutes } from "./routes.js";
 import { createSessionH2Handler } from "./session-h2.js";
@@ -57,6 +60,11 @@ export interface McpServerOptions extends ServerOptions {
    * @default 600000
    */
   jwksCacheMaxAgeMs?: number;
+  /**
+   * How often a grpc.health.v1 Watch re-checks the store and shutdown state, in ms (`HealthOptions.watchIntervalMs`).
+   * @default 1000
+   */
+  healthWatchIntervalMs?: number;
 }
 
 /** A running (or ready to run) server. */
@@ -165,8 +173,19 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
       if (listener !== undefined) throw new Error("the server is already listening");
       const c = await build();
       core = c;
+      const reflection = createReflectionIndex(reflectionFiles);
+      const health = createHealth({
+        ping: () => c.deps.store.ping(),
+        draining: () => c.draining,
+        services: reflection.services,
+        ...(options.healthWatchIntervalMs === undefined ? {} : { watchIntervalMs: options.healthWatchIntervalMs }),
+      });
       const connectHandler = connectNodeAdapter({
-        routes: (router) => registerRoutes(router, c),
+        routes: (router) => {
+          registerRoutes(router, c);
+          registerReflection(router, reflection);
+          registerHealth(router, health);
+        },
         readMaxBytes: opts.maxMessageBytes,
         maxTimeoutMs: opts.maxTimeoutMs,
         contextValues: (req) => createContextValues().set(kConnectionFacts, connectionFacts(req)),
@@ -176,7 +195,7 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
       const unaryCommands = createUnaryH2Handler(c);
       const fastPaths: StreamHandler = (stream, headers) => sessionStream(stream, headers) || unaryCommands(stream, headers);
       // Plain HTTP endpoints on the same port, each owning its paths (see http-endpoints.ts).
-      const endpoints: HttpEndpoint[] = [];
+      const endpoints: HttpEndpoint[] = [...health.endpoints];
       listener = await listen(
         {
           bindAddress: opts.bindAddress,

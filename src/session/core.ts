@@ -89,6 +89,8 @@ export interface McpCore {
   revokeToken(auth: AuthState, jti: string, untilMs: number | undefined): Promise<void>;
   /** Ends every session (server shutdown). */
   close(): Promise<void>;
+  /** True from the moment `close()` starts: health checks then answer NOT_SERVING. */
+  readonly draining: boolean;
 }
 
 function subjectOf(auth: AuthState, sessionId?: string): AuthSubject {
@@ -242,7 +244,11 @@ export function createCore(deps: CoreDeps): McpCore {
     throw new McpError("permission_denied", `session ${sessionId} belongs to another principal`);
   }
 
+  let draining = false;
   return {
+    get draining() {
+      return draining;
+    },
     deps,
     now,
     allowLow,
@@ -368,6 +374,7 @@ export function createCore(deps: CoreDeps): McpCore {
     },
 
     async close() {
+      draining = true;
       registry.close(new McpError("session_expired", "the server is shutting down"));
     },
   };

@@ -24,6 +24,13 @@ async function values(store: ContextStore, id: string): Promise<Record<string, u
 
 for (const fixture of storeFixtures) {
   describe(`${fixture.name} store`, () => {
+    test("ping resolves while the store is open and rejects once it is closed", async () => {
+      const { store } = fixture.open();
+      await expect(store.ping()).resolves.toBeUndefined();
+      await store.close();
+      await expect(store.ping()).rejects.toThrow(/closed/);
+    });
+
     test("the first update creates version 1 and stamps every entry", async () => {
       const { store } = fixture.open();
       const change = await store.apply(write("c", { puts: [put("b", 2), put("a", { x: [1, "y"] })], nowMs: 1234 }));

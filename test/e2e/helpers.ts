@@ -42,6 +42,8 @@ export function run(
       clearTimeout(timer);
       resolvePromise({ code, stdout, stderr });
     });
+    // A program that exits without reading its input closes the pipe first: not an error here.
+    child.stdin.on("error", () => {});
     child.stdin.end(options.input ?? "");
   });
 }
