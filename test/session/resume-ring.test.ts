@@ -1,0 +1,101 @@
+/**
+ * The resume buffer (src/session/resume-ring.ts, PROTOCOL.md §4 step 5, §6): it grows from a few
+ * slots to its count bound without losing order, drops the oldest messages past its count or byte
+ * bound (a resume from before them is refused, never served with a gap), and keeps encoded bytes
+ * that replay to the same messages.
+ */
+import { create } from "@bufbuild/protobuf";
+import { describe, expect, test } from "vitest";
+import { ServerMessageSchema, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
+import { ResumeRing } from "../../src/session/resume-ring.js";
+import { encodeFrameBatch } from "../../src/transport/grpc-frames.js";
+
+const pong = (seq: number): ServerMessage => create(ServerMessageSchema, { seq: BigInt(seq), message: { case: "pong", value: { id: BigInt(seq) } } });
+const big = (seq: number, bytes: number): ServerMessage =>
+  create(ServerMessageSchema, { seq: BigInt(seq), message: { case: "error", value: { code: "x", message: "m".repeat(bytes) } } });
+const seqs = (ms: ServerMessage[] | undefined) => ms?.map((m) => Number(m.seq));
+
+function fill(ring: ResumeRing, from: number, to: number, make: (s: number) => ServerMessage = pong): ServerMessage[] {
+  const out: ServerMessage[] = [];
+  for (let s = from; s <= to; s++) {
+    const m = make(s);
+    ring.put(s, m);
+    out.push(m);
+  }
+  return out;
+}
+
+describe("count bound", () => {
+  const cases: { name: string; max: number; put: number; oldest: number }[] = [
+    // fewer than the first 16 slots: nothing grows, nothing goes
+    { name: "a short session", max: 4096, put: 5, oldest: 1 },
+    // past 16, 32, 64 … slots: the ring doubles and keeps every message in order
+    { name: "growing through several doublings", max: 4096, put: 1000, oldest: 1 },
+    // at the bound the oldest go one per new message
+    { name: "past the count bound", max: 100, put: 250, oldest: 151 },
+    // a bound that is no power of two
+    { name: "a bound of 3", max: 3, put: 10, oldest: 8 },
+  ];
+  for (const c of cases) {
+    test(`${c.name}: holds ${c.oldest}..${c.put}`, () => {
+      const ring = new ResumeRing(c.max, Infinity);
+      fill(ring, 1, c.put);
+      expect(ring.oldest).toBe(c.oldest);
+      expect(seqs(ring.after(BigInt(c.oldest - 1)))).toEqual(Array.from({ length: c.put - c.oldest + 1 }, (_, i) => c.oldest + i));
+      // From before the oldest: refused, not a replay with a gap.
+      if (c.oldest > 1) expect(ring.after(BigInt(c.oldest - 2))).toBeUndefined();
+      // From the future: refused.
+      expect(ring.after(BigInt(c.put + 1))).toBeUndefined();
+      expect(ring.after(BigInt(c.put))).toEqual([]);
+    });
+  }
+});
+
+describe("byte bound", () => {
+  test("encoded batches count their bytes; past the bound the oldest go", () => {
+    const ring = new ResumeRing(4096, 5000);
+    const batch = fill(ring, 1, 10, (s) => big(s, 1000));
+    const encoded = encodeFrameBatch(ServerMessageSchema, batch);
+    ring.encoded(batch, encoded.bytes, encoded.bounds);
+    expect(ring.heldBytes).toBeLessThanOrEqual(5000);
+    expect(ring.heldBytes).toBeGreaterThan(3000);
+    const kept = ring.after(BigInt(ring.oldest - 1));
+    expect(seqs(kept)).toEqual([7, 8, 9, 10]);
+    expect(kept).toEqual(batch.slice(6)); // the bytes decode to the same messages
+    expect(ring.after(1n)).toBeUndefined();
+  });
+
+  test("compact() encodes what is still an object (a detached session) and applies the bound", () => {
+    const ring = new ResumeRing(4096, 2500);
+    const msgs = fill(ring, 1, 5, (s) => big(s, 1000));
+    expect(ring.heldBytes).toBe(0); // objects are not counted until encoded
+    ring.compact();
+    expect(ring.oldest).toBe(4);
+    expect(ring.after(3n)).toEqual(msgs.slice(3));
+    // One more while detached: encoded at once, the oldest goes.
+    ring.put(6, big(6, 1000));
+    ring.compactLast();
+    expect(ring.oldest).toBe(5);
+    expect(seqs(ring.after(4n))).toEqual([5, 6]);
+  });
+
+  test("overwriting an encoded slot gives its bytes back", () => {
+    const ring = new ResumeRing(4, Infinity);
+    const batch = fill(ring, 1, 4, (s) => big(s, 100));
+    const encoded = encodeFrameBatch(ServerMessageSchema, batch);
+    ring.encoded(batch, encoded.bytes, encoded.bounds);
+    const full = ring.heldBytes;
+    fill(ring, 5, 8); // four objects replace the four encoded messages
+    expect(full).toBeGreaterThan(400);
+    expect(ring.heldBytes).toBe(0);
+  });
+});
+
+test("restore: a ring another instance held continues from its last seq", () => {
+  const ring = new ResumeRing(4096, Infinity);
+  ring.restore(20, [pong(18), pong(19), pong(20)]);
+  expect(seqs(ring.after(17n))).toEqual([18, 19, 20]);
+  ring.put(21, pong(21));
+  expect(seqs(ring.after(19n))).toEqual([20, 21]);
+  expect(ring.after(16n)).toBeUndefined();
+});
