@@ -93,6 +93,13 @@ export class Session {
   readonly watches = new Map<string, AbortController>();
   /** Observers of every emitted message (EventService/Subscribe). */
   readonly taps = new Set<(m: ServerMessage) => void>();
+  /**
+   * ClientMessages accepted from the client over all its streams, Handshakes excluded: a resuming
+   * client re-sends what it sent after this many (`HandshakeResult.received_messages`).
+   */
+  received = 0;
+  /** False for a session continued from another instance's parking, which does not carry `received`. */
+  readonly countsReceived: boolean;
 
   private seq = 0n;
   /**
@@ -117,6 +124,7 @@ export class Session {
     this.id = init.id;
     this.auth = init.auth;
     this.createdAt = init.restored?.createdAt ?? init.now();
+    this.countsReceived = init.restored === undefined;
     this.ring = new Array<ServerMessage | Uint8Array | undefined>(init.resumeBufferMessages);
     this.ringBounds = new Uint32Array(2 * init.resumeBufferMessages);
     if (init.restored !== undefined) {
