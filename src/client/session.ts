@@ -36,9 +36,10 @@ export type SessionStateChange =
   /**
    * A stream is up again. `resumed`: the same session continued, nothing lost. Otherwise the
    * old session was gone (`session_expired`): `sessionId` is a fresh one, watched contexts were
-   * re-synced from their known versions, and calls whose outcome is unknown rejected.
+   * re-synced from their known versions, and calls whose outcome is unknown rejected; `expired`
+   * is the server's `PROTOCOL session_expired` answer to the resume, when there was one.
    */
-  | { state: "open"; resumed: boolean; sessionId: string }
+  | { state: "open"; resumed: boolean; sessionId: string; expired?: McpError }
   /** Over for good; `error` is what every pending call rejected with (none: closed by this client). */
   | { state: "closed"; error: McpError | undefined };
 
@@ -385,6 +386,7 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
     const r = reconnect!; // broken() checked
     let last = first;
     let fresh = first.code === "session_expired";
+    let expired = fresh ? first : undefined;
     for (let n = 1; ; n++) {
       if (n > r.maxAttempts) {
         return finish(new McpError("connection_lost", `gave up reconnecting after ${r.maxAttempts} attempts: ${last.message}`, { cause: last }));
@@ -405,7 +407,7 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
         if (fresh) lastSeq = 0n;
         const h = await handshakeOn(fresh ? undefined : { sessionId, lastSeq }, r.attemptTimeoutMs);
         if (closedError() !== undefined) return dropStream();
-        if (fresh || !h.resumed) openedFresh(h);
+        if (fresh || !h.resumed) openedFresh(h, expired);
         else resumed(h);
         return;
       } catch (e) {
@@ -414,6 +416,7 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
         if (err.code === "session_expired" && !fresh) {
           // Gone for good on the server: open a fresh session at once (not a failed attempt).
           fresh = true;
+          expired = err;
           n--;
           last = err;
           continue;
@@ -515,13 +518,13 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
    * A new session replaced one that expired while away: what it had received is lost with it, so
    * calls already sent reject (outcome unknown, retryable); queued ones go now; watches re-sync.
    */
-  function openedFresh(h: HandshakeResult): void {
+  function openedFresh(h: HandshakeResult, expired: McpError | undefined): void {
     const previous = sessionId;
     sent = 0;
     becomeOpen(h);
     const unknown = (what: string) =>
       new McpError("connection_lost", `session ${previous} expired while disconnected: the outcome of this ${what} is unknown; retry it`, {
-        cause: new McpError("session_expired", `session ${previous} is gone`),
+        cause: expired ?? new McpError("session_expired", `session ${previous} is gone`),
       });
     const resends: { key: number; go: () => void }[] = [];
     const batches = new Set<SentBatch>();
@@ -555,7 +558,7 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
     }
     resends.sort((a, b) => a.key - b.key);
     for (const r of resends) r.go();
-    notify({ state: "open", resumed: false, sessionId });
+    notify({ state: "open", resumed: false, sessionId, ...(expired === undefined ? {} : { expired }) });
   }
 
   function becomeOpen(h: HandshakeResult): void {
