@@ -437,7 +437,8 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
       // Counted, not timed, like the server: no clock read per message. More than two silent
       // ticks = silent for more than twice the interval (§4 step 6); a live server answers each Ping.
       if (++silentTicks > 2) {
-        return broken(new McpError("connection_lost", `the server sent nothing for more than ${2 * interval} ms (twice the heartbeat interval)`));
+        const said = lastServerError;
+        return broken(said !== undefined && endsSession(said) ? said : new McpError("connection_lost", `the server sent nothing for more than ${2 * interval} ms (twice the heartbeat interval)`));
       }
       sendMessage(payload({ case: "ping", value: { id: ++pingId } }));
     }, interval);
@@ -698,6 +699,8 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
           pendingAuth = undefined;
           return a.reject(err);
         }
+        // A revoked session or token ends the session on the server (§5); resuming cannot help.
+        if (err.code === "token_revoked") return finish(err);
         lastServerError = err;
         return;
       }

@@ -136,6 +136,39 @@ describe("a broken connection is resumed", () => {
   });
 });
 
+describe("credentials across reconnects", () => {
+  const admin = async () => createMcpClient({ baseUrl: t.url, token: await t.token("root", ["admin"]) });
+
+  test("a reconnect resumes with the token authenticate() refreshed, not the first one", async () => {
+    const first = nextId("jti");
+    const c = createMcpClient({ baseUrl: proxy.url, token: await t.token("alice", ["developer"], { jti: first }) });
+    const changes: SessionStateChange[] = [];
+    const s = await c.connect({ reconnect: quick, onStateChange: (x) => changes.push(x) });
+    await s.authenticate(await t.token("alice", ["developer"], { jti: nextId("jti") }));
+    await (await admin()).admin.revokeToken({ jti: first });
+    proxy.cut();
+    await eventually(isOpenAgain(changes, true), "the session to resume");
+    expect(await s.call("echo", { text: "refreshed" })).toEqual({ text: "refreshed" });
+    s.close();
+  });
+
+  test("the server ends the session (its token revoked): pending and new calls → SECURITY token_revoked, no reconnect", async () => {
+    const jti = nextId("jti");
+    const c = createMcpClient({ baseUrl: proxy.url, token: await t.token("alice", ["developer"], { jti }) });
+    const changes: SessionStateChange[] = [];
+    const s = await c.connect({ reconnect: quick, onStateChange: (x) => changes.push(x) });
+    const id = nextId("revoked");
+    const pending = s.call("gate", { key: id }, { id });
+    await probe.startedOnce(id);
+    await (await admin()).admin.revokeToken({ jti });
+    for (const p of [pending, s.call("echo", { text: "x" }), s.ping()]) {
+      const e = await mcpFailure(p);
+      expect({ kind: e.kind, code: e.code }).toEqual({ kind: "SECURITY", code: "token_revoked" });
+    }
+    expect(changes.map((x) => x.state)).toEqual(["open", "closed"]);
+  });
+});
+
 describe("a session that expired while away is replaced", () => {
   test("calls already sent reject with TRANSPORT connection_lost; queued ones run; watches re-sync from their version", async () => {
     const { s, changes } = await open({ reconnect: { ...quick, maxAttempts: Infinity } });
