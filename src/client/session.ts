@@ -574,6 +574,7 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
     if (link.kind === "closed") return;
     const err = error ?? new McpError("cancelled", "the session was closed by this client");
     setLink({ kind: "closed", error: err });
+    o.signal?.removeEventListener("abort", onAbort);
     stopHeartbeat();
     wake?.();
     attempt?.reject(err);
@@ -707,7 +708,8 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
     }
   }
 
-  o.signal?.addEventListener("abort", () => finish(undefined), { once: true });
+  const onAbort = () => finish(undefined);
+  o.signal?.addEventListener("abort", onAbort, { once: true });
 
   let first: HandshakeResult;
   try {
