@@ -387,22 +387,27 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
     let last = first;
     let fresh = first.code === "session_expired";
     let expired = fresh ? first : undefined;
+    // Set after a session_expired answer: the fresh session is tried at once, as the same attempt.
+    let immediate = false;
     for (let n = 1; ; n++) {
       if (n > r.maxAttempts) {
         return finish(new McpError("connection_lost", `gave up reconnecting after ${r.maxAttempts} attempts: ${last.message}`, { cause: last }));
       }
-      const delayMs = backoffDelayMs(n, r);
-      setLink({ kind: "reconnecting", attempt: n });
-      notify({ state: "reconnecting", attempt: n, delayMs, reason: last });
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, delayMs);
-        wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      wake = undefined;
-      if (link.kind === "closed") return;
+      if (!immediate) {
+        const delayMs = backoffDelayMs(n, r);
+        setLink({ kind: "reconnecting", attempt: n });
+        notify({ state: "reconnecting", attempt: n, delayMs, reason: last });
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, delayMs);
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        wake = undefined;
+        if (closedError() !== undefined) return;
+      }
+      immediate = false;
       try {
         if (fresh) lastSeq = 0n;
         const h = await handshakeOn(fresh ? undefined : { sessionId, lastSeq }, r.attemptTimeoutMs);
@@ -417,6 +422,7 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
           // Gone for good on the server: open a fresh session at once (not a failed attempt).
           fresh = true;
           expired = err;
+          immediate = true;
           n--;
           last = err;
           continue;
