@@ -34,7 +34,8 @@ export type McpErrorCode =
   | "overloaded"
   | "too_many_connections"
   | "slow_consumer"
-  | "message_too_large";
+  | "message_too_large"
+  | "connection_lost";
 
 interface ErrorTableRow {
   kind: McpErrorKind;
@@ -65,6 +66,9 @@ export const ERROR_TABLE: Readonly<Record<McpErrorCode, ErrorTableRow>> = {
   too_many_connections: { kind: "TRANSPORT", rpc: Code.Unavailable, retryable: true },
   slow_consumer: { kind: "TRANSPORT", rpc: Code.ResourceExhausted, retryable: true },
   message_too_large: { kind: "TRANSPORT", rpc: Code.ResourceExhausted, retryable: false },
+  // Raised by clients, never sent: the connection broke (reset, GOAWAY, silence) and could not be
+  // resumed, or the outcome of a call sent before the break is unknown. Retrying is the cure.
+  connection_lost: { kind: "TRANSPORT", rpc: Code.Unavailable, retryable: true },
 };
 
 /** Extra structured facts some codes carry (they map onto fields of `mcp.v1.Error`). */

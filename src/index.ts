@@ -7,6 +7,7 @@ export { createMcpServer } from "./server/server.js";
 export type { McpServer, McpServerOptions } from "./server/server.js";
 export { createMcpClient, fromConnectError } from "./client/index.js";
 export type { CallOptions, ClientPayload, McpClient, McpClientOptions, McpSession, SessionOptions } from "./client/index.js";
+export type { ReconnectOptions, SessionState, SessionStateChange } from "./client/index.js";
 export { McpError, ERROR_TABLE, isMcpError, toProtoError, fromProtoError } from "./errors.js";
 export type { McpErrorCode, McpErrorKind, McpErrorDetails } from "./errors.js";
 export { resolveServerOptions, loadServerOptions } from "./config.js";

@@ -30,6 +30,7 @@ const SPEC: [McpErrorCode, McpError["kind"], Code, boolean][] = [
   ["too_many_connections", "TRANSPORT", Code.Unavailable, true], // the server is at capacity: try again later
   ["slow_consumer", "TRANSPORT", Code.ResourceExhausted, true],
   ["message_too_large", "TRANSPORT", Code.ResourceExhausted, false],
+  ["connection_lost", "TRANSPORT", Code.Unavailable, true], // client-side: the stream broke and was not resumed
 ];
 
 test("the table has exactly the codes of §7", () => {

@@ -24,6 +24,10 @@ export function fromConnectError(reason: unknown): McpError | undefined {
       return new McpError("timeout", reason.rawMessage, { cause: reason });
     case Code.Canceled:
       return new McpError("cancelled", reason.rawMessage, { cause: reason });
+    // The transport's own word for a connection refused, reset or gone (connect-node maps
+    // ECONNREFUSED / ECONNRESET here): a lost connection, worth retrying.
+    case Code.Unavailable:
+      return new McpError("connection_lost", reason.rawMessage, { cause: reason });
     default:
       return undefined;
   }

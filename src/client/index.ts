@@ -3,6 +3,7 @@
  * services and `connect()` for a session stream (PROTOCOL.md §4).
  */
 export { createMcpClient } from "./client.js";
-export type { CallOptions, ClientPayload, McpClient, McpClientOptions, McpSession, SessionOptions } from "./client.js";
+export type { CallOptions, ClientPayload, McpClient, McpClientOptions, McpSession, SessionOptions, SessionState, SessionStateChange } from "./client.js";
+export type { ReconnectOptions } from "./reconnect.js";
 export { fromConnectError } from "./errors.js";
 export { builtinTools, callTyped } from "./typed-tools.js";

@@ -221,6 +221,10 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
         );
         return;
       case "bound":
+        // Late frames of a stream another one took over: the resumed stream's client re-sends
+        // them (counted by `received`), so running them here too would run them twice.
+        if (!state.session.isAttachedTo(self)) return;
+        state.session.received++;
         dispatch(state.session, state.respond, msg);
     }
   }
@@ -262,9 +266,14 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
     session.attach(sink, self);
     // The client's credentials may be newer than the session's (a refreshed token).
     if (auth.principal !== undefined) session.setAuth(auth);
-    // Every message after last_seq exactly once, in order, then the live stream (§4 step 5).
-    if (replay.length > 0) sink.write(replay);
-    session.emit({ case: "handshakeResult", value: handshakeResult(session, session.auth, version, true) });
+    // Every message after last_seq exactly once, in order, then the live stream (§4 step 5). An
+    // earlier stream's HandshakeResult is not replayed: it answered that stream's Handshake, and a
+    // client resuming from seq 0 would take it for the answer to this one (resumed = false).
+    const messages = replay.filter((m) => m.message.case !== "handshakeResult");
+    if (messages.length > 0) sink.write(messages);
+    const result = handshakeResult(session, session.auth, version, true);
+    if (session.countsReceived) result.receivedMessages = BigInt(session.received);
+    session.emit({ case: "handshakeResult", value: result });
     return session;
   }
 

@@ -100,6 +100,13 @@ export class Session {
   readonly taps = new Set<(m: ServerMessage) => void>();
   /** EventService/Subscribe streams following this session now (bounded by `maxSubscriptionsPerSession`). */
   subscriptions = 0;
+  /**
+   * ClientMessages accepted from the client over all its streams, Handshakes excluded: a resuming
+   * client re-sends what it sent after this many (`HandshakeResult.received_messages`).
+   */
+  received = 0;
+  /** False for a session continued from another instance's parking, which does not carry `received`. */
+  readonly countsReceived: boolean;
 
   private seq = 0n;
   /** What is kept for resume, bounded by count and bytes. */
@@ -121,6 +128,7 @@ export class Session {
     this.id = init.id;
     this.auth = init.auth;
     this.createdAt = init.restored?.createdAt ?? init.now();
+    this.countsReceived = init.restored === undefined;
     this.ring = new ResumeRing(init.resumeBufferMessages, init.resumeBufferBytes);
     if (init.restored !== undefined) {
       this.seq = init.restored.lastSeq;

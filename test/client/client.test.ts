@@ -3,6 +3,7 @@
  * session stream call/execute/batch/cancel/update/sync+watch/authenticate/ping/events and resume.
  * Every failure surfaces as an McpError with the exact kind and code.
  */
+import { createServer, type AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { BatchMode } from "../../gen/mcp/v1/command_pb.js";
 import type { Event } from "../../gen/mcp/v1/event_pb.js";
@@ -48,6 +49,17 @@ describe("unary", () => {
         expect({ kind: e.kind, code: e.code }).toEqual(f.want);
       });
     }
+
+    test(`a server that cannot be reached, over ${protocol} → McpError TRANSPORT connection_lost`, async () => {
+      // A port that was free a moment ago: nothing listens there.
+      const probeServer = createServer();
+      await new Promise<void>((r) => probeServer.listen(0, "127.0.0.1", r));
+      const port = (probeServer.address() as AddressInfo).port; // listen() on TCP gives an AddressInfo
+      await new Promise((r) => probeServer.close(r));
+      const c = createMcpClient({ baseUrl: `http://127.0.0.1:${port}`, token: await t.token("alice", ["developer"]), protocol });
+      const e = await mcpFailure(c.call("echo", { text: "x" }));
+      expect({ kind: e.kind, code: e.code, retryable: e.retryable }).toEqual({ kind: "TRANSPORT", code: "connection_lost", retryable: true });
+    });
 
     test(`a client without a token, over ${protocol} → McpError SECURITY unauthenticated`, async () => {
       const anon = createMcpClient({ baseUrl: t.url, protocol });

@@ -77,9 +77,13 @@ describe("the transport's own failures", () => {
     });
   });
 
-  test("no server → a ConnectError unavailable, not a hang", async () => {
+  test("no server → McpError TRANSPORT connection_lost (the transport's ConnectError unavailable as its cause), not a hang", async () => {
     const gone = createMcpClient({ baseUrl: "http://127.0.0.1:1", token, protocol: "grpc" });
-    await expect(gone.call("echo", { text: "x" })).rejects.toMatchObject({ code: 14 }); // Code.Unavailable
+    const e = await gone.call("echo", { text: "x" }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(e).toMatchObject({ kind: "TRANSPORT", code: "connection_lost", retryable: true, cause: { code: 14 } }); // Code.Unavailable
   });
 
   test("many concurrent calls share one connection", async () => {
