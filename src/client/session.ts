@@ -378,7 +378,8 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
     stopHeartbeat();
     if (link.kind === "closed") return;
     if (endsSession(err)) return finish(err);
-    if (reconnect === undefined) return finish(err.code === "connection_lost" ? err : new McpError("connection_lost", err.message, { cause: err }));
+    // Without reconnecting, a transport error the server named (slow_consumer, overloaded) is the end's reason.
+    if (reconnect === undefined) return finish(err.kind === "TRANSPORT" ? err : new McpError("connection_lost", err.message, { cause: err }));
     reconnectLoop(err).catch((e: unknown) => finish(e instanceof McpError ? e : new McpError("connection_lost", String(e), { cause: e })));
   }
 

@@ -222,7 +222,8 @@ describe("slow consumer", () => {
     // A tool that emits 2,000 events per tick ignores backpressure: even a reading client's queue (64) overflows.
     const bounded = await startServer({ tools: tools.tools, maxOutboundMessages: 64, slowConsumerTimeoutMs: 60_000 });
     try {
-      const session = await createMcpClient({ baseUrl: bounded.url, token: await bounded.token() }).connect();
+      // Without reconnecting: a client that reconnects resumes instead, and its call ends as an unknown outcome.
+      const session = await createMcpClient({ baseUrl: bounded.url, token: await bounded.token() }).connect({ reconnect: false });
       const err = await session.call("spam", { burst: 2000 }, { timeoutMs: 30_000 }).then(
         () => undefined,
         (e: unknown) => e,
