@@ -30,6 +30,7 @@ import { kConnectionFacts, registerRoutes } from "./routes.js";
 import { createSessionH2Handler } from "./session-h2.js";
 import { createUnaryH2Handler } from "./unary-h2.js";
 import { VERSION } from "../version.js";
+import { createModelHttpEndpoint } from "../bridge/http-endpoint.js";
 
 /** Options of `createMcpServer`: the configuration plus parts an embedder may supply. */
 export interface McpServerOptions extends ServerOptions {
@@ -176,7 +177,7 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
       const unaryCommands = createUnaryH2Handler(c);
       const fastPaths: StreamHandler = (stream, headers) => sessionStream(stream, headers) || unaryCommands(stream, headers);
       // Plain HTTP endpoints on the same port, each owning its paths (see http-endpoints.ts).
-      const endpoints: HttpEndpoint[] = [];
+      const endpoints: HttpEndpoint[] = [createModelHttpEndpoint(c)];
       listener = await listen(
         {
           bindAddress: opts.bindAddress,
