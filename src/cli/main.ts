@@ -145,6 +145,8 @@ async function serve(args: string[]): Promise<number> {
         : [
             `  development token (developer role, 24 h):`,
             `    export MCP_TOKEN=${devToken}`,
+            // The token rides in the fragment, which the browser never sends; the page keeps it in the tab only.
+            ...(o.inspectorAllow === "off" ? [] : [`  inspector: ${where.url}/inspector#token=${devToken}`]),
           ]),
       `  try:  mcp tools     or     buf curl --http2-prior-knowledge --schema proto -H "Authorization: Bearer $MCP_TOKEN" \\`,
       `          -d '{"tool":"echo","arguments":{"text":"hi"}}' ${where.url}/mcp.v1.CommandService/Execute`,
