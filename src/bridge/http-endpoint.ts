@@ -130,6 +130,9 @@ export function createModelHttpEndpoint(core: McpCore, options: ModelHttpEndpoin
 
   const metadata = wellKnownPaths(path);
   return (req, res) => {
+    // Every plain HTTP request (Connect over HTTP/1.1 too) is offered here first: one prefix test.
+    const url = req.url;
+    if (url === undefined || !(url.startsWith(path) || url.startsWith("/.well-known/"))) return false;
     const p = pathOf(req);
     if (metadata.has(p)) {
       serveMetadata(core, path, req, res);

@@ -117,6 +117,8 @@ export function createInspectorEndpoint(options: InspectorEndpointOptions = {}):
   }
 
   return (req, res) => {
+    // Every plain HTTP request is offered here: one prefix test before anything else.
+    if (req.url?.startsWith("/inspector") !== true) return false;
     const path = pathOf(req);
     if (path !== "/inspector" && !path.startsWith("/inspector/")) return false;
     if (allowed === undefined) return false; // off: as if there were no such page
