@@ -32,7 +32,7 @@ import { connectionFacts } from "../server/listener.js";
 import { coreBackend } from "./backend.js";
 import { createModelServer } from "./model-server.js";
 import { contextUri } from "./translate.js";
-import { readBody, sendWebResponse, toWebRequest } from "./web-request.js";
+import { readBody, sendWebResponse, toWebRequest, webHeaders, webUrl } from "./web-request.js";
 
 /** Options of `createModelHttpEndpoint`. */
 export interface ModelHttpEndpointOptions {
@@ -105,17 +105,18 @@ export function createModelHttpEndpoint(core: McpCore, options: ModelHttpEndpoin
 
   async function serve(req: HttpRequest, res: HttpResponse): Promise<void> {
     const facts = connectionFacts(req);
-    const request = toWebRequest(req, res, await readBody(req, opts.maxMessageBytes), facts.secure);
+    // Host, Origin and the token are checked from the headers, before any body is read.
+    const head = new Request(webUrl(req, facts.secure), { headers: webHeaders(req) });
     if (localhostOnly) {
-      const refused = hostHeaderValidationResponse(request, localhostAllowedHostnames()) ?? originValidationResponse(request, localhostAllowedOrigins());
+      const refused = hostHeaderValidationResponse(head, localhostAllowedHostnames()) ?? originValidationResponse(head, localhostAllowedOrigins());
       if (refused !== undefined) return sendWebResponse(refused, res);
     }
-    const resourceMetadataUrl = getOAuthProtectedResourceMetadataUrl(new URL(path, request.url));
+    const resourceMetadataUrl = getOAuthProtectedResourceMetadataUrl(new URL(path, head.url));
     const challenge = (code: string, message: string) =>
       sendWebResponse(bearerAuthChallengeResponse(new OAuthError(code, message), { resourceMetadataUrl }), res);
     let auth: AuthState;
     try {
-      const transport: TransportInfo = { secure: facts.secure, authorization: request.headers.get("authorization") };
+      const transport: TransportInfo = { secure: facts.secure, authorization: head.headers.get("authorization") };
       const token = core.bearer(transport);
       if (token === undefined && !core.allowLow) return challenge(OAuthErrorCode.InvalidToken, "authentication required: send Authorization: Bearer <token>");
       auth = await core.authenticate(token, transport, SecurityLevel.HIGH);
@@ -124,6 +125,7 @@ export function createModelHttpEndpoint(core: McpCore, options: ModelHttpEndpoin
       if (isMcpError(e) && e.kind === "SECURITY") return challenge(OAuthErrorCode.InvalidToken, `${e.code}: ${e.message}`);
       throw e;
     }
+    const request = toWebRequest(req, res, await readBody(req, opts.maxMessageBytes), facts.secure);
     const response = await caller.run(auth, () => handler.fetch(request));
     await sendWebResponse(response, res, request);
   }

@@ -27,11 +27,8 @@ export function readBody(req: HttpRequest, maxBytes: number): Promise<string | u
   });
 }
 
-/**
- * A web `Request` for `req`. Its signal aborts when the client goes away (the response closes
- * before it ended), which is how a 2026-07-28 client cancels: it closes the response stream.
- */
-export function toWebRequest(req: HttpRequest, res: HttpResponse, body: string | undefined, secure: boolean): Request {
+/** The header fields of `req` (HTTP/2 pseudo-headers left out; `host` from `:authority`). */
+export function webHeaders(req: HttpRequest): Headers {
   const headers = new Headers();
   for (const [name, value] of Object.entries(req.headers)) {
     // HTTP/2 pseudo-headers (":path", ":authority", …) are not header fields of the request.
@@ -39,9 +36,24 @@ export function toWebRequest(req: HttpRequest, res: HttpResponse, body: string |
     if (Array.isArray(value)) for (const v of value) headers.append(name, v);
     else headers.set(name, value);
   }
+  const authority = req.headers[":authority"];
+  if (!headers.has("host") && typeof authority === "string") headers.set("host", authority);
+  return headers;
+}
+
+/** The absolute URL of `req`. */
+export function webUrl(req: HttpRequest, secure: boolean): URL {
   const authority = req.headers[":authority"] ?? req.headers.host ?? "localhost";
-  if (!headers.has("host")) headers.set("host", String(authority));
-  const url = new URL(req.url ?? "/", `${secure ? "https" : "http"}://${String(authority)}`);
+  return new URL(req.url ?? "/", `${secure ? "https" : "http"}://${String(authority)}`);
+}
+
+/**
+ * A web `Request` for `req`. Its signal aborts when the client goes away (the response closes
+ * before it ended), which is how a 2026-07-28 client cancels: it closes the response stream.
+ */
+export function toWebRequest(req: HttpRequest, res: HttpResponse, body: string | undefined, secure: boolean): Request {
+  const headers = webHeaders(req);
+  const url = webUrl(req, secure);
   const gone = new AbortController();
   // 'close' of the response before it finished is a client that hung up (or cancelled). Not the
   // request's 'close': node emits that once the body is read.

@@ -85,6 +85,51 @@ describe("/mcp authorization", () => {
     expect(text).toContain('"protocolVersion":"2025-11-25"');
   });
 
+  it("serves the same over HTTP/2 (h2c), where connection-specific headers are not allowed", async () => {
+    const { connect } = await import("node:http2");
+    const session = connect(server.url);
+    try {
+      const token = await server.token();
+      const { status, body } = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const stream = session.request({
+          ":method": "POST",
+          ":path": "/mcp",
+          "content-type": "application/json",
+          accept: "application/json, text/event-stream",
+          authorization: `Bearer ${token}`,
+        });
+        let status = 0;
+        let body = "";
+        stream.setEncoding("utf8");
+        stream.on("response", (h) => (status = Number(h[":status"])));
+        stream.on("data", (c: string) => (body += c));
+        stream.on("end", () => resolve({ status, body }));
+        stream.on("error", reject);
+        stream.end(
+          JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-11-25", capabilities: {}, clientInfo: { name: "h2", version: "1" } } }),
+        );
+      });
+      expect(status).toBe(200);
+      expect(body).toContain('"protocolVersion":"2025-11-25"');
+    } finally {
+      session.close();
+    }
+  });
+
+  it("answers a body over maxMessageBytes with 413 before parsing it", async () => {
+    const small = await startServer({ maxMessageBytes: 1024 });
+    try {
+      const res = await fetch(new URL("/mcp", small.url), {
+        method: "POST",
+        headers: { "content-type": "application/json", accept: "application/json, text/event-stream", authorization: `Bearer ${await small.token()}` },
+        body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list", params: { pad: "x".repeat(4096) } }),
+      });
+      expect(res.status).toBe(413);
+    } finally {
+      await small.close();
+    }
+  });
+
   it("refuses a request whose Host is not a localhost name on a loopback server (DNS rebinding)", async () => {
     const token = await server.token();
     const { request } = await import("node:http");
