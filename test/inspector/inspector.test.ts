@@ -17,6 +17,7 @@ import { createMcpClient } from "../../src/client/index.js";
 import { buildInspector } from "../../src/inspector/build.js";
 import { createInspectorEndpoint } from "../../src/inspector/endpoint.js";
 import { startServer, type TestServer } from "../helpers/server.js";
+import { startCli, tempDir } from "../e2e/helpers.js";
 
 const CHROMIUM = "/usr/bin/chromium";
 const haveChromium = existsSync(CHROMIUM);
@@ -237,3 +238,20 @@ describe("who gets the inspector page", () => {
     }
   });
 });
+
+it("mcp serve prints the inspector's address with the development token in the fragment, which the server never sees", async () => {
+  await buildInspector();
+  const dir = await tempDir("mcp-inspector-cli-");
+  const cli = await startCli(["--port", "0"], { cwd: dir.path, env: { MCP_JWT_SECRET: undefined, MCP_JWKS: undefined, MCP_STATE_DIR: undefined } });
+  try {
+    const m = /inspector: (\S+)#token=(\S+)/.exec(cli.stdout);
+    expect(m?.[1]).toBe(`${cli.url}/inspector`);
+    expect(m?.[2]).toBe(/export MCP_TOKEN=(\S+)/.exec(cli.stdout)?.[1]);
+    const page = await get(m![1]!); // the request line carries no fragment
+    expect(page.status).toBe(200);
+    expect(page.body).toContain("inspector.bundle.js");
+  } finally {
+    await cli.close();
+    await dir.remove();
+  }
+}, 60_000);
