@@ -74,27 +74,33 @@ export function createModelServer(backend: BridgeBackend, options: ModelServerOp
     const args = (request.params.arguments ?? {}) as JsonObject; // JSON from the wire: the tool validates it against its schema
     const progressToken = ctx.mcpReq._meta?.progressToken;
     let progress = 0;
+    // Notifications go out in order and before the result: a client stops listening for a
+    // call's progress once its result arrived, so one sent after it would be lost.
+    let sent: Promise<void> = Promise.resolve();
+    const later = (send: () => Promise<void>) => {
+      sent = sent.then(send).catch(onerror);
+    };
     const onEvent = (e: Event) => {
       const text = eventText(e);
       if (progressToken !== undefined) {
         const total = e.data?.["total"];
-        ctx.mcpReq
-          .notify({
-            method: "notifications/progress",
-            params: { progressToken, progress: ++progress, ...(typeof total === "number" ? { total } : {}), message: `${e.type}: ${text}` },
-          })
-          .catch(onerror);
+        const params = { progressToken, progress: ++progress, ...(typeof total === "number" ? { total } : {}), message: `${e.type}: ${text}` };
+        later(() => ctx.mcpReq.notify({ method: "notifications/progress", params }));
       }
-      if (e.type === "command.output") logTo(ctx, name, e, text);
+      if (e.type === "command.output") later(() => logTo(ctx, name, e, text));
+    };
+    const run = async (signal: AbortSignal) => {
+      const response = await bridged(backend.call(name, args, { signal, onEvent }));
+      await sent;
+      return callResultOf(response);
     };
     const cross = options.crossRequestCancel;
-    if (cross === undefined) return callResultOf(await bridged(backend.call(name, args, { signal: ctx.mcpReq.signal, onEvent })));
+    if (cross === undefined) return run(ctx.mcpReq.signal);
     const key = `${cross.scope}\u0000${String(ctx.mcpReq.id)}`;
     const cancel = new AbortController();
     cross.inflight.set(key, cancel);
     try {
-      const signal = AbortSignal.any([ctx.mcpReq.signal, cancel.signal]);
-      return callResultOf(await bridged(backend.call(name, args, { signal, onEvent })));
+      return await run(AbortSignal.any([ctx.mcpReq.signal, cancel.signal]));
     } finally {
       if (cross.inflight.get(key) === cancel) cross.inflight.delete(key);
     }
@@ -165,9 +171,9 @@ export function createModelServer(backend: BridgeBackend, options: ModelServerOp
 }
 
 /** An output event as a log notification (the logging capability; dropped when the client set no level). */
-function logTo(ctx: ServerContext, tool: string, e: Event, text: string): void {
+function logTo(ctx: ServerContext, tool: string, e: Event, text: string): Promise<void> {
   const stream = e.data?.["stream"];
-  ctx.mcpReq.log(stream === "stderr" ? "warning" : "info", text, tool).catch(() => {
+  return ctx.mcpReq.log(stream === "stderr" ? "warning" : "info", text, tool).catch(() => {
     // A client that asked for no logs, or went away: the Response still settles the call.
   });
 }

@@ -8,7 +8,6 @@
  */
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { localhostAllowedHostnames, validateHostHeader } from "@modelcontextprotocol/server";
 import { pathOf, type HttpEndpoint, type HttpRequest, type HttpResponse } from "../server/http-endpoints.js";
 import { INSPECTOR_DIST, INSPECTOR_FILES } from "./build.js";
 
@@ -116,38 +115,48 @@ export function createInspectorEndpoint(options: InspectorEndpointOptions = {}):
     else res.end(body);
   }
 
+  /** Who may have the page (the SDK's host validator loads only with the first inspector request). */
+  async function admit(req: HttpRequest, res: HttpResponse): Promise<boolean> {
+    const address = remoteAddress(req);
+    if (allowed !== undefined && !allowed(address)) {
+      refuse(res, 403, `the inspector is not served to ${address} (inspectorAllow is "${allow}")`);
+      return false;
+    }
+    const host = req.headers[":authority"] ?? req.headers.host;
+    if (localhostOnly) {
+      const { localhostAllowedHostnames, validateHostHeader } = await import("@modelcontextprotocol/server");
+      if (!validateHostHeader(typeof host === "string" ? host : undefined, localhostAllowedHostnames()).ok) {
+        refuse(res, 403, "the inspector of a loopback server is served under a localhost name only");
+        return false;
+      }
+    }
+    const origin = req.headers.origin;
+    if (typeof origin === "string" && typeof host === "string" && origin !== `http://${host}` && origin !== `https://${host}`) {
+      refuse(res, 403, `the inspector is not served to pages of ${origin}`);
+      return false;
+    }
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      refuse(res, 405, "the inspector's pages answer GET only");
+      return false;
+    }
+    return true;
+  }
+
+  async function handle(path: string, req: HttpRequest, res: HttpResponse): Promise<void> {
+    if (!(await admit(req, res))) return;
+    const name = path === "/inspector" || path === "/inspector/" ? "index.html" : path.slice("/inspector/".length);
+    const file = INSPECTOR_FILES.find((f) => f === name);
+    if (file === undefined) return refuse(res, 404, `no inspector file ${name}`);
+    await serve(file, req, res);
+  }
+
   return (req, res) => {
     // Every plain HTTP request is offered here: one prefix test before anything else.
     if (req.url?.startsWith("/inspector") !== true) return false;
     const path = pathOf(req);
     if (path !== "/inspector" && !path.startsWith("/inspector/")) return false;
     if (allowed === undefined) return false; // off: as if there were no such page
-    const address = remoteAddress(req);
-    if (!allowed(address)) {
-      refuse(res, 403, `the inspector is not served to ${address} (inspectorAllow is "${allow}")`);
-      return true;
-    }
-    const host = req.headers[":authority"] ?? req.headers.host;
-    if (localhostOnly && !validateHostHeader(typeof host === "string" ? host : undefined, localhostAllowedHostnames()).ok) {
-      refuse(res, 403, "the inspector of a loopback server is served under a localhost name only");
-      return true;
-    }
-    const origin = req.headers.origin;
-    if (typeof origin === "string" && typeof host === "string" && origin !== `http://${host}` && origin !== `https://${host}`) {
-      refuse(res, 403, `the inspector is not served to pages of ${origin}`);
-      return true;
-    }
-    if (req.method !== "GET" && req.method !== "HEAD") {
-      refuse(res, 405, "the inspector's pages answer GET only");
-      return true;
-    }
-    const name = path === "/inspector" || path === "/inspector/" ? "index.html" : path.slice("/inspector/".length);
-    const file = INSPECTOR_FILES.find((f) => f === name);
-    if (file === undefined) {
-      refuse(res, 404, `no inspector file ${name}`);
-      return true;
-    }
-    serve(file, req, res).catch((e: unknown) => {
+    handle(path, req, res).catch((e: unknown) => {
       if (!res.headersSent) refuse(res, 500, e instanceof Error ? e.message : String(e));
       else res.destroy();
     });
