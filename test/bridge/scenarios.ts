@@ -4,6 +4,7 @@
  * own `Client`; the server is ours, real, on loopback with real tokens and the test tools.
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fromJson } from "@bufbuild/protobuf";
@@ -39,6 +40,27 @@ const noteWrite = defineJsonTool({
   handler: (args) => ({ kept: String(args["text"]) }),
 });
 
+/**
+ * Emits `count` progress events, pausing between them and before it returns. Back-to-back
+ * events just before the result can be dropped by the SDK's own client (2.4.0): it dispatches a
+ * response at once but notifications a microtask later, so one read holding both loses the
+ * progress (modelcontextprotocol/typescript-sdk#2580). A real long call spaces its events.
+ */
+const ticks = defineJsonTool({
+  name: "ticks",
+  description: "Emits spaced progress events.",
+  securityLevel: SecurityLevel.STANDARD,
+  inputSchema: { type: "object", properties: { count: { type: "integer" } }, required: ["count"] },
+  async handler(args, ctx) {
+    const n = Number(args["count"]);
+    for (let i = 1; i <= n; i++) {
+      ctx.emit("command.progress", { i, total: n });
+      await sleep(50, undefined, { signal: ctx.signal });
+    }
+    return { emitted: n };
+  },
+});
+
 /** Waits for `what` with a bound, so a broken case fails instead of hanging. */
 function within<T>(p: Promise<T>, what: string, ms = 10_000): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -67,7 +89,7 @@ export function bridgeScenarios(way: string, connect: Connect, changesOverThisEr
         writeFileSync(join(root, "hello.txt"), "hello from the workspace\n");
         const test = createTestTools();
         probe = test.probe;
-        server = await startServer({ workspaceRoot: root, tools: [...test.tools, noteWrite] });
+        server = await startServer({ workspaceRoot: root, tools: [...test.tools, noteWrite, ticks] });
         devToken = await server.token("alice", ["developer"]);
         dev = await connect(server, devToken, era);
         viewer = await connect(server, await server.token("vera", ["viewer"]), era);
@@ -131,10 +153,11 @@ export function bridgeScenarios(way: string, connect: Connect, changesOverThisEr
       });
 
       it("sends progress notifications for our progress events", async () => {
-        const updates: { progress: number; message?: string | undefined }[] = [];
-        const result = await dev.callTool({ name: "count", arguments: { count: 3 } }, { onprogress: (p) => updates.push(p) });
+        const updates: { progress: number; total?: number | undefined; message?: string | undefined }[] = [];
+        const result = await dev.callTool({ name: "ticks", arguments: { count: 3 } }, { onprogress: (p) => updates.push(p) });
         expect(result.structuredContent).toEqual({ emitted: 3 });
         expect(updates.map((u) => u.progress)).toEqual([1, 2, 3]);
+        expect(updates.map((u) => u.total)).toEqual([3, 3, 3]);
         expect(updates[0]?.message).toContain("command.progress");
       });
 
