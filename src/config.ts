@@ -167,6 +167,12 @@ export interface ServerOptions {
    * @default false
    */
   execEnabled?: boolean;
+  /**
+   * Who may open the inspector page at `/inspector`: `loopback`, `off`, `any`, or a
+   * comma-separated list of client IP addresses.
+   * @default "loopback"
+   */
+  inspectorAllow?: string;
 }
 
 /** The transport part of the options: where and how the server listens and what it speaks. */
@@ -242,6 +248,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
   { key: "stateDir", type: "string", fallback: () => ".mcp", help: "local state folder" },
   { key: "workspaceRoot", type: "string", fallback: () => process.cwd(), help: "root for the built-in tools" },
   { key: "execEnabled", type: "bool", fallback: () => false, help: "enable the exec tool" },
+  { key: "inspectorAllow", type: "string", fallback: () => "loopback", help: "who may open /inspector: loopback | off | any | IP,IP" },
 ];
 
 /** `maxConnections` → `max-connections` (flag) / `MCP_MAX_CONNECTIONS` (env). */

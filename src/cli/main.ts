@@ -42,6 +42,8 @@ Usage:
   mcp context set ID KEY JSON [--expect VERSION]                  set one key (compare-and-set with --expect)
   mcp context watch ID [--from VERSION]                           print each change as it arrives
   mcp sessions list | revoke ID                                   administer sessions (needs sessions:admin)
+  mcp bridge --stdio [--url URL] [--token T]                      serve the Model Context Protocol on stdin/stdout,
+                                                                  translated onto one session with the server
   mcp --version | --help
 
 Client commands connect to --url (env MCP_URL, default http://127.0.0.1:9000) with --token
@@ -82,6 +84,8 @@ async function main(argv: string[]): Promise<number> {
     case "-v":
       process.stdout.write(`${VERSION}\n`);
       return 0;
+    case "bridge":
+      return bridge(rest);
     case "serve":
       return serve(rest);
     case "token":
@@ -141,6 +145,8 @@ async function serve(args: string[]): Promise<number> {
         : [
             `  development token (developer role, 24 h):`,
             `    export MCP_TOKEN=${devToken}`,
+            // The token rides in the fragment, which the browser never sends; the page keeps it in the tab only.
+            ...(o.inspectorAllow === "off" ? [] : [`  inspector: ${where.url}/inspector#token=${devToken}`]),
           ]),
       `  try:  mcp tools     or     buf curl --http2-prior-knowledge --schema proto -H "Authorization: Bearer $MCP_TOKEN" \\`,
       `          -d '{"tool":"echo","arguments":{"text":"hi"}}' ${where.url}/mcp.v1.CommandService/Execute`,
@@ -335,6 +341,27 @@ async function context(client: McpClient, positionals: string[], values: { expec
   }
 }
 
+/**
+ * `mcp bridge --stdio`: for desktop assistants that launch a Model Context Protocol server as a
+ * child process. stdout carries only that protocol; everything else goes to stderr.
+ */
+async function bridge(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { stdio: { type: "boolean" }, url: { type: "string" }, token: { type: "string" } }, strict: true });
+  if (values.stdio !== true) throw new UsageError("usage: mcp bridge --stdio [--url URL] [--token T] (stdio is the only way in; HTTP clients use the server's /mcp)");
+  const url = values.url ?? process.env["MCP_URL"] ?? "http://127.0.0.1:9000";
+  const tok = values.token ?? process.env["MCP_TOKEN"];
+  const { startStdioBridge } = await import("../bridge/stdio.js");
+  const running = await startStdioBridge({
+    url,
+    ...(tok === undefined || tok === "" ? {} : { token: tok }),
+    onerror: (e) => process.stderr.write(`mcp bridge: ${e instanceof Error ? e.message : String(e)}\n`),
+  });
+  process.stderr.write(`mcp bridge: session ${running.session.sessionId} on ${url}; speaking the Model Context Protocol on stdio\n`);
+  const end = await running.done;
+  if (end.by === "client") return 0;
+  process.stderr.write(`mcp bridge: the session ended${end.error === undefined ? "" : ` (${end.error.code}: ${end.error.message})`}\n`);
+  return 1;
+}
 
 main(process.argv.slice(2)).then(
   (code) => {

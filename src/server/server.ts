@@ -33,6 +33,8 @@ import { kConnectionFacts, registerRoutes } from "./routes.js";
 import { createSessionH2Handler } from "./session-h2.js";
 import { createUnaryH2Handler } from "./unary-h2.js";
 import { VERSION } from "../version.js";
+import { createModelHttpEndpoint } from "../bridge/http-endpoint.js";
+import { createInspectorEndpoint } from "../inspector/endpoint.js";
 
 /** Options of `createMcpServer`: the configuration plus parts an embedder may supply. */
 export interface McpServerOptions extends ServerOptions {
@@ -195,7 +197,11 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
       const unaryCommands = createUnaryH2Handler(c);
       const fastPaths: StreamHandler = (stream, headers) => sessionStream(stream, headers) || unaryCommands(stream, headers);
       // Plain HTTP endpoints on the same port, each owning its paths (see http-endpoints.ts).
-      const endpoints: HttpEndpoint[] = [...health.endpoints];
+      const endpoints: HttpEndpoint[] = [
+        ...health.endpoints,
+        createModelHttpEndpoint(c),
+        createInspectorEndpoint({ allow: opts.inspectorAllow, bindAddress: opts.bindAddress }),
+      ];
       listener = await listen(
         {
           bindAddress: opts.bindAddress,
