@@ -63,14 +63,27 @@ export interface McpServerOptions extends ServerOptions {
 export interface McpServer {
   /** Opens stores and starts listening. Resolves with where it listens. */
   listen(): Promise<{ address: string; port: number; url: string }>;
-  /** Stops accepting, ends sessions and closes stores. */
-  close(): Promise<void>;
+  /**
+   * Shuts down: stops accepting (HTTP/2 GOAWAY), lets in-flight commands finish for
+   * `graceMs` and cancels the rest, parks resumable sessions in the shared store, closes stores.
+   */
+  close(options?: CloseOptions): Promise<void>;
   /** The effective configuration. */
   readonly options: ResolvedServerOptions;
   /** The core, once listening (for embedding and tests). */
   readonly core: McpCore;
   /** Open connections right now. */
   readonly connections: number;
+}
+
+/** Options of `McpServer.close`. */
+export interface CloseOptions {
+  /**
+   * How long in-flight commands may still run, in ms; then they are cancelled. `mcp serve`
+   * passes `shutdownGraceMs` on SIGTERM.
+   * @default 0
+   */
+  graceMs?: number;
 }
 
 function isLoopback(address: string): boolean {
@@ -192,8 +205,9 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
       const host = listener.address.includes(":") ? `[${listener.address}]` : listener.address;
       return { address: listener.address, port: listener.port, url: `${scheme}://${host}:${listener.port}` };
     },
-    async close() {
-      await core?.close();
+    async close(closeOptions = {}) {
+      listener?.stopAccepting();
+      await core?.close({ graceMs: closeOptions.graceMs ?? 0 });
       await listener?.close();
       for (const c of closers.splice(0).reverse()) await c();
     },

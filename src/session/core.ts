@@ -22,6 +22,7 @@ import { createCommandRunner, type CommandHost, type CommandRunner, type Prepare
 import type { AuthState, MessageSink, Session } from "./session.js";
 import { createPushable } from "../pushable.js";
 import { createSessionRegistry } from "./session-registry.js";
+import { drainSessions } from "./shutdown.js";
 import type { SessionStore } from "./session-store.js";
 
 /** What the transport knows about a request or stream. */
@@ -82,8 +83,23 @@ export interface McpCore {
   listSessions(auth: AuthState): SessionInfo[];
   revokeSession(auth: AuthState, sessionId: string): Promise<void>;
   revokeToken(auth: AuthState, jti: string, untilMs: number | undefined): Promise<void>;
-  /** Ends every session (server shutdown). */
-  close(): Promise<void>;
+  /** False until shutdown starts, true from its first moment (health reports NOT_SERVING). */
+  readonly draining: boolean;
+  /**
+   * Shutdown: sends `server.shutdown` on every session, lets in-flight commands run up to
+   * `graceMs`, cancels the rest (each still answered once), then parks every session in the
+   * shared store (resumable on another instance) or, without one, ends it.
+   */
+  close(options?: CoreCloseOptions): Promise<void>;
+}
+
+/** Options of `McpCore.close`. */
+export interface CoreCloseOptions {
+  /**
+   * How long in-flight commands may still run before they are cancelled, in ms.
+   * @default 0
+   */
+  graceMs?: number;
 }
 
 function subjectOf(auth: AuthState, sessionId?: string): AuthSubject {
@@ -228,6 +244,7 @@ export function createCore(deps: CoreDeps): McpCore {
       ),
   });
   const sessions = registry.sessions;
+  let draining = false;
 
   /** Audited like any denial; even an administrator does not take over another principal's session (its rights are the owner's). */
   function refuseForeignResume(auth: AuthState, sessionId: string): never {
@@ -352,7 +369,14 @@ export function createCore(deps: CoreDeps): McpCore {
       await revocations.revokeToken(jti, untilMs ?? now() + 30 * 24 * 3600_000);
     },
 
-    async close() {
+    get draining() {
+      return draining;
+    },
+
+    async close(closeOptions = {}) {
+      if (draining) return;
+      draining = true;
+      await drainSessions(sessions, closeOptions.graceMs ?? 0, deps.sessionStore !== undefined);
       registry.close(new McpError("session_expired", "the server is shutting down"));
     },
   };

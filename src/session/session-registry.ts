@@ -148,6 +148,8 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
     close(reason) {
       stopRevocationFeed();
       for (const s of [...sessions.values()]) {
+        // With a shared store, a session still attached is parked too: its client resumes elsewhere.
+        if (sessionStore !== undefined) s.release();
         if (parked.has(s.id)) handOffParked(s, new McpError("cancelled", "the server instance shut down before this command finished"));
         else s.close(reason);
       }
