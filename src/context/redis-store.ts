@@ -1,21 +1,25 @@
 /**
  * The shared `ContextStore`: several server instances on one Redis (PROTOCOL.md §8).
  *
- * Per context, under a configurable prefix (default `mcp:`):
- * - `<prefix>ctx:m:<id>` hash: `v` version, `f` log floor, `b` log bytes;
- * - `<prefix>ctx:e:<id>` hash: key → JSON `[version, updatedAtMs, updatedBy, valueJson]`;
- * - `<prefix>ctx:l:<id>` stream: the change log, one record per version with the stream id
+ * Per context, under a configurable prefix (default `mcp:`), hash-tagged by context id so a
+ * Redis Cluster keeps them in one slot:
+ * - `<prefix>ctx:{<id>}:m` hash: `v` version, `f` log floor, `b` log bytes;
+ * - `<prefix>ctx:{<id>}:e` hash: key → JSON `[version, updatedAtMs, updatedBy, valueJson]`;
+ * - `<prefix>ctx:{<id>}:l` stream: the change log, one record per version with the stream id
  *   `<version>-0`, so a range of versions is one `XRANGE`;
  * - `<prefix>ctx:index` set of context ids; `<prefix>ctx:changes` pub/sub channel.
  *
  * An update is one Lua script (compare-and-set, limits, version bump, entry writes, `XADD`,
- * trimming, `PUBLISH`), so it is atomic across instances. The channel only announces
+ * trimming, `PUBLISH`), so it is atomic across instances. On a cluster the index lives in
+ * another slot: the script leaves it out and the store adds the id after the script, so
+ * `maxContexts` is checked before the update rather than inside it (a burst of concurrent
+ * creations may overshoot it slightly). The channel only announces
  * "context X reached version V"; every instance then reads the versions it has not delivered
  * yet from the stream. That one path serves live updates, other instances' updates and the
  * gaps left by a dropped subscriber connection, so listeners see each version once, in order.
  */
 import { createHash } from "node:crypto";
-import { Redis } from "ioredis";
+import { checkKeyPrefix, createRedisClient, parseRedisUrl, taggedKey, type RedisClient } from "./redis-client.js";
 import {
   checkWrite,
   compareKeys,
@@ -54,7 +58,7 @@ export interface RedisContextStoreOptions extends ChangeLogOptions {
   keyPrefix?: string;
 }
 
-// KEYS: meta, entries, log, index.
+// KEYS: meta, entries, log[, index] (no index on a cluster: another slot).
 // ARGV: id, expected, nowMs, updatedBy, maxKeys, maxContexts, maxLogEntries, maxLogBytes,
 //       channel, nPuts, nDeletes, then nPuts (key, valueJson) pairs, then nDeletes keys.
 // Versions are Lua doubles: exact up to 2^53, formatted with %.0f because tostring() would
@@ -69,7 +73,7 @@ local function s(n) return string.format('%.0f', n) end
 local m = redis.call('HMGET', meta, 'v', 'f', 'b')
 local current = tonumber(m[1] or '0')
 if expected ~= 0 and expected ~= current then return {'conflict', s(current)} end
-if current == 0 and maxContexts > 0 then
+if current == 0 and maxContexts > 0 and index then
   local n = redis.call('SCARD', index)
   if n >= maxContexts then return {'too_many_contexts', s(n)} end
 end
@@ -116,7 +120,7 @@ while v - floor > 1 and (v - floor > maxLogEntries or logBytes > maxLogBytes) do
   end
 end
 redis.call('HSET', meta, 'v', vs, 'f', s(floor), 'b', s(logBytes))
-if current == 0 then redis.call('SADD', index, id) end
+if current == 0 and index then redis.call('SADD', index, id) end
 redis.call('PUBLISH', channel, vs .. ' ' .. id)
 return {'ok', vs}
 `;
@@ -132,16 +136,17 @@ const READ_PAGE = 500n;
 export function createRedisContextStore(options: RedisContextStoreOptions = {}): ContextStore {
   const { maxLogEntries, maxLogBytes } = resolveChangeLogOptions(options);
   const url = options.url ?? "redis://127.0.0.1:6379";
-  const prefix = options.keyPrefix ?? "mcp:";
+  const prefix = checkKeyPrefix(options.keyPrefix ?? "mcp:");
+  const cluster = parseRedisUrl(url).kind === "cluster";
   const channel = `${prefix}ctx:changes`;
   const indexKey = `${prefix}ctx:index`;
-  const metaKey = (id: string): string => `${prefix}ctx:m:${id}`;
-  const entriesKey = (id: string): string => `${prefix}ctx:e:${id}`;
-  const logKey = (id: string): string => `${prefix}ctx:l:${id}`;
+  const metaKey = (id: string): string => taggedKey(prefix, "ctx", id, ":m");
+  const entriesKey = (id: string): string => taggedKey(prefix, "ctx", id, ":e");
+  const logKey = (id: string): string => taggedKey(prefix, "ctx", id, ":l");
 
-  const redis = new Redis(url, { connectionName: `${prefix}ctx` });
+  const redis: RedisClient = createRedisClient(url, { connectionName: `${prefix}ctx` });
   // Named so operators (and tests) can tell the subscriber apart in CLIENT LIST.
-  const sub = new Redis(url, { connectionName: `${prefix}ctx-sub` });
+  const sub: RedisClient = createRedisClient(url, { connectionName: `${prefix}ctx-sub` });
   // ioredis reports connection trouble as "error" events and also fails the affected
   // commands; the commands are where callers learn of it, so the events are not re-reported.
   redis.on("error", () => {});
@@ -256,19 +261,22 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
       checkWrite(write);
       await checkReady();
       const id = write.contextId;
+      const maxContexts = write.maxContexts ?? 0;
+      if (cluster && maxContexts > 0 && (await redis.hget(metaKey(id), "v")) === null) {
+        const n = await redis.scard(indexKey);
+        if (n >= maxContexts) throw tooManyContexts(id, n, maxContexts);
+      }
+      const keys = cluster ? [metaKey(id), entriesKey(id), logKey(id)] : [metaKey(id), entriesKey(id), logKey(id), indexKey];
       const args: (string | number)[] = [
         APPLY_SHA,
-        4,
-        metaKey(id),
-        entriesKey(id),
-        logKey(id),
-        indexKey,
+        keys.length,
+        ...keys,
         id,
         write.expectedVersion.toString(),
         String(write.nowMs),
         write.updatedBy,
         write.maxKeys ?? 0,
-        write.maxContexts ?? 0,
+        cluster ? 0 : maxContexts,
         maxLogEntries,
         maxLogBytes,
         channel,
@@ -299,6 +307,7 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
         default:
           throw new TypeError(`unexpected reply from the apply script: ${String(status)}`);
       }
+      if (cluster && n === "1") await redis.sadd(indexKey, id);
       return {
         contextId: id,
         version: BigInt(n),
@@ -361,7 +370,7 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
   };
 }
 
-async function quit(client: Redis): Promise<void> {
+async function quit(client: RedisClient): Promise<void> {
   // QUIT waits for replies in flight; a client that is not connected has nothing to wait for.
   if (client.status === "ready") {
     await client.quit().catch(() => client.disconnect());

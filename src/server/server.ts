@@ -7,6 +7,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { createContextValues } from "@connectrpc/connect";
 import { envName, flagName, resolveServerOptions, type ResolvedServerOptions, type ServerOptions } from "../config.js";
 import { createContextManager, openContextStore, type ContextManager } from "../context/index.js";
+import { isRedisUrl } from "../context/redis-client.js";
 import {
   createAuthorizer,
   createJsonAuditSink,
@@ -112,12 +113,12 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
   const closers: (() => Promise<void> | void)[] = [];
 
   async function build(): Promise<McpCore> {
-    const redisUrl = opts.store.startsWith("redis://") || opts.store.startsWith("rediss://") ? opts.store : undefined;
+    const redisUrl = isRedisUrl(opts.store) ? opts.store : undefined;
     const revocations: RevocationStore =
       redisUrl === undefined ? createMemoryRevocationStore() : createRedisRevocationStore({ url: redisUrl });
     closers.push(() => revocations.close());
     // With a shared Redis, detached sessions are parked there so any instance can resume them (§8).
-    const sessionStore = redisUrl === undefined ? undefined : await createRedisSessionStore({ url: redisUrl });
+    const sessionStore = redisUrl === undefined ? undefined : await createRedisSessionStore({ url: redisUrl, maxMessages: opts.resumeBufferMessages, ttlMs: opts.resumeTtlMs });
     if (sessionStore !== undefined) closers.push(() => sessionStore.close());
     let verifier: TokenVerifier | undefined;
     if (opts.jwtSecret !== undefined || opts.jwks !== undefined) {

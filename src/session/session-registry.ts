@@ -71,6 +71,13 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
     );
   }
 
+  // Mirrors of live sessions would expire under an instance that is alive but quiet.
+  const keepAlive =
+    sessionStore === undefined
+      ? undefined
+      : setInterval(() => void sessionStore.touch([...parked.keys()], options.resumeTtlMs), Math.max(100, Math.floor(options.resumeTtlMs / 3)));
+  keepAlive?.unref();
+
   function unpark(s: Session): void {
     const tap = parked.get(s.id);
     if (tap === undefined || sessionStore === undefined) return;
@@ -83,6 +90,8 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
   function handOffParked(s: Session, reason: McpError): void {
     const tap = parked.get(s.id);
     if (tap === undefined) return;
+    // Claimed while a stream is still attached here (a half-dead connection): end it first.
+    s.release();
     parked.delete(s.id); // closing here must not delete what is parked
     s.handOff(reason); // the commands' last Responses still go through the tap
     s.taps.delete(tap);
@@ -102,14 +111,15 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
           sessions.delete(s.id);
           unpark(s);
         },
+        // Mirrored from the first message on (see session-store.ts), so a crash loses nothing parked.
         onDetached: park,
-        onAttached: unpark,
         ...(restored === undefined ? {} : { restored }),
       },
       stream,
     );
     session.runner = init.createRunner(session);
     sessions.set(session.id, session);
+    park(session);
     return session;
   }
 
@@ -147,6 +157,7 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
     },
     close(reason) {
       stopRevocationFeed();
+      if (keepAlive !== undefined) clearInterval(keepAlive);
       for (const s of [...sessions.values()]) {
         // With a shared store, a session still attached is parked too: its client resumes elsewhere.
         if (sessionStore !== undefined) s.release();

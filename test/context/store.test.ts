@@ -362,8 +362,8 @@ for (const fixture of storeFixtures) {
 
 /** The key prefix a Redis fixture used, found through the context's meta key. */
 async function findPrefix(raw: Redis, contextId: string): Promise<string> {
-  const [, keys] = await raw.scan("0", "MATCH", `mcp-test:*ctx:m:${contextId}`, "COUNT", 100_000);
-  const suffix = `ctx:m:${contextId}`;
+  const [, keys] = await raw.scan("0", "MATCH", `mcp-test:*ctx:{${contextId}}:m`, "COUNT", 100_000);
+  const suffix = `ctx:{${contextId}}:m`;
   const mine = keys.filter((k) => k.startsWith(`mcp-test:${process.pid}-`));
   if (mine.length !== 1 || mine[0] === undefined) throw new Error(`expected one meta key, found ${mine.length}`);
   return mine[0].slice(0, -suffix.length);
