@@ -39,6 +39,7 @@ import type {
   ContextStoreEvent,
   ContextStoreListener,
   ContextWrite,
+  LeasedKeys,
   StoredEntry,
   StoredPut,
 } from "./store.js";
@@ -58,13 +59,14 @@ export interface RedisContextStoreOptions extends ChangeLogOptions {
   keyPrefix?: string;
 }
 
-// KEYS: meta, entries, log[, index] (no index on a cluster: another slot).
+// KEYS: meta, entries, log, leases[, index] (no index on a cluster: another slot).
 // ARGV: id, expected, nowMs, updatedBy, maxKeys, maxContexts, maxLogEntries, maxLogBytes,
-//       channel, nPuts, nDeletes, then nPuts (key, valueJson) pairs, then nDeletes keys.
+//       channel, nPuts, nDeletes, then nPuts (key, valueJson) pairs, then nDeletes keys,
+//       then one lease per put ('' = none).
 // Versions are Lua doubles: exact up to 2^53, formatted with %.0f because tostring() would
 // switch to exponent notation from 1e14 on.
 const APPLY_SCRIPT = `
-local meta, entries, log, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local meta, entries, log, leases, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id, expected, now, by = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local maxKeys, maxContexts = tonumber(ARGV[5]), tonumber(ARGV[6])
 local maxLogEntries, maxLogBytes = tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -103,6 +105,20 @@ for i = 0, nDeletes - 1 do
   redis.call('HDEL', entries, key)
   deletes[#deletes + 1] = key
   bytes = bytes + #key
+end
+local leaseAt = 12 + 2 * nPuts + nDeletes
+local hasLeases = redis.call('EXISTS', leases) == 1
+for i = 0, nPuts - 1 do
+  local lease = ARGV[leaseAt + i]
+  if lease ~= nil and lease ~= '' then
+    redis.call('HSET', leases, ARGV[12 + 2 * i], lease)
+    hasLeases = true
+  elseif hasLeases then
+    redis.call('HDEL', leases, ARGV[12 + 2 * i])
+  end
+end
+if hasLeases then
+  for i = 0, nDeletes - 1 do redis.call('HDEL', leases, ARGV[12 + 2 * nPuts + i]) end
 end
 redis.call('XADD', log, vs .. '-0', 't', now, 'b', by, 's', s(bytes), 'p', cjson.encode(puts), 'd', cjson.encode(deletes))
 local floor = tonumber(m[2] or '0')
@@ -143,6 +159,10 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
   const metaKey = (id: string): string => taggedKey(prefix, "ctx", id, ":m");
   const entriesKey = (id: string): string => taggedKey(prefix, "ctx", id, ":e");
   const logKey = (id: string): string => taggedKey(prefix, "ctx", id, ":l");
+  const leasesKey = (id: string): string => taggedKey(prefix, "ctx", id, ":leases");
+  // Contexts in which a lease holds keys; another slot than the contexts' keys, so written
+  // before the update (a crash in between leaves only a harmless extra member).
+  const leaseIndexKey = (lease: string): string => taggedKey(prefix, "lease", lease);
 
   const redis: RedisClient = createRedisClient(url, { connectionName: `${prefix}ctx` });
   // Named so operators (and tests) can tell the subscriber apart in CLIENT LIST.
@@ -266,7 +286,8 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
         const n = await redis.scard(indexKey);
         if (n >= maxContexts) throw tooManyContexts(id, n, maxContexts);
       }
-      const keys = cluster ? [metaKey(id), entriesKey(id), logKey(id)] : [metaKey(id), entriesKey(id), logKey(id), indexKey];
+      const keys = [metaKey(id), entriesKey(id), logKey(id), leasesKey(id), ...(cluster ? [] : [indexKey])];
+      for (const lease of new Set(write.puts.flatMap((p) => (p.lease === undefined ? [] : [p.lease])))) await redis.sadd(leaseIndexKey(lease), id);
       const args: (string | number)[] = [
         APPLY_SHA,
         keys.length,
@@ -285,6 +306,7 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
       ];
       for (const p of write.puts) args.push(p.key, p.valueJson);
       for (const k of write.deletes) args.push(k);
+      for (const p of write.puts) args.push(p.lease ?? "");
       let reply: unknown;
       try {
         reply = await redis.call("evalsha", args);
@@ -353,6 +375,20 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
       return () => {
         listeners.delete(listener);
       };
+    },
+
+    async leased(lease: string): Promise<LeasedKeys[]> {
+      await checkReady();
+      const out: LeasedKeys[] = [];
+      for (const id of (await redis.smembers(leaseIndexKey(lease))).sort()) {
+        // MULTI: the version and the lease table come from the same instant (one slot).
+        const res = await redis.multi().hget(metaKey(id), "v").hgetall(leasesKey(id)).exec();
+        const [[, v], [, table]] = (res ?? [[null, null], [null, {}]]) as [[unknown, string | null], [unknown, Record<string, string>]];
+        const keys = Object.entries(table ?? {}).flatMap(([k, l]) => (l === lease ? [k] : [])).sort(compareKeys);
+        // No SREM when empty: a put with this lease may have added the id and not yet applied.
+        if (keys.length > 0 && v !== null) out.push({ contextId: id, version: BigInt(v), keys });
+      }
+      return out;
     },
 
     async countContexts(): Promise<number> {

@@ -257,7 +257,7 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
         return;
       case "update": {
         const update = m.value;
-        core.updateContext(session.auth, update).then(
+        core.updateContext(session.auth, update, session.id).then(
           (result) => session.emit({ case: "updateResult", value: result }),
           (e: unknown) => {
             const err = toMcpError(e, "invalid_argument");

@@ -70,7 +70,8 @@ export interface McpCore {
   /** The tools `auth` may use. */
   listTools(auth: AuthState): ToolDescriptor[];
   getContext(auth: AuthState, contextId: string): Promise<ContextSync>;
-  updateContext(auth: AuthState, update: ContextUpdate): Promise<ContextUpdateResult>;
+  /** `sessionId`: the writing session, which puts with `lease = SESSION` bind their keys to. */
+  updateContext(auth: AuthState, update: ContextUpdate, sessionId?: string): Promise<ContextUpdateResult>;
   syncContext(auth: AuthState, sync: StateSync): Promise<ContextSync>;
   watchContext(auth: AuthState, sync: StateSync, signal: AbortSignal): AsyncIterable<ContextSync>;
   /** Sessions: registry for resume and administration. */
@@ -231,11 +232,20 @@ export function createCore(deps: CoreDeps): McpCore {
 
   const contextPermission = (id: string, access: "read" | "write") => `context:${id}:${access}`;
 
+  // Context leases (ContextPut.lease) end with their session; shutdown waits for the deletes.
+  const releasing = new Set<Promise<unknown>>();
   const registry = createSessionRegistry({
     options,
     revocations,
     sessionStore: deps.sessionStore,
     now,
+    onEnded(session) {
+      const p = contexts.releaseLease(session.id, session.auth.principal?.subject ?? "anonymous").catch(() => {
+        // The store is unreachable: the keys stay until a later release (documented in docs/deploy.md).
+      });
+      releasing.add(p);
+      void p.finally(() => releasing.delete(p));
+    },
     createRunner: (session) =>
       createRunner(
         () => session.auth,
@@ -277,9 +287,9 @@ export function createCore(deps: CoreDeps): McpCore {
       return contexts.get(contextId);
     },
 
-    async updateContext(auth, update) {
+    async updateContext(auth, update, sessionId) {
       authorize(auth, contextPermission(update.contextId, "write"), SecurityLevel.STANDARD, `write context ${update.contextId}`);
-      return contexts.update(update, auth.principal?.subject ?? "anonymous");
+      return contexts.update(update, auth.principal?.subject ?? "anonymous", sessionId);
     },
 
     async syncContext(auth, sync) {
@@ -378,6 +388,7 @@ export function createCore(deps: CoreDeps): McpCore {
       draining = true;
       await drainSessions(sessions, closeOptions.graceMs ?? 0, deps.sessionStore !== undefined);
       registry.close(new McpError("session_expired", "the server is shutting down"));
+      await Promise.all(releasing);
     },
   };
 

@@ -21,6 +21,8 @@ export interface SessionRegistryOptions {
   revocations: RevocationStore;
   /** Where detached sessions are parked for other instances; none = this instance only. */
   sessionStore?: SessionStore | undefined;
+  /** Called once when a session ends for good here (not when it moves to another instance). */
+  onEnded?: (session: Session) => void;
   /** Gives a new session its command runner (the core's, bound to the session). */
   createRunner(session: Session): CommandRunner;
   now: () => number;
@@ -109,7 +111,9 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
         now,
         onClosed: (s) => {
           sessions.delete(s.id);
+          const movedOn = sessionStore !== undefined && !parked.has(s.id); // handed off: it lives on elsewhere
           unpark(s);
+          if (!movedOn) init.onEnded?.(s);
         },
         // Mirrored from the first message on (see session-store.ts), so a crash loses nothing parked.
         onDetached: park,
