@@ -234,18 +234,20 @@ export function createCore(deps: CoreDeps): McpCore {
 
   // Context leases (ContextPut.lease) end with their session; shutdown waits for the deletes.
   const releasing = new Set<Promise<unknown>>();
+  function releaseLease(sessionId: string, updatedBy: string): void {
+    const p = contexts.releaseLease(sessionId, updatedBy).catch(() => {
+      // The store is unreachable: the keys stay (docs/deploy.md "Leases").
+    });
+    releasing.add(p);
+    void p.finally(() => releasing.delete(p));
+  }
   const registry = createSessionRegistry({
     options,
     revocations,
     sessionStore: deps.sessionStore,
     now,
-    onEnded(session) {
-      const p = contexts.releaseLease(session.id, session.auth.principal?.subject ?? "anonymous").catch(() => {
-        // The store is unreachable: the keys stay until a later release (documented in docs/deploy.md).
-      });
-      releasing.add(p);
-      void p.finally(() => releasing.delete(p));
-    },
+    onEnded: (session) => releaseLease(session.id, session.auth.principal?.subject ?? "anonymous"),
+    onOrphanEnded: (sessionId) => releaseLease(sessionId, "session-expired"),
     createRunner: (session) =>
       createRunner(
         () => session.auth,

@@ -23,6 +23,8 @@ export interface SessionRegistryOptions {
   sessionStore?: SessionStore | undefined;
   /** Called once when a session ends for good here (not when it moves to another instance). */
   onEnded?: (session: Session) => void;
+  /** Called once, on one instance, for a session whose instance died and that nobody resumed in time. */
+  onOrphanEnded?: (sessionId: string) => void;
   /** Gives a new session its command runner (the core's, bound to the session). */
   createRunner(session: Session): CommandRunner;
   now: () => number;
@@ -77,7 +79,15 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
   const keepAlive =
     sessionStore === undefined
       ? undefined
-      : setInterval(() => void sessionStore.touch([...parked.keys()], options.resumeTtlMs), Math.max(100, Math.floor(options.resumeTtlMs / 3)));
+      : setInterval(() => {
+          void sessionStore.touch([...parked.keys()], options.resumeTtlMs);
+          sessionStore.reapOrphans(now()).then(
+            (ids) => {
+              for (const id of ids) if (!sessions.has(id)) init.onOrphanEnded?.(id);
+            },
+            () => {}, // Redis unreachable: the next round retries
+          );
+        }, Math.max(100, Math.floor(options.resumeTtlMs / 3)));
   keepAlive?.unref();
 
   function unpark(s: Session): void {

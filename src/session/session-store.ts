@@ -47,6 +47,12 @@ export interface SessionStore {
   /** The session closed for good: forget its mirror. */
   unpark(sessionId: string): Promise<void>;
   /**
+   * Sessions whose mirror expired because no instance kept it alive (their instance died and
+   * nobody resumed them within the resume window): each id is returned to exactly one caller
+   * across all instances, which ends what outlives the session (its context leases).
+   */
+  reapOrphans(nowMs: number): Promise<string[]>;
+  /**
    * Takes a session parked by another instance: asks its owner to release it (waiting at most
    * `releaseTimeoutMs` — an owner that died releases nothing), then returns and removes it.
    * Undefined when nothing is parked under that id; "other_subject" — and nothing moves — when
@@ -122,6 +128,8 @@ export async function createRedisSessionStore(options: RedisSessionStoreOptions)
   redis.on("error", () => {});
   sub.on("error", () => {});
   const claims = `${prefix}session-claims`;
+  // Session id → when its mirror expires unless kept alive: how orphans are found.
+  const deadlines = `${prefix}session-deadlines`;
   const releases = `${prefix}session-releases`;
   const metaKey = (id: string) => taggedKey(prefix, "session", id);
   const msgsKey = (id: string) => taggedKey(prefix, "session", id, ":msgs");
@@ -198,7 +206,8 @@ export async function createRedisSessionStore(options: RedisSessionStoreOptions)
       return enqueue(s.id, () => {
         const m = redis.multi().del(msgsKey(s.id));
         if (bins.length > 0) m.rpush(msgsKey(s.id), ...bins);
-        return m.set(metaKey(s.id), JSON.stringify(meta), "PX", ttlMs).pexpire(msgsKey(s.id), ttlMs).exec();
+        return m.set(metaKey(s.id), JSON.stringify(meta), "PX", ttlMs).pexpire(msgsKey(s.id), ttlMs).exec()
+          .then(() => redis.zadd(deadlines, Date.now() + ttlMs, s.id));
       });
     },
     append(sessionId, message) {
@@ -218,9 +227,24 @@ export async function createRedisSessionStore(options: RedisSessionStoreOptions)
       const m = redis.pipeline();
       for (const id of sessionIds) m.pexpire(metaKey(id), ttl).pexpire(msgsKey(id), ttl);
       await m.exec().catch(() => {}); // the next touch or append retries
+      // Another slot (cluster): a separate command. XX: never resurrect one reaped meanwhile.
+      const when = Date.now() + ttl;
+      await redis.zadd(deadlines, "XX", ...sessionIds.flatMap((id) => [when, id])).catch(() => {});
     },
     unpark(sessionId) {
-      return enqueue(sessionId, () => redis.del(metaKey(sessionId), msgsKey(sessionId)));
+      return enqueue(sessionId, () => redis.del(metaKey(sessionId), msgsKey(sessionId)).then(() => redis.zrem(deadlines, sessionId)));
+    },
+    async reapOrphans(nowMs) {
+      const due = await redis.zrangebyscore(deadlines, "-inf", nowMs, "LIMIT", 0, 100);
+      const mine: string[] = [];
+      for (const id of due) {
+        const ttl = await redis.pttl(metaKey(id));
+        // Still mirrored (appended to or touched late): look again when that copy expires.
+        if (ttl > 0) await redis.zadd(deadlines, "XX", nowMs + ttl, id);
+        // ZREM is the race: of all instances reaping at once, one removes it.
+        else if ((await redis.zrem(deadlines, id)) === 1) mine.push(id);
+      }
+      return mine;
     },
     async claim(sessionId, subject, releaseTimeoutMs = 2_000) {
       const text = await redis.get(metaKey(sessionId));

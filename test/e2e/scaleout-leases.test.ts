@@ -154,6 +154,17 @@ describe.runIf(haveProgram("redis-server"))("context leases across two instances
     await expectLeaseGone(watcher, "shared-revoke", b);
   });
 
+  test("its instance is gone and nobody resumes it: another instance reaps it after the window, the key goes", async () => {
+    const a = await startServer({ store: url, resumeTtlMs: RESUME_TTL_MS });
+    const b = await startServer({ store: url, resumeTtlMs: RESUME_TTL_MS });
+    servers.push(b);
+    const { writer, watcher } = await leaseScenario(a, b, "shared-orphan");
+    readers.push(writer, watcher);
+    // A shuts down: its sessions stay parked in Redis for a resume that never comes.
+    await a.close();
+    await expectLeaseGone(watcher, "shared-orphan", b);
+  });
+
   test("a session that moved from A to B keeps its lease; it ends on B and the key goes", async () => {
     const a = await startServer({ store: url, resumeTtlMs: 30_000 });
     const b = await startServer({ store: url, resumeTtlMs: RESUME_TTL_MS });
