@@ -226,15 +226,19 @@ async function openSession(openStream: OpenSessionStream, token: string | undefi
 
   let sessionReady = false;
   let endError: McpError | undefined;
+  let lastError: McpError | undefined;
   const stream = openStream({
     message(m) {
       onMessage(m);
       if (m.message.case === "error" && !sessionReady) endError = fromProtoError(m.message.value);
+      // A session-level Error that is the stream's last message is why it ended (e.g. shutdown).
+      lastError = m.message.case === "error" && m.message.value.commandId === "" ? fromProtoError(m.message.value) : undefined;
     },
     end(reason) {
       if (reason !== undefined) {
         endError = fromConnectError(reason) ?? new McpError("invalid_message", reason instanceof Error ? reason.message : String(reason), { cause: reason });
       }
+      endError ??= lastError;
       onEnd();
     },
   });
