@@ -118,6 +118,12 @@ export interface ServerOptions {
    */
   resumeTtlMs?: number;
   /**
+   * Graceful shutdown (SIGTERM, `server.close()`): how long in-flight commands may still run
+   * before they are cancelled, in milliseconds. A second SIGTERM exits at once.
+   * @default 10000
+   */
+  shutdownGraceMs?: number;
+  /**
    * How long before a token expires the `session.expiring` event is sent, in milliseconds.
    * @default 60000
    */
@@ -235,6 +241,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
   { key: "maxWatchesPerSession", type: "int", fallback: () => 64, help: "context watches per session" },
   { key: "maxSubscriptionsPerSession", type: "int", fallback: () => 16, help: "event subscriptions per session" },
   { key: "resumeTtlMs", type: "int", fallback: () => 60_000, help: "how long a disconnected session is kept, ms" },
+  { key: "shutdownGraceMs", type: "int", fallback: () => 10_000, help: "on SIGTERM, time in-flight commands get to finish, ms" },
   { key: "expiryWarningMs", type: "int", fallback: () => 60_000, help: "session.expiring lead time, ms" },
   { key: "tlsCert", type: "string", help: "TLS certificate PEM file" },
   { key: "tlsKey", type: "string", help: "TLS private key PEM file" },

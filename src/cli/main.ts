@@ -158,8 +158,16 @@ async function serve(args: string[]): Promise<number> {
     process.once("SIGINT", stop);
     process.once("SIGTERM", stop);
   });
-  process.stderr.write("shutting down\n");
-  await server.close();
+  // A second signal means "now": skip the grace period (issue 15, docs/deploy.md).
+  const now = () => {
+    process.stderr.write("second signal: exiting at once\n");
+    process.exit(1);
+  };
+  process.once("SIGINT", now);
+  process.once("SIGTERM", now);
+  process.stderr.write(`shutting down: in-flight commands get ${o.shutdownGraceMs} ms\n`);
+  await server.close({ graceMs: o.shutdownGraceMs });
+  process.stderr.write("shut down\n");
   return 0;
 }
 

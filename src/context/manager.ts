@@ -19,6 +19,7 @@ import {
   type ContextSync,
   type ContextUpdate,
   type ContextUpdateResult,
+  ContextLease,
 } from "../../gen/mcp/v1/context_pb.js";
 import { isMcpError, McpError } from "../errors.js";
 import { utf8Length } from "./change-log.js";
@@ -88,8 +89,16 @@ export interface ContextManager {
    * generated message or its init shape. Fails with `invalid_argument` (with `field`),
    * `version_conflict` (with `currentVersion`); a rejected update changes nothing.
    * @param updatedBy the principal recorded on the written entries.
+   * @param lease the writing session's id, for puts with `lease = CONTEXT_LEASE_SESSION`;
+   *   without it such a put is `invalid_argument` (a lease needs a session).
    */
-  update(update: MessageInitShape<typeof ContextUpdateSchema>, updatedBy: string): Promise<ContextUpdateResult>;
+  update(update: MessageInitShape<typeof ContextUpdateSchema>, updatedBy: string, lease?: string): Promise<ContextUpdateResult>;
+  /**
+   * The lease's session ended for good: deletes every key still bound to it, in one new version
+   * per context (watchers see one delta). A key rebound meanwhile stays (compare-and-set, retried).
+   * Resolves with the versions made.
+   */
+  releaseLease(lease: string, updatedBy: string): Promise<ContextUpdateResult[]>;
   /**
    * The changes since `knownVersion`: a delta (`fromVersion` = `knownVersion`) when the change
    * log reaches back that far, else a full snapshot. `knownVersion` 0 (the client has nothing)
@@ -302,19 +311,26 @@ export function createContextManager(options: ContextManagerOptions): ContextMan
       return snapshotSync(contextId);
     },
 
-    async update(init: MessageInitShape<typeof ContextUpdateSchema>, updatedBy: string): Promise<ContextUpdateResult> {
+    async update(init: MessageInitShape<typeof ContextUpdateSchema>, updatedBy: string, lease?: string): Promise<ContextUpdateResult> {
       checkOpen();
       const u: ContextUpdate = create(ContextUpdateSchema, init);
       checkContextId(u.contextId);
       if (u.ops.length === 0) throw new McpError("invalid_argument", "an update needs at least one op", { field: "ops" });
       // Ops apply in order, so for each key only the last one matters.
       const net = new Map<string, string | null>();
+      let leased: Set<string> | undefined;
       u.ops.forEach((op, i) => {
         switch (op.op.case) {
           case "put": {
             const { key, value } = op.op.value;
             checkKey(key, `ops[${i}].put.key`);
             net.set(key, valueJson(value, `ops[${i}].put.value`));
+            if (op.op.value.lease === ContextLease.SESSION) {
+              if (lease === undefined) {
+                throw new McpError("invalid_argument", "a put with lease SESSION needs a session: send it on SessionService/Connect", { field: `ops[${i}].put.lease` });
+              }
+              (leased ??= new Set()).add(key);
+            } else leased?.delete(key);
             break;
           }
           case "delete": {
@@ -330,7 +346,7 @@ export function createContextManager(options: ContextManagerOptions): ContextMan
       const deletes: string[] = [];
       for (const [key, json] of net) {
         if (json === null) deletes.push(key);
-        else puts.push({ key, valueJson: json });
+        else puts.push(leased?.has(key) === true && lease !== undefined ? { key, valueJson: json, lease } : { key, valueJson: json });
       }
       const change = await store.apply({
         contextId: u.contextId,
@@ -343,6 +359,25 @@ export function createContextManager(options: ContextManagerOptions): ContextMan
         maxContexts: opts.maxContexts,
       });
       return create(ContextUpdateResultSchema, { id: u.id, contextId: u.contextId, version: change.version });
+    },
+
+    async releaseLease(lease: string, updatedBy: string): Promise<ContextUpdateResult[]> {
+      checkOpen();
+      const made: ContextUpdateResult[] = [];
+      // Bounded: each retry follows a concurrent update of the same context.
+      for (let attempt = 0; attempt < 10; attempt++) {
+        const held = await store.leased(lease);
+        if (held.length === 0) return made;
+        for (const h of held) {
+          try {
+            const change = await store.apply({ contextId: h.contextId, expectedVersion: h.version, puts: [], deletes: h.keys, updatedBy, nowMs: opts.now() });
+            made.push(create(ContextUpdateResultSchema, { contextId: h.contextId, version: change.version }));
+          } catch (e) {
+            if (!(e instanceof McpError && e.code === "version_conflict")) throw e;
+          }
+        }
+      }
+      return made;
     },
 
     sync,

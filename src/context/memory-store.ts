@@ -21,6 +21,7 @@ import type {
   ContextStore,
   ContextStoreListener,
   ContextWrite,
+  LeasedKeys,
   StoredEntry,
 } from "./store.js";
 
@@ -34,6 +35,8 @@ interface MemoryContext {
   log: { change: ContextChange; bytes: number }[];
   floor: bigint;
   logBytes: number;
+  /** Key → the lease it is bound to (`StoredPut.lease`). */
+  leases: Map<string, string>;
 }
 
 /** Creates an in-memory store. Every method completes in one synchronous step, hence atomic. */
@@ -68,7 +71,7 @@ export function createMemoryContextStore(options: MemoryContextStoreOptions = {}
         if (after > write.maxKeys && after > before) throw tooManyKeys(id, after, write.maxKeys);
       }
       // Every check passed: from here on nothing can fail, so the update is all-or-nothing.
-      const c: MemoryContext = ctx ?? { version: 0n, entries: new Map(), log: [], floor: 0n, logBytes: 0 };
+      const c: MemoryContext = ctx ?? { version: 0n, entries: new Map(), log: [], floor: 0n, logBytes: 0, leases: new Map() };
       if (ctx === undefined) contexts.set(id, c);
       const version = current + 1n;
       const change: ContextChange = {
@@ -84,6 +87,11 @@ export function createMemoryContextStore(options: MemoryContextStoreOptions = {}
         c.entries.set(p.key, { ...p, version, updatedAtMs: write.nowMs, updatedBy: write.updatedBy });
       }
       for (const k of change.deletes) c.entries.delete(k);
+      for (const p of write.puts) {
+        if (p.lease !== undefined) c.leases.set(p.key, p.lease);
+        else c.leases.delete(p.key);
+      }
+      for (const k of write.deletes) c.leases.delete(k);
       const bytes = changeBytes(change);
       c.log.push({ change, bytes });
       c.logBytes += bytes;
@@ -114,6 +122,16 @@ export function createMemoryContextStore(options: MemoryContextStoreOptions = {}
       // knownVersion are its tail.
       const skip = Number(knownVersion - c.floor);
       return foldChanges(knownVersion, c.version, c.log.slice(skip).map((r) => r.change));
+    },
+
+    async leased(lease: string): Promise<LeasedKeys[]> {
+      checkOpen();
+      const out: LeasedKeys[] = [];
+      for (const [contextId, c] of contexts) {
+        const keys = [...c.leases].flatMap(([k, l]) => (l === lease ? [k] : []));
+        if (keys.length > 0) out.push({ contextId, version: c.version, keys: keys.sort(compareKeys) });
+      }
+      return out;
     },
 
     subscribe(listener: ContextStoreListener): () => void {

@@ -4,6 +4,7 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { createMemoryContextStore } from "./memory-store.js";
+import { isRedisUrl } from "./redis-client.js";
 import { createRedisContextStore } from "./redis-store.js";
 import { createSqliteContextStore } from "./sqlite-store.js";
 import type { ChangeLogOptions, ContextStore } from "./store.js";
@@ -23,7 +24,9 @@ export interface OpenContextStoreOptions extends ChangeLogOptions {
  * - `memory` — in-process, lost on exit;
  * - `sqlite:/path/file.db`, `sqlite:relative.db`, or a plain path ending in `.db` — durable
  *   embedded file (its folder is created when missing); `sqlite::memory:` for tests;
- * - `redis://host:port[/db]` or `rediss://…` — shared by several server instances.
+ * - `redis://host:port[/db]` or `rediss://…` — shared by several server instances;
+ *   `redis+cluster://h1:p1,h2:p2` for a Redis Cluster, `redis+sentinel://h1:p1,…/master[/db]`
+ *   for a Sentinel-managed master (see redis-client.ts, docs/deploy.md).
  *
  * Resolves once the store is usable (for Redis: connected and subscribed), so a wrong address
  * fails at startup rather than on the first update. Throws `TypeError` for any other spec.
@@ -34,7 +37,7 @@ export interface OpenContextStoreOptions extends ChangeLogOptions {
 export async function openContextStore(spec: string, options: OpenContextStoreOptions = {}): Promise<ContextStore> {
   const { keyPrefix, ...log } = options;
   if (spec === "memory") return createMemoryContextStore(log);
-  if (spec.startsWith("redis://") || spec.startsWith("rediss://")) {
+  if (isRedisUrl(spec)) {
     const store = createRedisContextStore({ ...log, url: spec, ...(keyPrefix === undefined ? {} : { keyPrefix }) });
     try {
       await store.countContexts();

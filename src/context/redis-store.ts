@@ -1,21 +1,25 @@
 /**
  * The shared `ContextStore`: several server instances on one Redis (PROTOCOL.md §8).
  *
- * Per context, under a configurable prefix (default `mcp:`):
- * - `<prefix>ctx:m:<id>` hash: `v` version, `f` log floor, `b` log bytes;
- * - `<prefix>ctx:e:<id>` hash: key → JSON `[version, updatedAtMs, updatedBy, valueJson]`;
- * - `<prefix>ctx:l:<id>` stream: the change log, one record per version with the stream id
+ * Per context, under a configurable prefix (default `mcp:`), hash-tagged by context id so a
+ * Redis Cluster keeps them in one slot:
+ * - `<prefix>ctx:{<id>}:m` hash: `v` version, `f` log floor, `b` log bytes;
+ * - `<prefix>ctx:{<id>}:e` hash: key → JSON `[version, updatedAtMs, updatedBy, valueJson]`;
+ * - `<prefix>ctx:{<id>}:l` stream: the change log, one record per version with the stream id
  *   `<version>-0`, so a range of versions is one `XRANGE`;
  * - `<prefix>ctx:index` set of context ids; `<prefix>ctx:changes` pub/sub channel.
  *
  * An update is one Lua script (compare-and-set, limits, version bump, entry writes, `XADD`,
- * trimming, `PUBLISH`), so it is atomic across instances. The channel only announces
+ * trimming, `PUBLISH`), so it is atomic across instances. On a cluster the index lives in
+ * another slot: the script leaves it out and the store adds the id after the script, so
+ * `maxContexts` is checked before the update rather than inside it (a burst of concurrent
+ * creations may overshoot it slightly). The channel only announces
  * "context X reached version V"; every instance then reads the versions it has not delivered
  * yet from the stream. That one path serves live updates, other instances' updates and the
  * gaps left by a dropped subscriber connection, so listeners see each version once, in order.
  */
 import { createHash } from "node:crypto";
-import { Redis } from "ioredis";
+import { checkKeyPrefix, createRedisClient, parseRedisUrl, taggedKey, type RedisClient } from "./redis-client.js";
 import {
   checkWrite,
   compareKeys,
@@ -35,6 +39,7 @@ import type {
   ContextStoreEvent,
   ContextStoreListener,
   ContextWrite,
+  LeasedKeys,
   StoredEntry,
   StoredPut,
 } from "./store.js";
@@ -60,13 +65,14 @@ export interface RedisContextStoreOptions extends ChangeLogOptions {
   pingTimeoutMs?: number;
 }
 
-// KEYS: meta, entries, log, index.
+// KEYS: meta, entries, log, leases[, index] (no index on a cluster: another slot).
 // ARGV: id, expected, nowMs, updatedBy, maxKeys, maxContexts, maxLogEntries, maxLogBytes,
-//       channel, nPuts, nDeletes, then nPuts (key, valueJson) pairs, then nDeletes keys.
+//       channel, nPuts, nDeletes, then nPuts (key, valueJson) pairs, then nDeletes keys,
+//       then one lease per put ('' = none).
 // Versions are Lua doubles: exact up to 2^53, formatted with %.0f because tostring() would
 // switch to exponent notation from 1e14 on.
 const APPLY_SCRIPT = `
-local meta, entries, log, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local meta, entries, log, leases, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id, expected, now, by = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local maxKeys, maxContexts = tonumber(ARGV[5]), tonumber(ARGV[6])
 local maxLogEntries, maxLogBytes = tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -75,7 +81,7 @@ local function s(n) return string.format('%.0f', n) end
 local m = redis.call('HMGET', meta, 'v', 'f', 'b')
 local current = tonumber(m[1] or '0')
 if expected ~= 0 and expected ~= current then return {'conflict', s(current)} end
-if current == 0 and maxContexts > 0 then
+if current == 0 and maxContexts > 0 and index then
   local n = redis.call('SCARD', index)
   if n >= maxContexts then return {'too_many_contexts', s(n)} end
 end
@@ -106,6 +112,20 @@ for i = 0, nDeletes - 1 do
   deletes[#deletes + 1] = key
   bytes = bytes + #key
 end
+local leaseAt = 12 + 2 * nPuts + nDeletes
+local hasLeases = redis.call('EXISTS', leases) == 1
+for i = 0, nPuts - 1 do
+  local lease = ARGV[leaseAt + i]
+  if lease ~= nil and lease ~= '' then
+    redis.call('HSET', leases, ARGV[12 + 2 * i], lease)
+    hasLeases = true
+  elseif hasLeases then
+    redis.call('HDEL', leases, ARGV[12 + 2 * i])
+  end
+end
+if hasLeases then
+  for i = 0, nDeletes - 1 do redis.call('HDEL', leases, ARGV[12 + 2 * nPuts + i]) end
+end
 redis.call('XADD', log, vs .. '-0', 't', now, 'b', by, 's', s(bytes), 'p', cjson.encode(puts), 'd', cjson.encode(deletes))
 local floor = tonumber(m[2] or '0')
 local logBytes = tonumber(m[3] or '0') + bytes
@@ -122,7 +142,7 @@ while v - floor > 1 and (v - floor > maxLogEntries or logBytes > maxLogBytes) do
   end
 end
 redis.call('HSET', meta, 'v', vs, 'f', s(floor), 'b', s(logBytes))
-if current == 0 then redis.call('SADD', index, id) end
+if current == 0 and index then redis.call('SADD', index, id) end
 redis.call('PUBLISH', channel, vs .. ' ' .. id)
 return {'ok', vs}
 `;
@@ -138,17 +158,22 @@ const READ_PAGE = 500n;
 export function createRedisContextStore(options: RedisContextStoreOptions = {}): ContextStore {
   const { maxLogEntries, maxLogBytes } = resolveChangeLogOptions(options);
   const url = options.url ?? "redis://127.0.0.1:6379";
-  const prefix = options.keyPrefix ?? "mcp:";
+  const prefix = checkKeyPrefix(options.keyPrefix ?? "mcp:");
+  const cluster = parseRedisUrl(url).kind === "cluster";
   const pingTimeoutMs = options.pingTimeoutMs ?? 1000;
   const channel = `${prefix}ctx:changes`;
   const indexKey = `${prefix}ctx:index`;
-  const metaKey = (id: string): string => `${prefix}ctx:m:${id}`;
-  const entriesKey = (id: string): string => `${prefix}ctx:e:${id}`;
-  const logKey = (id: string): string => `${prefix}ctx:l:${id}`;
+  const metaKey = (id: string): string => taggedKey(prefix, "ctx", id, ":m");
+  const entriesKey = (id: string): string => taggedKey(prefix, "ctx", id, ":e");
+  const logKey = (id: string): string => taggedKey(prefix, "ctx", id, ":l");
+  const leasesKey = (id: string): string => taggedKey(prefix, "ctx", id, ":leases");
+  // Contexts in which a lease holds keys; another slot than the contexts' keys, so written
+  // before the update (a crash in between leaves only a harmless extra member).
+  const leaseIndexKey = (lease: string): string => taggedKey(prefix, "lease", lease);
 
-  const redis = new Redis(url, { connectionName: `${prefix}ctx` });
+  const redis: RedisClient = createRedisClient(url, { connectionName: `${prefix}ctx` });
   // Named so operators (and tests) can tell the subscriber apart in CLIENT LIST.
-  const sub = new Redis(url, { connectionName: `${prefix}ctx-sub` });
+  const sub: RedisClient = createRedisClient(url, { connectionName: `${prefix}ctx-sub` });
   // ioredis reports connection trouble as "error" events and also fails the affected
   // commands; the commands are where callers learn of it, so the events are not re-reported.
   redis.on("error", () => {});
@@ -263,19 +288,23 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
       checkWrite(write);
       await checkReady();
       const id = write.contextId;
+      const maxContexts = write.maxContexts ?? 0;
+      if (cluster && maxContexts > 0 && (await redis.hget(metaKey(id), "v")) === null) {
+        const n = await redis.scard(indexKey);
+        if (n >= maxContexts) throw tooManyContexts(id, n, maxContexts);
+      }
+      const keys = [metaKey(id), entriesKey(id), logKey(id), leasesKey(id), ...(cluster ? [] : [indexKey])];
+      for (const lease of new Set(write.puts.flatMap((p) => (p.lease === undefined ? [] : [p.lease])))) await redis.sadd(leaseIndexKey(lease), id);
       const args: (string | number)[] = [
         APPLY_SHA,
-        4,
-        metaKey(id),
-        entriesKey(id),
-        logKey(id),
-        indexKey,
+        keys.length,
+        ...keys,
         id,
         write.expectedVersion.toString(),
         String(write.nowMs),
         write.updatedBy,
         write.maxKeys ?? 0,
-        write.maxContexts ?? 0,
+        cluster ? 0 : maxContexts,
         maxLogEntries,
         maxLogBytes,
         channel,
@@ -284,6 +313,7 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
       ];
       for (const p of write.puts) args.push(p.key, p.valueJson);
       for (const k of write.deletes) args.push(k);
+      for (const p of write.puts) args.push(p.lease ?? "");
       let reply: unknown;
       try {
         reply = await redis.call("evalsha", args);
@@ -306,6 +336,7 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
         default:
           throw new TypeError(`unexpected reply from the apply script: ${String(status)}`);
       }
+      if (cluster && n === "1") await redis.sadd(indexKey, id);
       return {
         contextId: id,
         version: BigInt(n),
@@ -353,6 +384,20 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
       };
     },
 
+    async leased(lease: string): Promise<LeasedKeys[]> {
+      await checkReady();
+      const out: LeasedKeys[] = [];
+      for (const id of (await redis.smembers(leaseIndexKey(lease))).sort()) {
+        // MULTI: the version and the lease table come from the same instant (one slot).
+        const res = await redis.multi().hget(metaKey(id), "v").hgetall(leasesKey(id)).exec();
+        const [[, v], [, table]] = (res ?? [[null, null], [null, {}]]) as [[unknown, string | null], [unknown, Record<string, string>]];
+        const keys = Object.entries(table ?? {}).flatMap(([k, l]) => (l === lease ? [k] : [])).sort(compareKeys);
+        // No SREM when empty: a put with this lease may have added the id and not yet applied.
+        if (keys.length > 0 && v !== null) out.push({ contextId: id, version: BigInt(v), keys });
+      }
+      return out;
+    },
+
     async countContexts(): Promise<number> {
       await checkReady();
       return redis.scard(indexKey);
@@ -384,7 +429,7 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
   };
 }
 
-async function quit(client: Redis): Promise<void> {
+async function quit(client: RedisClient): Promise<void> {
   // QUIT waits for replies in flight; a client that is not connected has nothing to wait for.
   if (client.status === "ready") {
     await client.quit().catch(() => client.disconnect());

@@ -25,6 +25,7 @@ import type {
   ContextStore,
   ContextStoreListener,
   ContextWrite,
+  LeasedKeys,
   StoredEntry,
   StoredPut,
 } from "./store.js";
@@ -79,6 +80,13 @@ CREATE TABLE IF NOT EXISTS entries (
   updated_by TEXT NOT NULL,
   PRIMARY KEY (context_id, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases (
+  context_id TEXT NOT NULL,
+  key TEXT NOT NULL,
+  lease TEXT NOT NULL,         -- the session a key is bound to (ContextPut.lease)
+  PRIMARY KEY (context_id, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS leases_by_lease ON leases (lease);
 CREATE TABLE IF NOT EXISTS changes (
   context_id TEXT NOT NULL,
   version INTEGER NOT NULL,
@@ -129,6 +137,14 @@ export function createSqliteContextStore(options: SqliteContextStoreOptions): Co
          version = excluded.version, updated_at_ms = excluded.updated_at_ms, updated_by = excluded.updated_by`,
     ),
     deleteEntry: db.prepare<[string, string]>("DELETE FROM entries WHERE context_id = ? AND key = ?"),
+    putLease: db.prepare<[string, string, string]>(
+      "INSERT INTO leases (context_id, key, lease) VALUES (?, ?, ?) ON CONFLICT (context_id, key) DO UPDATE SET lease = excluded.lease",
+    ),
+    deleteLease: db.prepare<[string, string]>("DELETE FROM leases WHERE context_id = ? AND key = ?"),
+    leased: db.prepare<[string], { context_id: string; key: string; version: number | bigint }>(
+      `SELECT l.context_id, l.key, c.version FROM leases l JOIN contexts c ON c.id = l.context_id
+       WHERE l.lease = ? ORDER BY l.context_id, l.key`,
+    ),
     entries: db.prepare<[string], EntryRow>(
       "SELECT key, value_json, version, updated_at_ms, updated_by FROM entries WHERE context_id = ? ORDER BY key",
     ),
@@ -183,6 +199,11 @@ export function createSqliteContextStore(options: SqliteContextStoreOptions): Co
     };
     for (const p of change.puts) q.putEntry.run(id, p.key, p.valueJson, v, write.nowMs, write.updatedBy);
     for (const k of change.deletes) q.deleteEntry.run(id, k);
+    for (const p of write.puts) {
+      if (p.lease !== undefined) q.putLease.run(id, p.key, p.lease);
+      else q.deleteLease.run(id, p.key);
+    }
+    for (const k of write.deletes) q.deleteLease.run(id, k);
     const bytes = changeBytes(change);
     q.insertChange.run(
       id,
@@ -267,6 +288,17 @@ export function createSqliteContextStore(options: SqliteContextStoreOptions): Co
     async ping(): Promise<void> {
       checkOpen();
       q.ping.get();
+    },
+
+    async leased(lease: string): Promise<LeasedKeys[]> {
+      checkOpen();
+      const out: LeasedKeys[] = [];
+      for (const row of q.leased.all(lease)) {
+        const last = out.at(-1);
+        if (last?.contextId === row.context_id) last.keys.push(row.key);
+        else out.push({ contextId: row.context_id, version: BigInt(row.version), keys: [row.key] });
+      }
+      return out;
     },
 
     async close(): Promise<void> {

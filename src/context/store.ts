@@ -10,6 +10,18 @@
 export interface StoredPut {
   key: string;
   valueJson: string;
+  /**
+   * Binds the key to a lease (a session id, `ContextPut.lease`): `leased(lease)` finds it until
+   * a later put without this lease, or a delete, unbinds it. Absent = no lease.
+   */
+  lease?: string;
+}
+
+/** The keys of one context still bound to a lease, read at `version` (see `ContextStore.leased`). */
+export interface LeasedKeys {
+  contextId: string;
+  version: bigint;
+  keys: string[];
 }
 
 /**
@@ -118,6 +130,11 @@ export interface ContextStore {
    * shared store also reports updates applied through other instances.
    */
   subscribe(listener: ContextStoreListener): () => void;
+  /**
+   * Every context holding keys bound to `lease`, with those keys and the version they were read
+   * at: the manager deletes them with that `expectedVersion`, so a key rebound meanwhile stays.
+   */
+  leased(lease: string): Promise<LeasedKeys[]>;
   /** How many contexts exist (for the contexts-per-server limit and metrics). */
   countContexts(): Promise<number>;
   /**

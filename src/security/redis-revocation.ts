@@ -3,15 +3,15 @@
  * the Redis (ARCHITECTURE.md "State and storage"). Each revocation is one key with a `PX` expiry:
  * Redis forgets it by itself once the revoked token or session could no longer be used.
  */
-import { Redis } from "ioredis";
+import { createRedisClient, type RedisClient } from "../context/redis-client.js";
 import { checkId, checkUntil, type Revocation, type RevocationListener, type RevocationStore } from "./revocation.js";
 
 /** Options of `createRedisRevocationStore`. Give either `url` or `redis`. */
 export interface RedisRevocationStoreOptions {
   /** A Redis URL (`redis://host:6379/0`). The store opens, and on `close()` quits, its own client. */
   url?: string;
-  /** An existing client. The store does not close it: its owner does. */
-  redis?: Redis;
+  /** An existing client (single server, Cluster or Sentinel). The store does not close it: its owner does. */
+  redis?: RedisClient;
   /**
    * Prefix of every key, so several deployments can share one Redis. Keys are
    * `<prefix>revoked:token:<jti>` and `<prefix>revoked:session:<id>`.
@@ -43,7 +43,7 @@ export function createRedisRevocationStore(options: RedisRevocationStoreOptions)
   const now = options.now ?? Date.now;
   const owned = options.redis === undefined;
   // lazyConnect off: connection errors surface on the first command, which callers await.
-  const redis = options.redis ?? new Redis(options.url ?? "", { maxRetriesPerRequest: 2 });
+  const redis = options.redis ?? createRedisClient(options.url ?? "", { maxRetriesPerRequest: 2 });
   if (owned) {
     // Connection errors reach callers as rejected commands (which the verifier turns into a
     // fail-closed refusal); without a listener ioredis would also print each one.
@@ -63,7 +63,7 @@ export function createRedisRevocationStore(options: RedisRevocationStoreOptions)
   const channel = `${prefix}revocations`;
   const listeners = new Set<RevocationListener>();
   // A subscribed connection can run nothing else: a second one, opened with the first listener.
-  let sub: Redis | undefined;
+  let sub: RedisClient | undefined;
   function listen(): void {
     if (sub !== undefined) return;
     const s = redis.duplicate();

@@ -11,6 +11,7 @@ import {
   type Http2ServerRequest,
   type Http2ServerResponse,
   type IncomingHttpHeaders,
+  type ServerHttp2Session,
   type ServerHttp2Stream,
 } from "node:http2";
 import { createServer as createNetServer, type AddressInfo, type Socket } from "node:net";
@@ -43,6 +44,11 @@ export interface Listener {
   readonly port: number;
   readonly address: string;
   readonly connections: number;
+  /**
+   * Shutdown's first step: no new connections, HTTP/2 GOAWAY on every connection (streams
+   * already open run on; a load balancer sends new ones elsewhere), idle HTTP/1.1 ones closed.
+   */
+  stopAccepting(): void;
   close(): Promise<void>;
 }
 
@@ -75,9 +81,15 @@ export async function listen(options: ListenerOptions, handler: RequestHandler, 
     });
   }
   const sockets = new Set<Socket>();
+  const h2Sockets = new WeakSet<Socket>();
   let active = 0;
 
+  const h2Sessions = new Set<ServerHttp2Session>();
+  let accepting = true;
   h2.on("session", (session) => {
+    h2Sessions.add(session);
+    session.once("close", () => h2Sessions.delete(session));
+    if (!accepting) session.close(); // raced with stopAccepting: GOAWAY at once
     // HTTP/2 PING keeps NATs open and finds dead peers; a peer that does not answer is dropped.
     const timer = setInterval(() => {
       // ping() throws on a session already destroyed; its 'close' may still be on its way.
@@ -113,6 +125,7 @@ export async function listen(options: ListenerOptions, handler: RequestHandler, 
       socket.unshift(chunk);
       const isH2 = chunk.length >= PREFACE.length ? chunk.subarray(0, PREFACE.length).equals(PREFACE) : PREFACE.subarray(0, chunk.length).equals(chunk);
       if (isH2) {
+        h2Sockets.add(socket);
         // node:http2 reads the buffered preface itself; resuming here would emit it to no one.
         h2.emit("connection", socket);
       } else {
@@ -131,7 +144,10 @@ export async function listen(options: ListenerOptions, handler: RequestHandler, 
         { cert: readFileSync(options.tls.cert), key: readFileSync(options.tls.key), ALPNProtocols: ["h2", "http/1.1"] },
         (socket: TLSSocket) => {
           accept(socket, true);
-          if (socket.alpnProtocol === "h2") h2.emit("connection", socket);
+          if (socket.alpnProtocol === "h2") {
+            h2Sockets.add(socket);
+            h2.emit("connection", socket);
+          }
           else h1.emit("connection", socket);
         },
       );
@@ -146,20 +162,34 @@ export async function listen(options: ListenerOptions, handler: RequestHandler, 
   });
   const addr = server.address() as AddressInfo; // a TCP server always has an AddressInfo
 
+  function stopAccepting(): void {
+    if (!accepting) return;
+    accepting = false;
+    server.close();
+    for (const session of h2Sessions) session.close();
+    h1.closeIdleConnections();
+  }
+
   return {
     port: addr.port,
     address: addr.address,
     get connections() {
       return active;
     },
+    stopAccepting,
     async close() {
+      const listening = server.listening;
+      stopAccepting();
       await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        h1.closeIdleConnections();
-        for (const s of sockets) s.end();
+        if (active === 0) resolve();
+        else server.once("close", () => resolve());
+        if (!listening && active === 0) return;
+        // HTTP/2 connections close themselves once their last stream ended (GOAWAY was sent):
+        // ending the socket under them would drop the final frames still queued in nghttp2.
+        for (const s of sockets) if (!h2Sockets.has(s)) s.end();
         setTimeout(() => {
           for (const s of sockets) s.destroy();
-        }, 1_000).unref();
+        }, 3_000).unref();
       });
     },
   };

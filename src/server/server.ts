@@ -7,6 +7,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { createContextValues } from "@connectrpc/connect";
 import { envName, flagName, resolveServerOptions, type ResolvedServerOptions, type ServerOptions } from "../config.js";
 import { createContextManager, openContextStore, type ContextManager } from "../context/index.js";
+import { isRedisUrl } from "../context/redis-client.js";
 import {
   createAuthorizer,
   createJsonAuditSink,
@@ -73,14 +74,27 @@ export interface McpServerOptions extends ServerOptions {
 export interface McpServer {
   /** Opens stores and starts listening. Resolves with where it listens. */
   listen(): Promise<{ address: string; port: number; url: string }>;
-  /** Stops accepting, ends sessions and closes stores. */
-  close(): Promise<void>;
+  /**
+   * Shuts down: stops accepting (HTTP/2 GOAWAY), lets in-flight commands finish for
+   * `graceMs` and cancels the rest, parks resumable sessions in the shared store, closes stores.
+   */
+  close(options?: CloseOptions): Promise<void>;
   /** The effective configuration. */
   readonly options: ResolvedServerOptions;
   /** The core, once listening (for embedding and tests). */
   readonly core: McpCore;
   /** Open connections right now. */
   readonly connections: number;
+}
+
+/** Options of `McpServer.close`. */
+export interface CloseOptions {
+  /**
+   * How long in-flight commands may still run, in ms; then they are cancelled. `mcp serve`
+   * passes `shutdownGraceMs` on SIGTERM.
+   * @default 0
+   */
+  graceMs?: number;
 }
 
 function isLoopback(address: string): boolean {
@@ -109,12 +123,12 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
   const closers: (() => Promise<void> | void)[] = [];
 
   async function build(): Promise<McpCore> {
-    const redisUrl = opts.store.startsWith("redis://") || opts.store.startsWith("rediss://") ? opts.store : undefined;
+    const redisUrl = isRedisUrl(opts.store) ? opts.store : undefined;
     const revocations: RevocationStore =
       redisUrl === undefined ? createMemoryRevocationStore() : createRedisRevocationStore({ url: redisUrl });
     closers.push(() => revocations.close());
     // With a shared Redis, detached sessions are parked there so any instance can resume them (§8).
-    const sessionStore = redisUrl === undefined ? undefined : await createRedisSessionStore({ url: redisUrl });
+    const sessionStore = redisUrl === undefined ? undefined : await createRedisSessionStore({ url: redisUrl, maxMessages: opts.resumeBufferMessages, ttlMs: opts.resumeTtlMs });
     if (sessionStore !== undefined) closers.push(() => sessionStore.close());
     let verifier: TokenVerifier | undefined;
     if (opts.jwtSecret !== undefined || opts.jwks !== undefined) {
@@ -217,8 +231,9 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
       const host = listener.address.includes(":") ? `[${listener.address}]` : listener.address;
       return { address: listener.address, port: listener.port, url: `${scheme}://${host}:${listener.port}` };
     },
-    async close() {
-      await core?.close();
+    async close(closeOptions = {}) {
+      listener?.stopAccepting();
+      await core?.close({ graceMs: closeOptions.graceMs ?? 0 });
       await listener?.close();
       for (const c of closers.splice(0).reverse()) await c();
     },

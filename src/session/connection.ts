@@ -330,7 +330,7 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
       case "update": {
         const update = m.value;
         pendingReplies++;
-        core.updateContext(session.auth, update).then(
+        core.updateContext(session.auth, update, session.id).then(
           (result) => {
             replied();
             session.emit({ case: "updateResult", value: result });

@@ -22,6 +22,7 @@ import { createCommandRunner, type CommandHost, type CommandRunner, type Outboun
 import type { AuthState, MessageSink, Session } from "./session.js";
 import { createPushable } from "../pushable.js";
 import { createSessionRegistry } from "./session-registry.js";
+import { drainSessions } from "./shutdown.js";
 import type { SessionStore } from "./session-store.js";
 
 /** What the transport knows about a request or stream. */
@@ -74,7 +75,8 @@ export interface McpCore {
   /** The tools `auth` may use. */
   listTools(auth: AuthState): ToolDescriptor[];
   getContext(auth: AuthState, contextId: string): Promise<ContextSync>;
-  updateContext(auth: AuthState, update: ContextUpdate): Promise<ContextUpdateResult>;
+  /** `sessionId`: the writing session, which puts with `lease = SESSION` bind their keys to. */
+  updateContext(auth: AuthState, update: ContextUpdate, sessionId?: string): Promise<ContextUpdateResult>;
   syncContext(auth: AuthState, sync: StateSync): Promise<ContextSync>;
   watchContext(auth: AuthState, sync: StateSync, signal: AbortSignal): AsyncIterable<ContextSync>;
   /** Sessions: registry for resume and administration. */
@@ -87,10 +89,23 @@ export interface McpCore {
   listSessions(auth: AuthState): SessionInfo[];
   revokeSession(auth: AuthState, sessionId: string): Promise<void>;
   revokeToken(auth: AuthState, jti: string, untilMs: number | undefined): Promise<void>;
-  /** Ends every session (server shutdown). */
-  close(): Promise<void>;
-  /** True from the moment `close()` starts: health checks then answer NOT_SERVING. */
+  /** False until shutdown starts, true from its first moment (health reports NOT_SERVING). */
   readonly draining: boolean;
+  /**
+   * Shutdown: sends `server.shutdown` on every session, lets in-flight commands run up to
+   * `graceMs`, cancels the rest (each still answered once), then parks every session in the
+   * shared store (resumable on another instance) or, without one, ends it.
+   */
+  close(options?: CoreCloseOptions): Promise<void>;
+}
+
+/** Options of `McpCore.close`. */
+export interface CoreCloseOptions {
+  /**
+   * How long in-flight commands may still run before they are cancelled, in ms.
+   * @default 0
+   */
+  graceMs?: number;
 }
 
 function subjectOf(auth: AuthState, sessionId?: string): AuthSubject {
@@ -223,11 +238,22 @@ export function createCore(deps: CoreDeps): McpCore {
 
   const contextPermission = (id: string, access: "read" | "write") => `context:${id}:${access}`;
 
+  // Context leases (ContextPut.lease) end with their session; shutdown waits for the deletes.
+  const releasing = new Set<Promise<unknown>>();
+  function releaseLease(sessionId: string, updatedBy: string): void {
+    const p = contexts.releaseLease(sessionId, updatedBy).catch(() => {
+      // The store is unreachable: the keys stay (docs/deploy.md "Leases").
+    });
+    releasing.add(p);
+    void p.finally(() => releasing.delete(p));
+  }
   const registry = createSessionRegistry({
     options,
     revocations,
     sessionStore: deps.sessionStore,
     now,
+    onEnded: (session) => releaseLease(session.id, session.auth.principal?.subject ?? "anonymous"),
+    onOrphanEnded: (sessionId) => releaseLease(sessionId, "session-expired"),
     createRunner: (session) =>
       createRunner(
         () => session.auth,
@@ -237,6 +263,7 @@ export function createCore(deps: CoreDeps): McpCore {
       ),
   });
   const sessions = registry.sessions;
+  let draining = false;
 
   /** Audited like any denial; even an administrator does not take over another principal's session (its rights are the owner's). */
   function refuseForeignResume(auth: AuthState, sessionId: string): never {
@@ -244,7 +271,6 @@ export function createCore(deps: CoreDeps): McpCore {
     throw new McpError("permission_denied", `session ${sessionId} belongs to another principal`);
   }
 
-  let draining = false;
   return {
     get draining() {
       return draining;
@@ -274,9 +300,9 @@ export function createCore(deps: CoreDeps): McpCore {
       return contexts.get(contextId);
     },
 
-    async updateContext(auth, update) {
+    async updateContext(auth, update, sessionId) {
       authorize(auth, contextPermission(update.contextId, "write"), SecurityLevel.STANDARD, `write context ${update.contextId}`);
-      return contexts.update(update, auth.principal?.subject ?? "anonymous");
+      return contexts.update(update, auth.principal?.subject ?? "anonymous", sessionId);
     },
 
     async syncContext(auth, sync) {
@@ -373,9 +399,12 @@ export function createCore(deps: CoreDeps): McpCore {
       await revocations.revokeToken(jti, untilMs ?? now() + 30 * 24 * 3600_000);
     },
 
-    async close() {
+    async close(closeOptions = {}) {
+      if (draining) return;
       draining = true;
+      await drainSessions(sessions, closeOptions.graceMs ?? 0, deps.sessionStore !== undefined);
       registry.close(new McpError("session_expired", "the server is shutting down"));
+      await Promise.all(releasing);
     },
   };
 

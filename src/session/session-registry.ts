@@ -31,6 +31,10 @@ export interface SessionRegistryOptions {
   revocations: RevocationStore;
   /** Where detached sessions are parked for other instances; none = this instance only. */
   sessionStore?: SessionStore | undefined;
+  /** Called once when a session ends for good here (not when it moves to another instance). */
+  onEnded?: (session: Session) => void;
+  /** Called once, on one instance, for a session whose instance died and that nobody resumed in time. */
+  onOrphanEnded?: (sessionId: string) => void;
   /** Gives a new session its command runner (the core's, bound to the session). */
   createRunner(session: Session): CommandRunner;
   now: () => number;
@@ -190,6 +194,21 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
     );
   }
 
+  // Mirrors of live sessions would expire under an instance that is alive but quiet.
+  const keepAlive =
+    sessionStore === undefined
+      ? undefined
+      : setInterval(() => {
+          void sessionStore.touch([...parked.keys()], options.resumeTtlMs);
+          sessionStore.reapOrphans(now()).then(
+            (ids) => {
+              for (const id of ids) if (!sessions.has(id)) init.onOrphanEnded?.(id);
+            },
+            () => {}, // Redis unreachable: the next round retries
+          );
+        }, Math.max(100, Math.floor(options.resumeTtlMs / 3)));
+  keepAlive?.unref();
+
   function unpark(s: Session): void {
     const tap = parked.get(s.id);
     if (tap === undefined || sessionStore === undefined) return;
@@ -202,6 +221,8 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
   function handOffParked(s: Session, reason: McpError): void {
     const tap = parked.get(s.id);
     if (tap === undefined) return;
+    // Claimed while a stream is still attached here (a half-dead connection): end it first.
+    s.release();
     parked.delete(s.id); // closing here must not delete what is parked
     s.handOff(reason); // the commands' last Responses still go through the tap
     s.taps.delete(tap);
@@ -225,16 +246,17 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
           ownerOf.delete(s);
           owner?.p.sessions.delete(s);
           if (owner?.p.sessions.size === 0) principals.delete(owner.key);
+          const movedOn = sessionStore !== undefined && !parked.has(s.id); // handed off: it lives on elsewhere
           unpark(s);
+          if (!movedOn) init.onEnded?.(s);
         },
+        // Mirrored from the first message on (see session-store.ts), so a crash loses nothing parked;
+        // park() is a no-op for a session already mirrored.
         onDetached: (s) => {
           park(s);
           charge(s);
         },
-        onAttached: (s) => {
-          uncharge(s);
-          unpark(s);
-        },
+        onAttached: uncharge,
         onHeldBytesChanged: recharge,
         ...(restored === undefined ? {} : { restored }),
       },
@@ -246,6 +268,7 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
     const p = principalOf(key);
     p.sessions.add(session);
     ownerOf.set(session, { key, p });
+    park(session);
     // A restored session starts detached: charged like one that detached here.
     if (!session.connected) charge(session);
     return session;
@@ -291,7 +314,10 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
     },
     close(reason) {
       stopRevocationFeed();
+      if (keepAlive !== undefined) clearInterval(keepAlive);
       for (const s of [...sessions.values()]) {
+        // With a shared store, a session still attached is parked too: its client resumes elsewhere.
+        if (sessionStore !== undefined) s.release();
         if (parked.has(s.id)) handOffParked(s, new McpError("cancelled", "the server instance shut down before this command finished"));
         else s.close(reason);
       }

@@ -1,14 +1,19 @@
 /**
  * Sessions shared between server instances (PROTOCOL.md §8: "a session may resume on another
- * instance"). A session lives in the memory of the instance that serves it; when its stream goes
- * away that instance *parks* it in Redis — its credentials, seq and the resume ring, plus every
- * message it emits while parked. A resume that reaches another instance *claims* it: the owner
- * ends the commands still running there (each gets its one Response, `cancelled`, appended to the
- * parked messages), releases the session, and the claimer rebuilds it from what was parked.
+ * instance"). A session lives in the memory of the instance that serves it, and that instance
+ * *mirrors* it in Redis from its first message: its credentials, seq and the resume ring, every
+ * message appended as it is emitted (batched: one script call per burst). So a session survives
+ * its instance — after a graceful shutdown and after a crash alike. A resume that reaches another
+ * instance *claims* it: a live owner ends the commands still running there (each gets its one
+ * Response, `cancelled`, appended), releases the session, and the claimer rebuilds it from the
+ * mirror; a dead owner releases nothing and the claimer proceeds after `releaseTimeoutMs`.
+ *
+ * Keys are hash-tagged by session id (`<prefix>session:{<id>}` and `…:msgs`), so each script
+ * and MULTI touches one Redis Cluster slot.
  */
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
-import { Redis } from "ioredis";
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
+import { checkKeyPrefix, createRedisClient, taggedKey } from "../context/redis-client.js";
 import { ServerMessageSchema, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import type { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 
@@ -30,12 +35,23 @@ export interface ParkedSession {
 export interface SessionStore {
   /** This instance's id (claims name the instance that asks). */
   readonly instanceId: string;
-  /** Parks a detached session for `ttlMs`. */
+  /** Mirrors a session (replacing what was stored under its id) for `ttlMs`. */
   park(session: ParkedSession, ttlMs: number): Promise<void>;
-  /** Adds a message the parked session emitted (in order, after those parked). */
+  /**
+   * Adds a message the mirrored session emitted (in order, after those parked), while this
+   * instance still owns the mirror; refreshes its time to live.
+   */
   append(sessionId: string, message: ServerMessage): Promise<void>;
-  /** The session was resumed here, or closed: forget what was parked. */
+  /** Keeps the mirrors of live sessions for another `ttlMs` (the owner is alive). */
+  touch(sessionIds: readonly string[], ttlMs: number): Promise<void>;
+  /** The session closed for good: forget its mirror. */
   unpark(sessionId: string): Promise<void>;
+  /**
+   * Sessions whose mirror expired because no instance kept it alive (their instance died and
+   * nobody resumed them within the resume window): each id is returned to exactly one caller
+   * across all instances, which ends what outlives the session (its context leases).
+   */
+  reapOrphans(nowMs: number): Promise<string[]>;
   /**
    * Takes a session parked by another instance: asks its owner to release it (waiting at most
    * `releaseTimeoutMs` — an owner that died releases nothing), then returns and removes it.
@@ -60,7 +76,32 @@ export interface RedisSessionStoreOptions {
    * @default "mcp:"
    */
   prefix?: string;
+  /**
+   * Messages kept per mirrored session (the resume ring, `resumeBufferMessages`).
+   * @default 4096
+   */
+  maxMessages?: number;
+  /**
+   * Time to live of an appended-to mirror, in ms (`resumeTtlMs`).
+   * @default 60000
+   */
+  ttlMs?: number;
 }
+
+// KEYS: meta, msgs. ARGV: owner, ttlMs, maxMessages, then the messages (binary).
+// Appends only while `owner` still owns the mirror: after a claim the old owner's late
+// messages must not land in the new owner's session.
+const APPEND_SCRIPT = `
+local meta = redis.call('GET', KEYS[1])
+if not meta or cjson.decode(meta).owner ~= ARGV[1] then return 0 end
+for i = 4, #ARGV, 1000 do
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1`;
+const APPEND_SHA = createHash("sha1").update(APPEND_SCRIPT).digest("hex");
 
 interface ParkedMeta {
   id: string;
@@ -76,14 +117,37 @@ interface ParkedMeta {
 
 /** Parked sessions in Redis: a JSON meta key and a list of binary messages, both with a TTL. */
 export async function createRedisSessionStore(options: RedisSessionStoreOptions): Promise<SessionStore> {
-  const prefix = options.prefix ?? "mcp:";
+  const prefix = checkKeyPrefix(options.prefix ?? "mcp:");
+  const maxMessages = options.maxMessages ?? 4096;
+  const ttlMs = options.ttlMs ?? 60_000;
   const instanceId = randomUUID();
-  const redis = new Redis(options.url, { connectionName: `${prefix}sessions` });
-  const sub = new Redis(options.url, { connectionName: `${prefix}sessions-sub` });
+  const redis = createRedisClient(options.url, { connectionName: `${prefix}sessions` });
+  const sub = createRedisClient(options.url, { connectionName: `${prefix}sessions-sub` });
+  // Failures reach callers as rejected commands (or are absorbed by `enqueue`); ioredis would
+  // otherwise print every reconnect attempt.
+  redis.on("error", () => {});
+  sub.on("error", () => {});
   const claims = `${prefix}session-claims`;
+  // Session id → when its mirror expires unless kept alive: how orphans are found.
+  const deadlines = `${prefix}session-deadlines`;
   const releases = `${prefix}session-releases`;
-  const metaKey = (id: string) => `${prefix}session:${id}`;
-  const msgsKey = (id: string) => `${prefix}session:${id}:msgs`;
+  const metaKey = (id: string) => taggedKey(prefix, "session", id);
+  const msgsKey = (id: string) => taggedKey(prefix, "session", id, ":msgs");
+  // Messages waiting for the next append call, per session.
+  const batches = new Map<string, Buffer[]>();
+  async function writeBatch(sessionId: string): Promise<void> {
+    const bins = batches.get(sessionId);
+    batches.delete(sessionId);
+    if (bins === undefined || bins.length === 0) return;
+    const args = [APPEND_SHA, 2, metaKey(sessionId), msgsKey(sessionId), instanceId, ttlMs, maxMessages, ...bins];
+    try {
+      await redis.call("evalsha", args);
+    } catch (e) {
+      // The script cache was flushed (restart, failover, another cluster node): send the body.
+      if (!(e instanceof Error && e.message.startsWith("NOSCRIPT"))) throw e;
+      await redis.call("eval", [APPEND_SCRIPT, ...args.slice(1)]);
+    }
+  }
   let release: ((sessionId: string) => Promise<void>) | undefined;
   const releaseWaiters = new Map<string, () => void>();
   // Writes for one session (park, appends, unpark) are chained so they land in order.
@@ -142,18 +206,45 @@ export async function createRedisSessionStore(options: RedisSessionStoreOptions)
       return enqueue(s.id, () => {
         const m = redis.multi().del(msgsKey(s.id));
         if (bins.length > 0) m.rpush(msgsKey(s.id), ...bins);
-        return m.set(metaKey(s.id), JSON.stringify(meta), "PX", ttlMs).pexpire(msgsKey(s.id), ttlMs).exec();
+        return m.set(metaKey(s.id), JSON.stringify(meta), "PX", ttlMs).pexpire(msgsKey(s.id), ttlMs).exec()
+          .then(() => redis.zadd(deadlines, Date.now() + ttlMs, s.id));
       });
     },
     append(sessionId, message) {
       const bin = Buffer.from(toBinary(ServerMessageSchema, message));
-      // Only while parked: a session resumed or claimed meanwhile has no meta any more.
-      return enqueue(sessionId, async () => {
-        if ((await redis.exists(metaKey(sessionId))) === 1) await redis.rpush(msgsKey(sessionId), bin);
-      });
+      const batch = batches.get(sessionId);
+      if (batch !== undefined) {
+        batch.push(bin);
+        return appending.get(sessionId) ?? Promise.resolve();
+      }
+      // The first message of a burst opens a batch; the write runs after the previous one, so
+      // everything emitted meanwhile goes in one call.
+      batches.set(sessionId, [bin]);
+      return enqueue(sessionId, () => writeBatch(sessionId));
+    },
+    async touch(sessionIds, ttl) {
+      if (sessionIds.length === 0) return;
+      const m = redis.pipeline();
+      for (const id of sessionIds) m.pexpire(metaKey(id), ttl).pexpire(msgsKey(id), ttl);
+      await m.exec().catch(() => {}); // the next touch or append retries
+      // Another slot (cluster): a separate command. XX: never resurrect one reaped meanwhile.
+      const when = Date.now() + ttl;
+      await redis.zadd(deadlines, "XX", ...sessionIds.flatMap((id) => [when, id])).catch(() => {});
     },
     unpark(sessionId) {
-      return enqueue(sessionId, () => redis.del(metaKey(sessionId), msgsKey(sessionId)));
+      return enqueue(sessionId, () => redis.del(metaKey(sessionId), msgsKey(sessionId)).then(() => redis.zrem(deadlines, sessionId)));
+    },
+    async reapOrphans(nowMs) {
+      const due = await redis.zrangebyscore(deadlines, "-inf", nowMs, "LIMIT", 0, 100);
+      const mine: string[] = [];
+      for (const id of due) {
+        const ttl = await redis.pttl(metaKey(id));
+        // Still mirrored (appended to or touched late): look again when that copy expires.
+        if (ttl > 0) await redis.zadd(deadlines, "XX", nowMs + ttl, id);
+        // ZREM is the race: of all instances reaping at once, one removes it.
+        else if ((await redis.zrem(deadlines, id)) === 1) mine.push(id);
+      }
+      return mine;
     },
     async claim(sessionId, subject, releaseTimeoutMs = 2_000) {
       const text = await redis.get(metaKey(sessionId));

@@ -292,6 +292,18 @@ export class Session {
     this.init.onAttached?.(this);
   }
 
+  /**
+   * Shutdown with a shared store: sends what is queued, ends the attached stream cleanly and
+   * keeps the session detached, so it is parked for another instance to resume.
+   */
+  release(): void {
+    if (this.state.kind !== "attached") return;
+    const sink = this.state.sink;
+    if (!this.congested) this.flush();
+    this.enterDetached();
+    sink.close();
+  }
+
   /** The stream went away: keep the session for resume for `resumeTtlMs`. */
   detach(owner: object): void {
     if (this.isAttachedTo(owner)) this.enterDetached();

@@ -129,14 +129,14 @@ describe.runIf(haveRedis)("two server processes on one Redis", () => {
         onA.send({ case: "command", value: { id, tool: "echo", payload: { case: "arguments", value: { text: id } } } });
       }
       onA.end();
-      await eventually(async () => (await redis.exists(`mcp:session:${sessionId}`)) === 1, "instance A to park the session");
+      await eventually(async () => (await redis.exists(`mcp:session:{${sessionId}}`)) === 1, "instance A to park the session");
 
       // Another subject's resume on B is refused and moves nothing.
       const mallory = openRawStream(b.url);
       mallory.send(handshake(await mintToken({ secret: SECRET, subject: "mallory", roles: ["developer"], ttlSec: 600 }), { resume: { sessionId, lastSeq: 2n } }));
       const refused = await mallory.rest();
       expect(refused.map((m) => m.message.case === "error" && m.message.value.code)).toEqual(["permission_denied"]);
-      expect(await redis.exists(`mcp:session:${sessionId}`)).toBe(1);
+      expect(await redis.exists(`mcp:session:{${sessionId}}`)).toBe(1);
 
       // The owner resumes on B: everything after seq 2 exactly once, in order, then live.
       const onB = openRawStream(b.url);
@@ -161,7 +161,7 @@ describe.runIf(haveRedis)("two server processes on one Redis", () => {
       onB.close();
 
       // B parked it in turn when that stream went away: it moves back to A the same way.
-      await eventually(async () => (await redis.exists(`mcp:session:${sessionId}`)) === 1, "instance B to park the session");
+      await eventually(async () => (await redis.exists(`mcp:session:{${sessionId}}`)) === 1, "instance B to park the session");
       const back = openRawStream(a.url);
       back.send(handshake(tok, { resume: { sessionId, lastSeq: 7n } }));
       const first = await back.next();
@@ -186,7 +186,7 @@ describe.runIf(haveRedis)("two server processes on one Redis", () => {
       onA.send({ case: "command", value: { id: "stuck", tool: "gate", payload: { case: "arguments", value: { key: "never-opened" } } } });
       await toolsA.probe.startedOnce("stuck");
       onA.end();
-      await eventually(async () => (await redis.exists(`mcp:session:${sessionId}`)) === 1, "instance A to park the session");
+      await eventually(async () => (await redis.exists(`mcp:session:{${sessionId}}`)) === 1, "instance A to park the session");
       const onB = openRawStream(b.url);
       onB.send(handshake(tok, { resume: { sessionId, lastSeq: 1n } }));
       const replay = [];

@@ -2,8 +2,8 @@
 // @generated from file mcp/v1/context.proto (package mcp.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp, Value } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Error } from "./error_pb.js";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mcp/v1/context.proto.
  */
 export const file_mcp_v1_context: GenFile = /*@__PURE__*/
-  fileDesc("ChRtY3AvdjEvY29udGV4dC5wcm90bxIGbWNwLnYxIpcBCgxDb250ZXh0RW50cnkSCwoDa2V5GAEgASgJEiUKBXZhbHVlGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEg8KB3ZlcnNpb24YAyABKAQSLgoKdXBkYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKdXBkYXRlZF9ieRgFIAEoCSJACgpDb250ZXh0UHV0EgsKA2tleRgBIAEoCRIlCgV2YWx1ZRgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZSIcCg1Db250ZXh0RGVsZXRlEgsKA2tleRgBIAEoCSJkChBDb250ZXh0T3BlcmF0aW9uEiEKA3B1dBgBIAEoCzISLm1jcC52MS5Db250ZXh0UHV0SAASJwoGZGVsZXRlGAIgASgLMhUubWNwLnYxLkNvbnRleHREZWxldGVIAEIECgJvcCJwCg1Db250ZXh0VXBkYXRlEhIKCmNvbnRleHRfaWQYASABKAkSGAoQZXhwZWN0ZWRfdmVyc2lvbhgCIAEoBBIlCgNvcHMYAyADKAsyGC5tY3AudjEuQ29udGV4dE9wZXJhdGlvbhIKCgJpZBgEIAEoCSJkChNDb250ZXh0VXBkYXRlUmVzdWx0EgoKAmlkGAEgASgJEhIKCmNvbnRleHRfaWQYAiABKAkSDwoHdmVyc2lvbhgDIAEoBBIcCgVlcnJvchgEIAEoCzINLm1jcC52MS5FcnJvciJFCglTdGF0ZVN5bmMSEgoKY29udGV4dF9pZBgBIAEoCRIVCg1rbm93bl92ZXJzaW9uGAIgASgEEg0KBXdhdGNoGAMgASgIIpYBCgtDb250ZXh0U3luYxISCgpjb250ZXh0X2lkGAEgASgJEhQKDGZyb21fdmVyc2lvbhgCIAEoBBISCgp0b192ZXJzaW9uGAMgASgEEgwKBGZ1bGwYBCABKAgSJQoHZW50cmllcxgFIAMoCzIULm1jcC52MS5Db250ZXh0RW50cnkSFAoMZGVsZXRlZF9rZXlzGAYgAygJIicKEUdldENvbnRleHRSZXF1ZXN0EhIKCmNvbnRleHRfaWQYASABKAkyhAIKDkNvbnRleHRTZXJ2aWNlEjwKCkdldENvbnRleHQSGS5tY3AudjEuR2V0Q29udGV4dFJlcXVlc3QaEy5tY3AudjEuQ29udGV4dFN5bmMSQwoNVXBkYXRlQ29udGV4dBIVLm1jcC52MS5Db250ZXh0VXBkYXRlGhsubWNwLnYxLkNvbnRleHRVcGRhdGVSZXN1bHQSNQoLU3luY0NvbnRleHQSES5tY3AudjEuU3RhdGVTeW5jGhMubWNwLnYxLkNvbnRleHRTeW5jEjgKDFdhdGNoQ29udGV4dBIRLm1jcC52MS5TdGF0ZVN5bmMaEy5tY3AudjEuQ29udGV4dFN5bmMwAWIGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_mcp_v1_error]);
+  fileDesc("ChRtY3AvdjEvY29udGV4dC5wcm90bxIGbWNwLnYxIpcBCgxDb250ZXh0RW50cnkSCwoDa2V5GAEgASgJEiUKBXZhbHVlGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEg8KB3ZlcnNpb24YAyABKAQSLgoKdXBkYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKdXBkYXRlZF9ieRgFIAEoCSJlCgpDb250ZXh0UHV0EgsKA2tleRgBIAEoCRIlCgV2YWx1ZRgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIjCgVsZWFzZRgDIAEoDjIULm1jcC52MS5Db250ZXh0TGVhc2UiHAoNQ29udGV4dERlbGV0ZRILCgNrZXkYASABKAkiZAoQQ29udGV4dE9wZXJhdGlvbhIhCgNwdXQYASABKAsyEi5tY3AudjEuQ29udGV4dFB1dEgAEicKBmRlbGV0ZRgCIAEoCzIVLm1jcC52MS5Db250ZXh0RGVsZXRlSABCBAoCb3AicAoNQ29udGV4dFVwZGF0ZRISCgpjb250ZXh0X2lkGAEgASgJEhgKEGV4cGVjdGVkX3ZlcnNpb24YAiABKAQSJQoDb3BzGAMgAygLMhgubWNwLnYxLkNvbnRleHRPcGVyYXRpb24SCgoCaWQYBCABKAkiZAoTQ29udGV4dFVwZGF0ZVJlc3VsdBIKCgJpZBgBIAEoCRISCgpjb250ZXh0X2lkGAIgASgJEg8KB3ZlcnNpb24YAyABKAQSHAoFZXJyb3IYBCABKAsyDS5tY3AudjEuRXJyb3IiRQoJU3RhdGVTeW5jEhIKCmNvbnRleHRfaWQYASABKAkSFQoNa25vd25fdmVyc2lvbhgCIAEoBBINCgV3YXRjaBgDIAEoCCKWAQoLQ29udGV4dFN5bmMSEgoKY29udGV4dF9pZBgBIAEoCRIUCgxmcm9tX3ZlcnNpb24YAiABKAQSEgoKdG9fdmVyc2lvbhgDIAEoBBIMCgRmdWxsGAQgASgIEiUKB2VudHJpZXMYBSADKAsyFC5tY3AudjEuQ29udGV4dEVudHJ5EhQKDGRlbGV0ZWRfa2V5cxgGIAMoCSInChFHZXRDb250ZXh0UmVxdWVzdBISCgpjb250ZXh0X2lkGAEgASgJKkgKDENvbnRleHRMZWFzZRIdChlDT05URVhUX0xFQVNFX1VOU1BFQ0lGSUVEEAASGQoVQ09OVEVYVF9MRUFTRV9TRVNTSU9OEAEyhAIKDkNvbnRleHRTZXJ2aWNlEjwKCkdldENvbnRleHQSGS5tY3AudjEuR2V0Q29udGV4dFJlcXVlc3QaEy5tY3AudjEuQ29udGV4dFN5bmMSQwoNVXBkYXRlQ29udGV4dBIVLm1jcC52MS5Db250ZXh0VXBkYXRlGhsubWNwLnYxLkNvbnRleHRVcGRhdGVSZXN1bHQSNQoLU3luY0NvbnRleHQSES5tY3AudjEuU3RhdGVTeW5jGhMubWNwLnYxLkNvbnRleHRTeW5jEjgKDFdhdGNoQ29udGV4dBIRLm1jcC52MS5TdGF0ZVN5bmMaEy5tY3AudjEuQ29udGV4dFN5bmMwAWIGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_mcp_v1_error]);
 
 /**
  * One key's value in a context.
@@ -80,6 +80,16 @@ export type ContextPut = Message<"mcp.v1.ContextPut"> & {
    * @generated from field: google.protobuf.Value value = 2;
    */
   value?: Value | undefined;
+
+  /**
+   * Binds the key to the writer's session (like an etcd lease): when that session ends for
+   * good — closed, revoked, or not resumed within its resume window, on any instance — every
+   * key still bound to it is deleted, in one new version per context. A later put without a
+   * lease (or by another session) rebinds the key. Needs a session stream.
+   *
+   * @generated from field: mcp.v1.ContextLease lease = 3;
+   */
+  lease: ContextLease;
 };
 
 /**
@@ -334,6 +344,33 @@ export type GetContextRequest = Message<"mcp.v1.GetContextRequest"> & {
  */
 export const GetContextRequestSchema: GenMessage<GetContextRequest> = /*@__PURE__*/
   messageDesc(file_mcp_v1_context, 8);
+
+/**
+ * What a put's key lives as long as.
+ *
+ * @generated from enum mcp.v1.ContextLease
+ */
+export enum ContextLease {
+  /**
+   * No lease: the key stays until deleted.
+   *
+   * @generated from enum value: CONTEXT_LEASE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The key lives as long as the writing session.
+   *
+   * @generated from enum value: CONTEXT_LEASE_SESSION = 1;
+   */
+  SESSION = 1,
+}
+
+/**
+ * Describes the enum mcp.v1.ContextLease.
+ */
+export const ContextLeaseSchema: GenEnum<ContextLease> = /*@__PURE__*/
+  enumDesc(file_mcp_v1_context, 0);
 
 /**
  * Versioned, shared key/value context (PROTOCOL.md §4 step 3, §8).

@@ -1,0 +1,115 @@
+/**
+ * One way to reach Redis for every shared store (contexts, sessions, revocations): a single
+ * server, a Redis Cluster, or a master found through Sentinel, chosen by the URL scheme
+ * (docs/deploy.md "Redis"):
+ *
+ * - `redis://[user:password@]host:port[/db]`, `rediss://…` (TLS): one server;
+ * - `redis+cluster://[user:password@]host1:port1,host2:port2[,…]`, `rediss+cluster://…`: a
+ *   cluster, any reachable nodes as seeds (keys are hash-tagged per context and per session, so
+ *   every script touches one slot);
+ * - `redis+sentinel://[user:password@]host1:port1[,…]/mastername[/db]`, `rediss+sentinel://…`:
+ *   the master `mastername` as the sentinels report it, followed across failovers.
+ */
+import { Cluster, Redis, type RedisOptions } from "ioredis";
+
+/** A client of any of the three shapes; both have the commands the stores use. */
+export type RedisClient = Redis | Cluster;
+
+const SCHEME = /^(rediss?)(\+cluster|\+sentinel)?:\/\//;
+
+/** Whether `url` names a Redis deployment this module can connect to. */
+export function isRedisUrl(url: string): boolean {
+  return SCHEME.test(url);
+}
+
+interface ParsedRedisUrl {
+  kind: "single" | "cluster" | "sentinel";
+  tls: boolean;
+  hosts: { host: string; port: number }[];
+  username?: string;
+  password?: string;
+  db?: number;
+  masterName?: string;
+}
+
+/** Parses a `redis+cluster://` or `redis+sentinel://` URL; throws TypeError naming what is wrong. */
+export function parseRedisUrl(url: string): ParsedRedisUrl {
+  const m = SCHEME.exec(url);
+  if (m === null) throw new TypeError(`not a Redis URL: expected redis://, rediss://, redis+cluster:// or redis+sentinel://, got ${url.replace(/\/\/[^@/]*@/, "//…@")}`);
+  const kind = m[2] === "+cluster" ? "cluster" : m[2] === "+sentinel" ? "sentinel" : "single";
+  let rest = url.slice(m[0].length);
+  const out: ParsedRedisUrl = { kind, tls: m[1] === "rediss", hosts: [] };
+  const at = rest.lastIndexOf("@", rest.indexOf("/") === -1 ? rest.length : rest.indexOf("/"));
+  if (at !== -1) {
+    const cred = rest.slice(0, at);
+    rest = rest.slice(at + 1);
+    const colon = cred.indexOf(":");
+    const user = decodeURIComponent(colon === -1 ? "" : cred.slice(0, colon));
+    const pass = decodeURIComponent(colon === -1 ? cred : cred.slice(colon + 1));
+    if (user !== "") out.username = user;
+    if (pass !== "") out.password = pass;
+  }
+  const slash = rest.indexOf("/");
+  const hostList = slash === -1 ? rest : rest.slice(0, slash);
+  const path = (slash === -1 ? "" : rest.slice(slash + 1)).replace(/\?.*$/, "").split("/").filter((p) => p !== "");
+  for (const h of hostList.split(",")) {
+    const i = h.lastIndexOf(":");
+    const host = (i === -1 ? h : h.slice(0, i)).replace(/^\[|\]$/g, "");
+    const port = i === -1 ? (kind === "sentinel" ? 26379 : 6379) : Number(h.slice(i + 1));
+    if (host === "" || !Number.isInteger(port) || port < 1 || port > 65535) throw new TypeError(`bad host:port "${h}" in Redis URL`);
+    out.hosts.push({ host, port });
+  }
+  if (kind === "sentinel") {
+    if (path[0] === undefined) throw new TypeError("a redis+sentinel:// URL names the master: redis+sentinel://host:26379/mastername[/db]");
+    out.masterName = decodeURIComponent(path[0]);
+    if (path[1] !== undefined) out.db = Number(path[1]);
+  } else if (kind === "single" && path[0] !== undefined) out.db = Number(path[0]);
+  if (kind === "cluster" && path.length > 0) throw new TypeError("a Redis Cluster has no databases: drop the /db from the redis+cluster:// URL");
+  if (out.db !== undefined && (!Number.isInteger(out.db) || out.db < 0)) throw new TypeError("the database in a Redis URL must be a non-negative integer");
+  return out;
+}
+
+/**
+ * Opens a client for `url`. `connectionName` shows in CLIENT LIST so operators can tell the
+ * stores' connections apart. Connection trouble is left to the caller's "error" listener.
+ */
+export function createRedisClient(url: string, options: { connectionName?: string; maxRetriesPerRequest?: number } = {}): RedisClient {
+  const p = parseRedisUrl(url);
+  const common: RedisOptions = {
+    ...(options.connectionName === undefined ? {} : { connectionName: options.connectionName }),
+    ...(options.maxRetriesPerRequest === undefined ? {} : { maxRetriesPerRequest: options.maxRetriesPerRequest }),
+    ...(p.username === undefined ? {} : { username: p.username }),
+    ...(p.password === undefined ? {} : { password: p.password }),
+    ...(p.tls ? { tls: {} } : {}),
+  };
+  switch (p.kind) {
+    case "single":
+      // ioredis parses single-server URLs itself (with its query options).
+      return new Redis(url, common);
+    case "cluster":
+      return new Cluster(p.hosts, { redisOptions: common });
+    case "sentinel":
+      return new Redis({
+        ...common,
+        sentinels: p.hosts,
+        name: p.masterName ?? "",
+        ...(p.db === undefined ? {} : { db: p.db }),
+        ...(p.password === undefined ? {} : { sentinelPassword: p.password }),
+        ...(p.tls ? { enableTLSForSentinelMode: true } : {}),
+      });
+  }
+}
+
+/**
+ * The key of `name` under `prefix`, hash-tagged by `id`: every key of one context (or one
+ * session) lands in one cluster slot, so one Lua script or MULTI may touch them all.
+ */
+export function taggedKey(prefix: string, name: string, id: string, suffix = ""): string {
+  return `${prefix}${name}:{${id}}${suffix}`;
+}
+
+/** Refuses a prefix that would break hash tags (a `{` in it would become the tag). */
+export function checkKeyPrefix(prefix: string): string {
+  if (prefix.includes("{") || prefix.includes("}")) throw new TypeError(`Redis key prefix must not contain { or }: got "${prefix}"`);
+  return prefix;
+}

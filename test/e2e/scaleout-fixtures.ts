@@ -1,0 +1,147 @@
+/**
+ * Outside programs for the scale-out tests: a private `redis-server` (or a three-master Redis
+ * Cluster) on free ports in a temp dir, and HAProxy running docs/deploy/haproxy.cfg. Each is
+ * started by the test, stopped after it, and every wait is bounded.
+ */
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { createServer, connect } from "node:net";
+import { join } from "node:path";
+import { REPO } from "./helpers.js";
+
+/** Whether `program` is on PATH. Outside CI a missing one skips the test with a loud notice; in CI it fails. */
+export function haveProgram(program: string): boolean {
+  const found = spawnSync("sh", ["-c", `command -v ${program}`]).status === 0;
+  if (!found) {
+    if (process.env["CI"] === "true") throw new Error(`${program} is required in CI (see .ci/run's system packages)`);
+    process.stderr.write(`\n*** SKIPPING: ${program} is not installed (apt-get install ${program === "haproxy" ? "haproxy" : "redis-server"}) ***\n\n`);
+  }
+  return found;
+}
+
+/** A TCP port free right now (bound to 0, then released), for programs that need a fixed port. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const addr = s.address();
+      const port = typeof addr === "object" && addr !== null ? addr.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Resolves once something accepts TCP connections on `port`; rejects after `ms`. */
+export async function waitForPort(port: number, what: string, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const c = connect(port, "127.0.0.1");
+      c.once("connect", () => {
+        c.destroy();
+        resolve(true);
+      });
+      c.once("error", () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`${what} did not listen on ${port} within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** A child process and how to stop it. */
+export interface Proc {
+  readonly proc: ChildProcess;
+  readonly output: () => string;
+  /** SIGTERM, then SIGKILL after `ms`; resolves with the exit code. */
+  stop(ms?: number): Promise<number | null>;
+}
+
+function startProc(command: string, args: readonly string[], cwd: string): Proc {
+  const proc = spawn(command, args, { cwd, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  proc.stdout?.setEncoding("utf8").on("data", (c: string) => (out += c));
+  proc.stderr?.setEncoding("utf8").on("data", (c: string) => (out += c));
+  let code: number | null | undefined;
+  const exited = new Promise<number | null>((resolve) => proc.once("exit", (c) => resolve((code = c))));
+  return {
+    proc,
+    output: () => out,
+    async stop(ms = 5_000) {
+      if (code !== undefined) return code;
+      proc.kill("SIGTERM");
+      const timer = setTimeout(() => proc.kill("SIGKILL"), ms);
+      const c = await exited;
+      clearTimeout(timer);
+      return c;
+    },
+  };
+}
+
+/**
+ * A private `redis-server` on `port` with its data in `dir`: append-only with fsync on every
+ * write, so a restart keeps every acknowledged update.
+ */
+export async function startRedis(dir: string, port: number, extra: readonly string[] = []): Promise<Proc> {
+  const p = startProc("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--dir", dir, "--save", "", "--appendonly", "yes", "--appendfsync", "always", ...extra], dir);
+  await waitForPort(port, "redis-server");
+  return p;
+}
+
+/**
+ * A local three-master Redis Cluster (no replicas) in `dir`: three `redis-server
+ * --cluster-enabled yes` and `redis-cli --cluster create`. Resolves once every slot is served.
+ */
+export async function startRedisCluster(dir: string): Promise<{ ports: number[]; url: string; stop(): Promise<void> }> {
+  const ports = [await freePort(), await freePort(), await freePort()];
+  const nodes: Proc[] = [];
+  try {
+    for (const port of ports) {
+      const d = join(dir, String(port));
+      spawnSync("mkdir", ["-p", d]);
+      nodes.push(await startRedis(d, port, ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"]));
+    }
+    const create = spawnSync(
+      "redis-cli",
+      ["--cluster", "create", ...ports.map((p) => `127.0.0.1:${p}`), "--cluster-replicas", "0", "--cluster-yes"],
+      { encoding: "utf8", timeout: 20_000 },
+    );
+    if (create.status !== 0) throw new Error(`redis-cli --cluster create failed: ${create.stdout}${create.stderr}`);
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      const info = spawnSync("redis-cli", ["-p", String(ports[0]), "cluster", "info"], { encoding: "utf8", timeout: 5_000 });
+      if (/cluster_state:ok/.test(info.stdout) && /cluster_slots_ok:16384/.test(info.stdout)) break;
+      if (Date.now() > deadline) throw new Error(`the cluster did not become ok: ${info.stdout}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } catch (e) {
+    await Promise.all(nodes.map((n) => n.stop()));
+    throw e;
+  }
+  return {
+    ports,
+    url: `redis+cluster://${ports.map((p) => `127.0.0.1:${p}`).join(",")}`,
+    async stop() {
+      await Promise.all(nodes.map((n) => n.stop()));
+    },
+  };
+}
+
+/** The HAProxy configuration of docs/deploy/haproxy.cfg for a frontend port and backend ports. */
+export function haproxyConfig(frontendPort: number, backendPorts: readonly number[]): string {
+  const template = readFileSync(join(REPO, "docs/deploy/haproxy.cfg"), "utf8");
+  const servers = backendPorts.map((p, i) => `    server s${i + 1} 127.0.0.1:${p} proto h2 check inter 500 fall 1 rise 1`).join("\n");
+  return template.replace("@FRONTEND@", `127.0.0.1:${frontendPort}`).replace("@SERVERS@", servers);
+}
+
+/** Runs HAProxy in the foreground with `haproxyConfig(...)` written into `dir`. */
+export async function startHaproxy(dir: string, frontendPort: number, backendPorts: readonly number[]): Promise<Proc> {
+  const cfg = join(dir, "haproxy.cfg");
+  writeFileSync(cfg, haproxyConfig(frontendPort, backendPorts));
+  const check = spawnSync("haproxy", ["-c", "-f", cfg], { encoding: "utf8" });
+  if (check.status !== 0) throw new Error(`haproxy rejected the configuration: ${check.stdout}${check.stderr}`);
+  const p = startProc("haproxy", ["-db", "-f", cfg], dir);
+  await waitForPort(frontendPort, "haproxy");
+  return p;
+}
