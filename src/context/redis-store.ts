@@ -15,7 +15,7 @@
  * gaps left by a dropped subscriber connection, so listeners see each version once, in order.
  */
 import { createHash } from "node:crypto";
-import { Redis } from "ioredis";
+import { Redis } from "../optional/ioredis.js";
 import {
   checkWrite,
   compareKeys,

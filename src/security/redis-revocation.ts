@@ -3,7 +3,7 @@
  * the Redis (ARCHITECTURE.md "State and storage"). Each revocation is one key with a `PX` expiry:
  * Redis forgets it by itself once the revoked token or session could no longer be used.
  */
-import { Redis } from "ioredis";
+import { Redis } from "../optional/ioredis.js";
 import { checkId, checkUntil, type Revocation, type RevocationListener, type RevocationStore } from "./revocation.js";
 
 /** Options of `createRedisRevocationStore`. Give either `url` or `redis`. */

@@ -7,7 +7,7 @@
  * parked messages), releases the session, and the claimer rebuilds it from what was parked.
  */
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
-import { Redis } from "ioredis";
+import { Redis } from "../optional/ioredis.js";
 import { randomUUID } from "node:crypto";
 import { ServerMessageSchema, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import type { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
