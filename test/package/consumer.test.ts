@@ -160,6 +160,26 @@ describe("the installed package", () => {
     for (const [name, r] of results) expect(`${name}: ${r.stdout}${r.stderr}`, `tsc (${name})`).toBe(`${name}: `);
   }, 150_000);
 
+  test("(c) in the --omit=optional project, a strict TypeScript consumer of /client type-checks too", async () => {
+    await writeFile(join(lean, "check.ts"), 'import { createMcpClient, type McpSession } from "machine-context-protocol/client";\nexport const open: () => Promise<McpSession> = () => createMcpClient({ baseUrl: "http://127.0.0.1:9000" }).connect();\n');
+    const compilerOptions = {
+      module: "nodenext",
+      target: "es2022",
+      lib: ["es2022", "dom"],
+      // @types/node from the repo: this project installed nothing but the package.
+      typeRoots: [join(REPO, "node_modules/@types")],
+      types: ["node"],
+      strict: true,
+      exactOptionalPropertyTypes: true,
+      skipLibCheck: false,
+      noEmit: true,
+    };
+    await writeFile(join(lean, "tsconfig.json"), JSON.stringify({ compilerOptions, files: ["check.ts"] }));
+    const r = await run(process.execPath, [TSC, "-p", "tsconfig.json"], { cwd: lean, timeoutMs: 120_000 });
+    expect(r.stdout + r.stderr).toBe("");
+    expect(r.code).toBe(0);
+  }, 150_000);
+
   test("the published .d.ts name no untyped dependency and no `any`", async () => {
     const dist = join(full, "node_modules/machine-context-protocol/dist");
     const files = (await readdir(dist, { recursive: true })).filter((f) => f.endsWith(".d.ts"));
@@ -249,7 +269,7 @@ interface Served {
 
 /** `npx mcp serve --port 0 ARGS` in `cwd`, once it printed its URL and development token. */
 function serve(cwd: string, args: string[]): Promise<Served> {
-  // Its own process group: SIGTERM reaches the server, not only npx (which does not pass it on).
+  // Its own process group, so that the server npx started can be found and, at worst, killed with it.
   const proc: ChildProcess = spawn("npx", ["mcp", "serve", "--port", "0", ...args], { cwd, stdio: ["ignore", "pipe", "pipe"], detached: true });
   let stdout = "";
   let stderr = "";
@@ -273,8 +293,16 @@ function serve(cwd: string, args: string[]): Promise<Served> {
         stdout,
         /** SIGTERM to the group; resolves with what the server printed on stderr (a clean stop says "shutting down"). */
         async close() {
-          process.kill(-proc.pid!, "SIGTERM");
-          const t = setTimeout(() => process.kill(-proc.pid!, "SIGKILL"), 5_000);
+          // SIGTERM to the server alone: npx forwards some signals itself, and a second SIGTERM
+          // during shutdown would kill the server before it says so.
+          for (const pid of await serverPids(proc.pid!)) process.kill(pid, "SIGTERM");
+          const t = setTimeout(() => {
+            try {
+              process.kill(-proc.pid!, "SIGKILL");
+            } catch {
+              // the group is gone already
+            }
+          }, 5_000);
           await exit;
           clearTimeout(t);
           return stderr;
@@ -286,4 +314,18 @@ function serve(cwd: string, args: string[]): Promise<Served> {
       reject(new Error(`npx mcp serve exited with ${code}\nstdout: ${stdout}\nstderr: ${stderr}`));
     });
   });
+}
+
+/** The `mcp serve` processes in process group `pgid` (npx's), from /proc. */
+async function serverPids(pgid: number): Promise<number[]> {
+  const pids: number[] = [];
+  for (const d of await readdir("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    const [stat, cmd] = await Promise.all([readFile(`/proc/${d}/stat`, "utf8"), readFile(`/proc/${d}/cmdline`, "utf8")]).catch(() => ["", ""]);
+    // Fields after the parenthesised command: state, ppid, pgrp.
+    const pgrp = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[2]);
+    if (pgrp === pgid && /\/\.bin\/mcp\0serve/.test(cmd)) pids.push(Number(d));
+  }
+  expect(pids, "the mcp serve process under npx").toHaveLength(1);
+  return pids;
 }
