@@ -1,6 +1,3 @@
 #!/usr/bin/env node
-// The `mcp` command. The sources are TypeScript, run through tsx's loader (no build step).
-import { register } from "tsx/esm/api";
-
-register();
-await import("../src/cli/main.ts");
+// The `mcp` command of the installed package: the compiled CLI (`npm run build` makes dist/).
+import "../dist/src/cli/main.js";

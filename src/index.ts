@@ -1,13 +1,16 @@
 /**
  * MCP, the Machine Context Protocol toolkit (not to be confused with the Model Context Protocol):
- * a server, a client and the building blocks beneath them. Generated message types live in
- * `gen/mcp/v1/*_pb.ts`.
+ * a server, a client and the building blocks beneath them. The same symbols come apart as
+ * `machine-context-protocol/server` and `machine-context-protocol/client` (the client alone,
+ * without server code); generated message types are `machine-context-protocol/gen/mcp/v1/*_pb`
+ * and the schema `machine-context-protocol/proto/mcp/v1/*.proto`.
  */
 export { createMcpServer } from "./server/server.js";
 export type { McpServer, McpServerOptions } from "./server/server.js";
 export { createMcpClient, fromConnectError } from "./client/index.js";
 export type { CallOptions, ClientPayload, McpClient, McpClientOptions, McpSession, SessionOptions } from "./client/index.js";
 export type { ReconnectOptions, SessionState, SessionStateChange } from "./client/index.js";
+export { builtinTools, callTyped } from "./client/index.js";
 export { McpError, ERROR_TABLE, isMcpError, toProtoError, fromProtoError } from "./errors.js";
 export type { McpErrorCode, McpErrorKind, McpErrorDetails } from "./errors.js";
 export { resolveServerOptions, loadServerOptions } from "./config.js";

@@ -19,7 +19,7 @@ import { dirname } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { REPO, run, tempDir } from "./e2e/helpers.js";
 
-const SECTIONS = ["Quick start (Node 20+)", "Python"];
+const SECTIONS = ["Quick start (Node 20.19+)", "Python"];
 
 /** Output checks for lines containing the key (beyond exit 0 and no Connect error). */
 const EXPECT: Record<string, RegExp> = {

@@ -10,7 +10,7 @@
  * - `redis+sentinel://[user:password@]host1:port1[,…]/mastername[/db]`, `rediss+sentinel://…`:
  *   the master `mastername` as the sentinels report it, followed across failovers.
  */
-import { Cluster, Redis, type RedisOptions } from "ioredis";
+import { Cluster, Redis, type RedisOptions } from "../optional/ioredis.js";
 
 /** A client of any of the three shapes; both have the commands the stores use. */
 export type RedisClient = Redis | Cluster;

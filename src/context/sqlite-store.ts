@@ -6,7 +6,7 @@
  * file safely (transactions serialise them), but a process is not told about another's updates;
  * run several server instances on the Redis store instead (PROTOCOL.md §8).
  */
-import Database from "better-sqlite3";
+import { Database } from "../optional/better-sqlite3.js";
 import {
   changeBytes,
   checkWrite,

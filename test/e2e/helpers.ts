@@ -1,5 +1,5 @@
 /**
- * Helpers for the outside-client tests: run the real CLI (`node bin/mcp.js`) as a child process,
+ * Helpers for the outside-client tests: run the real CLI (`node bin/mcp-dev.js`, the sources) as a child process,
  * run any program and collect its output, make temp folders. Every wait is bounded.
  */
 import { spawn, type ChildProcess } from "node:child_process";
@@ -8,7 +8,8 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
 export const REPO = resolve(import.meta.dirname, "../..");
-export const MCP_BIN = join(REPO, "bin/mcp.js");
+// The sources through tsx (bin/mcp-dev.js), so tests never run a stale build.
+export const MCP_BIN = join(REPO, "bin/mcp-dev.js");
 export const BUF_BIN = join(REPO, "node_modules/.bin/buf");
 
 export interface RunResult {

@@ -1,0 +1,12 @@
+import { createMcpServer, mintToken } from "machine-context-protocol";
+import { createMcpClient } from "machine-context-protocol/client";
+
+const secret = "a-development-secret-of-32-bytes-or-more";
+const server = createMcpServer({ port: 0, jwtSecret: secret, store: "memory" });
+const { url } = await server.listen();
+
+const token = await mintToken({ secret, subject: "alice", roles: ["developer"], ttlSec: 600 });
+const session = await createMcpClient({ baseUrl: url, token }).connect();
+console.log(await session.call("echo", { text: "hello" }));
+session.close();
+await server.close();
