@@ -27,6 +27,7 @@ import { createRedisSessionStore } from "../session/session-store.js";
 import { withHttpEndpoints, type HttpEndpoint } from "./http-endpoints.js";
 import { connectionFacts, listen, type Listener, type StreamHandler } from "./listener.js";
 import { kConnectionFacts, registerRoutes } from "./routes.js";
+import { checkRequestMessages } from "./request-check.js";
 import { createSessionH2Handler } from "./session-h2.js";
 import { createUnaryH2Handler } from "./unary-h2.js";
 import { VERSION } from "../version.js";
@@ -166,7 +167,10 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
       const c = await build();
       core = c;
       const connectHandler = connectNodeAdapter({
-        routes: (router) => registerRoutes(router, c),
+        routes: (router) => {
+          registerRoutes(router, c);
+          checkRequestMessages(router, opts.maxMessageBytes);
+        },
         readMaxBytes: opts.maxMessageBytes,
         maxTimeoutMs: opts.maxTimeoutMs,
         contextValues: (req) => createContextValues().set(kConnectionFacts, connectionFacts(req)),
