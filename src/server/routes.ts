@@ -30,6 +30,7 @@ import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { createPushable } from "../pushable.js";
 import { toConnectError } from "./connect-error.js";
 import { createQueueSink } from "./queue-sink.js";
+import { kRequestRefusal } from "./request-check.js";
 
 /** What the listener knows about the connection a request came on. */
 export interface ConnectionFacts {
@@ -138,10 +139,17 @@ function unwrap(response: Response): Response {
   return response;
 }
 
+/** A request request-check.ts could not decode arrives as an empty message with its refusal: fail with that. */
+function refuseUndecodable(ctx: HandlerContext): void {
+  const refusal = ctx.values.get(kRequestRefusal);
+  if (refusal !== undefined) throw refusal;
+}
+
 /** Wraps a unary implementation so every failure leaves as a ConnectError with an mcp.v1.Error detail. */
 function guard<I, O>(fn: (req: I, ctx: HandlerContext) => Promise<O>): (req: I, ctx: HandlerContext) => Promise<O> {
   return async (req, ctx) => {
     try {
+      refuseUndecodable(ctx);
       return await fn(req, ctx);
     } catch (e) {
       throw toConnectError(e);
@@ -153,6 +161,7 @@ function guard<I, O>(fn: (req: I, ctx: HandlerContext) => Promise<O>): (req: I, 
 function guardStream<I, O>(fn: (req: I, ctx: HandlerContext) => AsyncIterable<O>): (req: I, ctx: HandlerContext) => AsyncIterable<O> {
   return async function* (req, ctx) {
     try {
+      refuseUndecodable(ctx);
       yield* fn(req, ctx);
     } catch (e) {
       throw toConnectError(e);

@@ -31,6 +31,7 @@ import { createReflectionIndex, registerReflection } from "./reflection.js";
 import { reflectionFiles } from "./reflection-files.js";
 import { connectionFacts, listen, type Listener, type StreamHandler } from "./listener.js";
 import { kConnectionFacts, registerRoutes } from "./routes.js";
+import { checkRequestMessages } from "./request-check.js";
 import { createSessionH2Handler } from "./session-h2.js";
 import { createUnaryH2Handler } from "./unary-h2.js";
 import { VERSION } from "../version.js";
@@ -201,6 +202,8 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
           registerRoutes(router, c);
           registerReflection(router, reflection);
           registerHealth(router, health);
+          // Last: it wraps every handler registered above.
+          checkRequestMessages(router, opts.maxMessageBytes);
         },
         readMaxBytes: opts.maxMessageBytes,
         maxTimeoutMs: opts.maxTimeoutMs,

@@ -492,7 +492,8 @@ export function readError(e: unknown): McpError | undefined {
   if (code === 8 && /readMaxBytes|too large|larger than/i.test(message)) {
     return new McpError("message_too_large", message, { cause: e });
   }
-  if (code === 3 || /parse|decode|invalid wire|premature/i.test(message)) {
+  // A compressed envelope on a stream that negotiated no compression is malformed input too.
+  if (code === 3 || /parse|decode|invalid wire|premature|compress/i.test(message)) {
     return new McpError("invalid_message", `could not decode a ClientMessage: ${message}`, { cause: e });
   }
   // The client went away (reset, abort): nothing to tell it.

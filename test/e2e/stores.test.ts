@@ -185,7 +185,9 @@ describe.runIf(haveRedis)("two server processes on one Redis", () => {
       const { s: onA, sessionId } = await openSession(a.url, tok);
       onA.send({ case: "command", value: { id: "stuck", tool: "gate", payload: { case: "arguments", value: { key: "never-opened" } } } });
       await toolsA.probe.startedOnce("stuck");
-      onA.end();
+      // The client goes away (cancel): a half-close would instead keep the stream open until the
+      // command answers (half-close = drain, docs/streams.md), and nothing would be parked.
+      onA.close();
       await eventually(async () => (await redis.exists(`mcp:session:{${sessionId}}`)) === 1, "instance A to park the session");
       const onB = openRawStream(b.url);
       onB.send(handshake(tok, { resume: { sessionId, lastSeq: 1n } }));
