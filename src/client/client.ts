@@ -385,6 +385,8 @@ async function openSession(openStream: OpenSessionStream, token: string | undefi
         timeoutMs: co.timeoutMs ?? 0,
         contextId: "",
         contextVersion: 0n,
+        traceparent: "",
+        tracestate: "",
       };
       return start(command, co, outputOf);
     },
