@@ -128,6 +128,10 @@ export function createMemoryContextStore(options: MemoryContextStoreOptions = {}
       return contexts.size;
     },
 
+    async ping(): Promise<void> {
+      checkOpen();
+    },
+
     async close(): Promise<void> {
       closed = true;
       listeners.clear();

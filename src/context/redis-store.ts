@@ -351,6 +351,11 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
       return redis.scard(indexKey);
     },
 
+    async ping(): Promise<void> {
+      await checkReady();
+      await redis.ping();
+    },
+
     async close(): Promise<void> {
       if (closed) return;
       closed = true;

@@ -263,6 +263,11 @@ export function createSqliteContextStore(options: SqliteContextStoreOptions): Co
       return q.countContexts.get()?.n ?? 0;
     },
 
+    async ping(): Promise<void> {
+      checkOpen();
+      db.prepare("SELECT 1").get();
+    },
+
     async close(): Promise<void> {
       if (closed) return;
       closed = true;

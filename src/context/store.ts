@@ -120,6 +120,8 @@ export interface ContextStore {
   subscribe(listener: ContextStoreListener): () => void;
   /** How many contexts exist (for the contexts-per-server limit and metrics). */
   countContexts(): Promise<number>;
+  /** Resolves when the store answers (health checks, `mcp status`); rejects with why it does not. */
+  ping(): Promise<void>;
   /** Releases connections and files. Listeners hear nothing afterwards. */
   close(): Promise<void>;
 }
