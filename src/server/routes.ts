@@ -30,12 +30,15 @@ import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { createPushable } from "../pushable.js";
 import { toConnectError } from "./connect-error.js";
 import { createQueueSink } from "./queue-sink.js";
+import { inheritTraceparent, rpcProtocolOf } from "../observability/tracing.js";
 
 /** What the listener knows about the connection a request came on. */
 export interface ConnectionFacts {
   secure: boolean;
   /** Set when the connection is beyond `maxConnections`: every request on it is refused. */
   overLimit: boolean;
+  /** The client's address (logs). */
+  remoteAddress?: string | undefined;
 }
 
 /** Context value carrying `ConnectionFacts` from the listener to the handlers. */
@@ -46,7 +49,14 @@ function transportOf(ctx: HandlerContext): TransportInfo {
   if (facts.overLimit) {
     throw new McpError("too_many_connections", "the server is at its connection limit: retry later", { retryAfterMs: 1000 });
   }
-  return { secure: facts.secure, authorization: ctx.requestHeader.get("authorization") };
+  return {
+    secure: facts.secure,
+    authorization: ctx.requestHeader.get("authorization"),
+    remoteAddress: facts.remoteAddress,
+    protocol: rpcProtocolOf(ctx.requestHeader.get("content-type")),
+    traceparent: ctx.requestHeader.get("traceparent"),
+    tracestate: ctx.requestHeader.get("tracestate"),
+  };
 }
 
 /** Unary requests are authenticated by their Authorization header alone, at the highest level the token and transport allow. */
@@ -184,12 +194,17 @@ export function registerRoutes(router: ConnectRouter, core: McpCore): void {
   });
 
   router.service(CommandService, {
-    execute: guard(async (command, ctx) => unwrap(await runCommand(core, await unaryAuth(core, ctx), command, ctx.signal))),
+    execute: guard(async (command, ctx) => {
+      inheritTraceparent(command, ctx.requestHeader.get("traceparent"), ctx.requestHeader.get("tracestate"));
+      return unwrap(await runCommand(core, await unaryAuth(core, ctx), command, ctx.signal));
+    }),
     executeBatch: guard(async (batch, ctx) => {
+      inheritTraceparent(batch, ctx.requestHeader.get("traceparent"), ctx.requestHeader.get("tracestate"));
       const auth = await unaryAuth(core, ctx);
       return untilDone<ExecuteBatchResponse>(ctx.signal, (done) => startBatch(core, auth, batch, done));
     }),
     executeStream: guardStream(async function* (command, ctx) {
+      inheritTraceparent(command, ctx.requestHeader.get("traceparent"), ctx.requestHeader.get("tracestate"));
       const auth = await unaryAuth(core, ctx);
       // Events as they come, then the Response (or its error as the RPC's error).
       const out = createPushable<ExecuteStreamResponse>();

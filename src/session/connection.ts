@@ -21,6 +21,7 @@ import { protocolVersionName } from "../config.js";
 import { McpError, toMcpError, toProtoError } from "../errors.js";
 import type { McpCore, TransportInfo } from "./core.js";
 import type { AuthState, MessageSink, Session } from "./session.js";
+import type { StreamObservation } from "../observability/telemetry.js";
 
 type ConnectionState =
   | { kind: "awaiting_handshake" }
@@ -77,6 +78,8 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
   let slowTimer: ReturnType<typeof setTimeout> | undefined;
   /** Settles once a started handshake has succeeded or failed. */
   let handshakeSettled: Promise<void> = Promise.resolve();
+  /** The log line and span of this stream's session, from the handshake on. */
+  let observed: StreamObservation | undefined;
 
   const self: Connection = {
     receive,
@@ -107,6 +110,9 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
 
   /** A fatal error: tell the client and end the stream (the session stays for resume). */
   function fail(err: McpError): void {
+    observed?.ended(err.code);
+    // Refused tokens were counted by the core; a bound session counts its drop itself.
+    if (state.kind !== "bound" && state.kind !== "closed" && err.kind !== "SECURITY") core.telemetry.failed(err);
     if (state.kind === "bound") {
       if (state.session.isAttachedTo(self)) state.session.drop(err);
       else sink.close();
@@ -119,6 +125,7 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
 
   function end(error?: McpError): void {
     if (error !== undefined) return fail(error);
+    observed?.ended(state.kind === "bound" && state.session.closed ? (state.session.closeReason?.code ?? "closed") : "disconnected");
     if (state.kind === "bound") state.session.detach(self);
     setState({ kind: "closed" });
   }
@@ -126,6 +133,7 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
   async function endRequests(): Promise<void> {
     await handshakeSettled;
     if (state.kind === "bound" && state.session.isAttachedTo(self)) state.session.flush();
+    observed?.ended("client_closed");
     end();
   }
 
@@ -145,6 +153,7 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
         handshakeSettled = handshake(msg.message.value).then(
           (session) => {
             if (state.kind === "closed") {
+              observed?.ended("disconnected");
               session.detach(self);
               return;
             }
@@ -183,6 +192,7 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
     }
     const session = core.newSession(auth, { sink, owner: self });
     session.emit({ case: "handshakeResult", value: handshakeResult(session, auth, version, false) });
+    observed = core.telemetry.streamOpened(session, transport, false, 0);
     return session;
   }
 
@@ -202,6 +212,7 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
     // Every message after last_seq exactly once, in order, then the live stream (§4 step 5).
     if (replay.length > 0) sink.write(replay);
     session.emit({ case: "handshakeResult", value: handshakeResult(session, session.auth, version, true) });
+    observed = core.telemetry.streamOpened(session, transport, true, replay.length);
     return session;
   }
 

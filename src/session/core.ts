@@ -23,9 +23,10 @@ import type { AuthState, MessageSink, Session } from "./session.js";
 import { createPushable } from "../pushable.js";
 import { createSessionRegistry } from "./session-registry.js";
 import type { SessionStore } from "./session-store.js";
+import { createTelemetry, observeContextOperations, type PeerFacts, type Telemetry } from "../observability/telemetry.js";
 
-/** What the transport knows about a request or stream. */
-export interface TransportInfo {
+/** What the transport knows about a request or stream (`PeerFacts`: address, protocol, trace headers, for telemetry). */
+export interface TransportInfo extends PeerFacts {
   /** TLS connection. */
   secure: boolean;
   /** The `Authorization` header, if any. */
@@ -50,12 +51,18 @@ export interface CoreDeps {
   audit?: AuditSink;
   /** @default Date.now */
   now?: () => number;
+  /**
+   * Metrics, logs and spans (src/observability/).
+   * @default createTelemetry(): counted, logged nowhere
+   */
+  telemetry?: Telemetry;
 }
 
 /** The shared core. */
 export interface McpCore {
   readonly deps: CoreDeps;
   readonly now: () => number;
+  readonly telemetry: Telemetry;
   /** Whether unauthenticated (LOW) sessions are admitted. */
   readonly allowLow: boolean;
   /** Verifies a token (or none) into an auth state for a requested level. */
@@ -119,6 +126,7 @@ export function createCore(deps: CoreDeps): McpCore {
   const now = deps.now ?? Date.now;
   const allowLow = options.securityLevel === SecurityLevel.LOW;
   const minLevel = options.securityLevel;
+  const telemetry = deps.telemetry ?? createTelemetry({ now });
 
   function bearer(transport: TransportInfo): string | undefined {
     const h = transport.authorization;
@@ -139,7 +147,11 @@ export function createCore(deps: CoreDeps): McpCore {
     try {
       v = await deps.verifier.verify(token);
     } catch (e) {
-      if (e instanceof McpError) auditRefusal(e);
+      if (e instanceof McpError) {
+        auditRefusal(e);
+        telemetry.tokenRefused(e, transport);
+        telemetry.failed(e);
+      }
       throw e;
     }
     const auth: AuthState = {
@@ -210,7 +222,7 @@ export function createCore(deps: CoreDeps): McpCore {
       },
       emitEvent,
     };
-    return createCommandRunner(host, options, now);
+    return createCommandRunner(host, options, now, telemetry.commandObserver(sessionId, getAuth));
   }
 
   const contextPermission = (id: string, access: "read" | "write") => `context:${id}:${access}`;
@@ -220,6 +232,7 @@ export function createCore(deps: CoreDeps): McpCore {
     revocations,
     sessionStore: deps.sessionStore,
     now,
+    telemetry,
     createRunner: (session) =>
       createRunner(
         () => session.auth,
@@ -235,9 +248,10 @@ export function createCore(deps: CoreDeps): McpCore {
     throw new McpError("permission_denied", `session ${sessionId} belongs to another principal`);
   }
 
-  return {
+  return observeContextOperations(telemetry, {
     deps,
     now,
+    telemetry,
     allowLow,
     authenticate,
     bearer,
@@ -355,7 +369,7 @@ export function createCore(deps: CoreDeps): McpCore {
     async close() {
       registry.close(new McpError("session_expired", "the server is shutting down"));
     },
-  };
+  });
 
   async function* broadcastEvents(auth: AuthState, wanted: (type: string) => boolean, signal: AbortSignal): AsyncIterable<Event> {
     const subject = subjectOf(auth);

@@ -14,6 +14,7 @@ import type { RevocationStore } from "../security/index.js";
 import type { CommandRunner } from "./command-runner.js";
 import { Session, type AuthState, type MessageSink } from "./session.js";
 import type { ParkedSession, SessionStore } from "./session-store.js";
+import type { Telemetry } from "../observability/telemetry.js";
 
 /** What the registry is built from. */
 export interface SessionRegistryOptions {
@@ -24,6 +25,8 @@ export interface SessionRegistryOptions {
   /** Gives a new session its command runner (the core's, bound to the session). */
   createRunner(session: Session): CommandRunner;
   now: () => number;
+  /** Logs and counts sessions closing and streams dropped. */
+  telemetry?: Telemetry;
 }
 
 /** The sessions of this instance. */
@@ -101,7 +104,9 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
         onClosed: (s) => {
           sessions.delete(s.id);
           unpark(s);
+          init.telemetry?.sessionClosed(s);
         },
+        onDropped: (s, err) => init.telemetry?.sessionDropped(s, err),
         onDetached: park,
         onAttached: unpark,
         ...(restored === undefined ? {} : { restored }),
