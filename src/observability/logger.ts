@@ -9,14 +9,9 @@
  */
 import { isatty } from "node:tty";
 import { pino, type DestinationStream, type Logger } from "pino";
+import type { LogFormat, LogLevel } from "./log-levels.js";
 
-/** pino's levels, and `silent`. */
-export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
-
-/** `json`, `pretty`, or `auto` (pretty when the destination is a terminal). */
-export const LOG_FORMATS = ["auto", "json", "pretty"] as const;
-export type LogFormat = (typeof LOG_FORMATS)[number];
+export { LOG_FORMATS, LOG_LEVELS, isLogFormat, isLogLevel, type LogFormat, type LogLevel } from "./log-levels.js";
 
 export type { Logger };
 
@@ -39,16 +34,6 @@ export interface LoggerOptions {
   format?: LogFormat;
   /** Where lines go instead of `destination` (embedding, tests); each write is one JSON line. */
   stream?: DestinationStream;
-}
-
-/** Whether `s` is a log level. */
-export function isLogLevel(s: string): s is LogLevel {
-  return (LOG_LEVELS as readonly string[]).includes(s);
-}
-
-/** Whether `s` is a log format. */
-export function isLogFormat(s: string): s is LogFormat {
-  return (LOG_FORMATS as readonly string[]).includes(s);
 }
 
 /** Builds the logger. Lines carry `time` (ISO 8601), `level` (a name), `msg` and the fields. */

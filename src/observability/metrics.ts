@@ -37,7 +37,12 @@ export class EventCounters {
 
 /** The registry and the instruments written outside the scrape. */
 export interface ServerMetrics {
+  /** This server's own series. */
   readonly registry: Registry;
+  /** The text exposition: this server's series plus, when enabled, the process's. */
+  scrape(): Promise<string>;
+  /** The exposition's content type. */
+  readonly contentType: string;
   /** Store operation latency, seconds, by store kind and operation. */
   readonly storeDuration: Histogram<"store" | "operation">;
 }
@@ -50,7 +55,6 @@ export function createServerMetrics(
   options: { processMetrics: boolean },
 ): ServerMetrics {
   const registry = new Registry();
-  if (options.processMetrics) collectDefaultMetrics({ register: registry });
 
   const gauge = (name: string, help: string, labelNames: string[], read: (g: Gauge) => void) =>
     new Gauge({
@@ -124,7 +128,23 @@ export function createServerMetrics(
     buckets: [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
     registers: [registry],
   });
-  return { registry, storeDuration };
+  const scraped = options.processMetrics ? Registry.merge([processRegistry(), registry]) : registry;
+  return { registry, storeDuration, scrape: () => scraped.metrics(), contentType: registry.contentType };
+}
+
+let processRegistryOnce: Registry | undefined;
+
+/**
+ * prom-client's default metrics (CPU, memory, event-loop lag, GC, handles) in one registry per
+ * process: they describe the process, and each registration adds its own GC observer and
+ * event-loop monitor that are never removed, so servers share one.
+ */
+function processRegistry(): Registry {
+  if (processRegistryOnce === undefined) {
+    processRegistryOnce = new Registry();
+    collectDefaultMetrics({ register: processRegistryOnce });
+  }
+  return processRegistryOnce;
 }
 
 /**

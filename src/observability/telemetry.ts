@@ -95,6 +95,10 @@ export interface Telemetry {
   readonly inflight: number;
   /** Context watches open now. */
   readonly watchers: number;
+  /** Open connections now (0 until `setSources`). */
+  readonly connections: number;
+  /** The kind of the instrumented store (`memory`, `sqlite`, `redis`), once `instrumentStore` ran. */
+  readonly storeKind: string;
   /** Sets where scrape-time values come from (the server, once listening). */
   setSources(sources: Omit<MetricSources, "inflight" | "watchers">): void;
   /** The observer of one runner's commands. */
@@ -132,6 +136,7 @@ export function createTelemetry(options: TelemetryOptions = {}): Telemetry {
   const counters = new EventCounters();
   let sources: Omit<MetricSources, "inflight" | "watchers"> | undefined;
   let watchers = 0;
+  let storeKind = "unknown";
   /** The span context of each session's attached stream, parent of its commands (tracing only). */
   const sessionSpans = new Map<string, Context>();
   const tracer = serverTracer();
@@ -245,6 +250,12 @@ export function createTelemetry(options: TelemetryOptions = {}): Telemetry {
     get watchers() {
       return watchers;
     },
+    get connections() {
+      return sources?.connections() ?? 0;
+    },
+    get storeKind() {
+      return storeKind;
+    },
     setSources(s) {
       sources = s;
     },
@@ -344,6 +355,7 @@ export function createTelemetry(options: TelemetryOptions = {}): Telemetry {
     },
 
     instrumentStore(store, kind) {
+      storeKind = kind;
       store.subscribe((e) => {
         if (e.kind === "change") counters.contextChanges++;
       });

@@ -31,6 +31,7 @@ import { createPushable } from "../pushable.js";
 import { toConnectError } from "./connect-error.js";
 import { createQueueSink } from "./queue-sink.js";
 import { inheritTraceparent, rpcProtocolOf } from "../observability/tracing.js";
+import { getStatus } from "../observability/status.js";
 
 /** What the listener knows about the connection a request came on. */
 export interface ConnectionFacts {
@@ -242,6 +243,7 @@ export function registerRoutes(router: ConnectRouter, core: McpCore): void {
       await core.revokeSession(await unaryAuth(core, ctx), req.sessionId);
       return create(RevokeSessionResponseSchema);
     }),
+    getStatus: guard(async (req, ctx) => getStatus(core, await unaryAuth(core, ctx), req.topTools)),
     revokeToken: guard(async (req, ctx) => {
       if (req.jti === "") throw new McpError("invalid_argument", "RevokeTokenRequest.jti must be set", { field: "jti" });
       await core.revokeToken(await unaryAuth(core, ctx), req.jti, req.expiresAt === undefined ? undefined : timestampMs(req.expiresAt));
