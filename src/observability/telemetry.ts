@@ -7,7 +7,7 @@
 import { SpanKind, SpanStatusCode, context as otelContext, trace, type Context, type Span } from "@opentelemetry/api";
 import type { Command, Response } from "../../gen/mcp/v1/command_pb.js";
 import type { ContextStore } from "../context/store.js";
-import { isMcpError, type McpError } from "../errors.js";
+import { ERROR_TABLE, isMcpError, isMcpErrorCode, type McpError } from "../errors.js";
 import type { AuthState } from "../session/session.js";
 import { CommandStats, type ToolStats } from "./command-stats.js";
 import { createLogger, type Logger } from "./logger.js";
@@ -216,7 +216,7 @@ export function createTelemetry(options: TelemetryOptions = {}): Telemetry {
             commandId: response.commandId,
             principal: principalOf(this.getAuth()),
             tool: t.tool,
-            kind: r.value.kind,
+            kind: isMcpErrorCode(r.value.code) ? ERROR_TABLE[r.value.code].kind : undefined,
             code: r.value.code,
             durationMs: ms,
           },
