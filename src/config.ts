@@ -4,6 +4,7 @@
  */
 import { readFile } from "node:fs/promises";
 import { ProtocolVersion, SecurityLevel } from "../gen/mcp/v1/types_pb.js";
+import { LOG_FORMATS, LOG_LEVELS, isLogFormat, isLogLevel } from "./observability/log-levels.js";
 
 /** Everything a server can be configured with. All fields are optional; see each `@default`. */
 export interface ServerOptions {
@@ -179,6 +180,28 @@ export interface ServerOptions {
    * @default "loopback"
    */
   inspectorAllow?: string;
+  /**
+   * Least level of the JSON log: fatal, error, warn, info, debug, trace or silent (docs/observability.md).
+   * @default "info"
+   */
+  logLevel?: string;
+  /**
+   * Where the log goes: `stderr`, `stdout` or a file path.
+   * @default "stderr"
+   */
+  logDestination?: string;
+  /**
+   * Log line format: `json`, `pretty`, or `auto` (pretty on a terminal, JSON otherwise).
+   * @default "auto"
+   */
+  logFormat?: string;
+  /**
+   * A command running at least this long is logged as slow, in milliseconds.
+   * @default 1000
+   */
+  slowCommandMs?: number;
+  /** When set, `GET /metrics` needs `Authorization: Bearer <metricsToken>`; unset, it is open like `/healthz`. */
+  metricsToken?: string;
 }
 
 /** The transport part of the options: where and how the server listens and what it speaks. */
@@ -189,9 +212,9 @@ export type TransportConfig = Pick<
 
 /** `ServerOptions` with every default applied. */
 export type ResolvedServerOptions = Required<
-  Omit<ServerOptions, "tlsCert" | "tlsKey" | "jwtSecret" | "jwks" | "policyFile">
+  Omit<ServerOptions, "tlsCert" | "tlsKey" | "jwtSecret" | "jwks" | "policyFile" | "metricsToken">
 > &
-  Pick<ServerOptions, "tlsCert" | "tlsKey" | "jwtSecret" | "jwks" | "policyFile">;
+  Pick<ServerOptions, "tlsCert" | "tlsKey" | "jwtSecret" | "jwks" | "policyFile" | "metricsToken">;
 
 type OptionType = "string" | "int" | "bool" | "level" | "versions";
 
@@ -256,6 +279,11 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
   { key: "workspaceRoot", type: "string", fallback: () => process.cwd(), help: "root for the built-in tools" },
   { key: "execEnabled", type: "bool", fallback: () => false, help: "enable the exec tool" },
   { key: "inspectorAllow", type: "string", fallback: () => "loopback", help: "who may open /inspector: loopback | off | any | IP,IP" },
+  { key: "logLevel", type: "string", fallback: () => "info", help: "log level: fatal error warn info debug trace silent" },
+  { key: "logDestination", type: "string", fallback: () => "stderr", help: "log to stderr, stdout or a file" },
+  { key: "logFormat", type: "string", fallback: () => "auto", help: "log format: auto (pretty on a terminal), json, pretty" },
+  { key: "slowCommandMs", type: "int", fallback: () => 1000, help: "log commands running this long, ms" },
+  { key: "metricsToken", type: "string", help: "bearer token GET /metrics requires (default: none)" },
 ];
 
 /** `maxConnections` → `max-connections` (flag) / `MCP_MAX_CONNECTIONS` (env). */
@@ -307,6 +335,15 @@ export function resolveServerOptions(options: ServerOptions = {}): ResolvedServe
   }
   if ((r.tlsCert === undefined) !== (r.tlsKey === undefined)) {
     throw new TypeError(`options "tlsCert" and "tlsKey" go together: set both or neither`);
+  }
+  if (!isLogLevel(r.logLevel)) {
+    throw new TypeError(`option "logLevel" must be one of ${LOG_LEVELS.join(", ")}, got ${JSON.stringify(r.logLevel)}`);
+  }
+  if (!isLogFormat(r.logFormat)) {
+    throw new TypeError(`option "logFormat" must be one of ${LOG_FORMATS.join(", ")}, got ${JSON.stringify(r.logFormat)}`);
+  }
+  if (!Number.isInteger(r.slowCommandMs) || r.slowCommandMs < 0) {
+    throw new TypeError(`option "slowCommandMs" must be a non-negative integer, got ${String(r.slowCommandMs)}`);
   }
   if (r.protocolVersions.length === 0) {
     throw new TypeError(`option "protocolVersions" must name at least one version`);

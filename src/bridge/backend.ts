@@ -60,7 +60,7 @@ export function coreBackend(core: McpCore, auth: AuthState): BridgeBackend {
         const runner = startCommand(
           core,
           auth,
-          { $typeName: "mcp.v1.Command", id: "", tool, payload: { case: "arguments", value: args }, timeoutMs: 0, contextId: "", contextVersion: 0n },
+          { $typeName: "mcp.v1.Command", id: "", tool, payload: { case: "arguments", value: args }, timeoutMs: 0, contextId: "", contextVersion: 0n, traceparent: "", tracestate: "" },
           (r) => {
             signal.removeEventListener("abort", onAbort);
             resolve(r);

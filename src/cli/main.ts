@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { ContextSyncSchema } from "../../gen/mcp/v1/context_pb.js";
 import { EventSchema } from "../../gen/mcp/v1/event_pb.js";
-import { SessionInfoSchema } from "../../gen/mcp/v1/admin_pb.js";
+import { GetStatusResponseSchema, SessionInfoSchema } from "../../gen/mcp/v1/admin_pb.js";
 import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { createMcpClient, fromConnectError, type McpClient } from "../client/index.js";
 import {
@@ -25,6 +25,7 @@ import { McpError } from "../errors.js";
 import { loadOrCreateDevSecret, mintToken, levelName } from "../security/index.js";
 import { createMcpServer } from "../server/server.js";
 import { VERSION } from "../version.js";
+import { formatStatus } from "../observability/status-text.js";
 
 class UsageError extends Error {
   override name = "UsageError";
@@ -44,6 +45,7 @@ Usage:
   mcp sessions list | revoke ID                                   administer sessions (needs sessions:admin)
   mcp bridge --stdio [--url URL] [--token T]                      serve the Model Context Protocol on stdin/stdout,
                                                                   translated onto one session with the server
+  mcp status [--json]                                             version, uptime, sessions, commands, store, top tools (needs sessions:admin)
   mcp --version | --help
 
 Client commands connect to --url (env MCP_URL, default http://127.0.0.1:9000) with --token
@@ -94,6 +96,7 @@ async function main(argv: string[]): Promise<number> {
     case "call":
     case "context":
     case "sessions":
+    case "status":
       return clientCommand(command, rest);
     default:
       throw new UsageError(`unknown command "${command}" (see mcp --help)`);
@@ -231,6 +234,7 @@ async function clientCommand(command: string, args: string[]): Promise<number> {
       expect: { type: "string" },
       from: { type: "string" },
       "state-dir": { type: "string" },
+      json: { type: "boolean" },
     },
     strict: true,
     allowPositionals: true,
@@ -274,6 +278,12 @@ async function clientCommand(command: string, args: string[]): Promise<number> {
         return 0;
       }
       throw new UsageError("usage: mcp sessions list | mcp sessions revoke ID");
+    }
+    case "status": {
+      const r = await client.admin.getStatus({});
+      if (values.json === true) out(toJson(GetStatusResponseSchema, r));
+      else process.stdout.write(formatStatus(r));
+      return 0;
     }
   }
   return 2;

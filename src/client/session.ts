@@ -798,6 +798,8 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
         timeoutMs: co.timeoutMs ?? 0,
         contextId: "",
         contextVersion: 0n,
+        traceparent: "",
+        tracestate: "",
       };
       return start(command, co, outputOf);
     },

@@ -42,6 +42,8 @@ export function callTyped<I extends DescMessage, O extends DescMessage>(
     timeoutMs: options.timeoutMs ?? 0,
     contextId: "",
     contextVersion: 0n,
+    traceparent: "",
+    tracestate: "",
   };
   return session.execute(command, options).then((r) => typedOutput(r, tool, schemas.output));
 }

@@ -38,6 +38,8 @@ export interface ListenerOptions {
   tls?: { cert: string; key: string } | undefined;
   /** HTTP/2 keep-alive: ping idle connections this often, in milliseconds (PROTOCOL.md §4 step 6). */
   pingIntervalMs: number;
+  /** Told of each connection refused for being beyond `maxConnections` (metrics, log). */
+  onRefusedConnection?: ((remoteAddress: string | undefined) => void) | undefined;
 }
 
 export interface Listener {
@@ -49,6 +51,8 @@ export interface Listener {
    * already open run on; a load balancer sends new ones elsewhere), idle HTTP/1.1 ones closed.
    */
   stopAccepting(): void;
+  /** Bytes received and sent so far, by connection protocol (`h2`, `http1`): read per scrape, not per write. */
+  traffic(): { protocol: string; received: number; sent: number }[];
   close(): Promise<void>;
 }
 
@@ -83,6 +87,9 @@ export async function listen(options: ListenerOptions, handler: RequestHandler, 
   const sockets = new Set<Socket>();
   const h2Sockets = new WeakSet<Socket>();
   let active = 0;
+  // Bytes of closed connections by protocol; open ones are read from their sockets when asked.
+  const protocolOf = new WeakMap<Socket, "h2" | "http1">();
+  const closedTraffic = { h2: { received: 0, sent: 0 }, http1: { received: 0, sent: 0 } };
 
   const h2Sessions = new Set<ServerHttp2Session>();
   let accepting = true;
@@ -109,10 +116,14 @@ export async function listen(options: ListenerOptions, handler: RequestHandler, 
     socket.once("close", () => {
       active--;
       sockets.delete(socket);
+      const t = closedTraffic[protocolOf.get(socket) ?? "http1"];
+      t.received += socket.bytesRead;
+      t.sent += socket.bytesWritten;
     });
-    const facts: ConnectionFacts = { secure, overLimit: active > options.maxConnections };
+    const facts: ConnectionFacts = { secure, overLimit: active > options.maxConnections, remoteAddress: socket.remoteAddress };
     (socket as FactsCarrier)[kFacts] = facts;
     if (facts.overLimit) {
+      options.onRefusedConnection?.(socket.remoteAddress);
       // Give the refusal time to be written, then hang up.
       setTimeout(() => socket.destroy(), 2_000).unref();
     }
@@ -124,6 +135,7 @@ export async function listen(options: ListenerOptions, handler: RequestHandler, 
       socket.pause();
       socket.unshift(chunk);
       const isH2 = chunk.length >= PREFACE.length ? chunk.subarray(0, PREFACE.length).equals(PREFACE) : PREFACE.subarray(0, chunk.length).equals(chunk);
+      protocolOf.set(socket, isH2 ? "h2" : "http1");
       if (isH2) {
         h2Sockets.add(socket);
         // node:http2 reads the buffered preface itself; resuming here would emit it to no one.
@@ -144,6 +156,7 @@ export async function listen(options: ListenerOptions, handler: RequestHandler, 
         { cert: readFileSync(options.tls.cert), key: readFileSync(options.tls.key), ALPNProtocols: ["h2", "http/1.1"] },
         (socket: TLSSocket) => {
           accept(socket, true);
+          protocolOf.set(socket, socket.alpnProtocol === "h2" ? "h2" : "http1");
           if (socket.alpnProtocol === "h2") {
             h2Sockets.add(socket);
             h2.emit("connection", socket);
@@ -177,6 +190,18 @@ export async function listen(options: ListenerOptions, handler: RequestHandler, 
       return active;
     },
     stopAccepting,
+    traffic() {
+      const out = { h2: { ...closedTraffic.h2 }, http1: { ...closedTraffic.http1 } };
+      for (const s of sockets) {
+        const t = out[protocolOf.get(s) ?? "http1"];
+        t.received += s.bytesRead;
+        t.sent += s.bytesWritten;
+      }
+      return [
+        { protocol: "h2", ...out.h2 },
+        { protocol: "http1", ...out.http1 },
+      ];
+    },
     async close() {
       const listening = server.listening;
       stopAccepting();

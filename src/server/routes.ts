@@ -31,12 +31,16 @@ import { createPushable } from "../pushable.js";
 import { toConnectError } from "./connect-error.js";
 import { createQueueSink } from "./queue-sink.js";
 import { kRequestRefusal } from "./request-check.js";
+import { inheritTraceparent, rpcProtocolOf } from "../observability/tracing.js";
+import { getStatus } from "../observability/status.js";
 
 /** What the listener knows about the connection a request came on. */
 export interface ConnectionFacts {
   secure: boolean;
   /** Set when the connection is beyond `maxConnections`: every request on it is refused. */
   overLimit: boolean;
+  /** The client's address (logs). */
+  remoteAddress?: string | undefined;
 }
 
 /** Context value carrying `ConnectionFacts` from the listener to the handlers. */
@@ -47,7 +51,14 @@ function transportOf(ctx: HandlerContext): TransportInfo {
   if (facts.overLimit) {
     throw new McpError("too_many_connections", "the server is at its connection limit: retry later", { retryAfterMs: 1000 });
   }
-  return { secure: facts.secure, authorization: ctx.requestHeader.get("authorization") };
+  return {
+    secure: facts.secure,
+    authorization: ctx.requestHeader.get("authorization"),
+    remoteAddress: facts.remoteAddress,
+    protocol: rpcProtocolOf(ctx.requestHeader.get("content-type")),
+    traceparent: ctx.requestHeader.get("traceparent"),
+    tracestate: ctx.requestHeader.get("tracestate"),
+  };
 }
 
 /** Unary requests are authenticated by their Authorization header alone, at the highest level the token and transport allow. */
@@ -193,12 +204,17 @@ export function registerRoutes(router: ConnectRouter, core: McpCore): void {
   });
 
   router.service(CommandService, {
-    execute: guard(async (command, ctx) => unwrap(await runCommand(core, await unaryAuth(core, ctx), command, ctx.signal))),
+    execute: guard(async (command, ctx) => {
+      inheritTraceparent(command, ctx.requestHeader.get("traceparent"), ctx.requestHeader.get("tracestate"));
+      return unwrap(await runCommand(core, await unaryAuth(core, ctx), command, ctx.signal));
+    }),
     executeBatch: guard(async (batch, ctx) => {
+      inheritTraceparent(batch, ctx.requestHeader.get("traceparent"), ctx.requestHeader.get("tracestate"));
       const auth = await unaryAuth(core, ctx);
       return untilDone<ExecuteBatchResponse>(ctx.signal, (done) => startBatch(core, auth, batch, done));
     }),
     executeStream: guardStream(async function* (command, ctx) {
+      inheritTraceparent(command, ctx.requestHeader.get("traceparent"), ctx.requestHeader.get("tracestate"));
       const auth = await unaryAuth(core, ctx);
       // Events as they come, then the Response (or its error as the RPC's error).
       const out = createPushable<ExecuteStreamResponse>();
@@ -236,6 +252,7 @@ export function registerRoutes(router: ConnectRouter, core: McpCore): void {
       await core.revokeSession(await unaryAuth(core, ctx), req.sessionId);
       return create(RevokeSessionResponseSchema);
     }),
+    getStatus: guard(async (req, ctx) => getStatus(core, await unaryAuth(core, ctx), req.topTools)),
     revokeToken: guard(async (req, ctx) => {
       if (req.jti === "") throw new McpError("invalid_argument", "RevokeTokenRequest.jti must be set", { field: "jti" });
       await core.revokeToken(await unaryAuth(core, ctx), req.jti, req.expiresAt === undefined ? undefined : timestampMs(req.expiresAt));

@@ -37,6 +37,9 @@ import { createUnaryH2Handler } from "./unary-h2.js";
 import { VERSION } from "../version.js";
 import { createModelHttpEndpoint } from "../bridge/http-endpoint.js";
 import { createInspectorEndpoint } from "../inspector/endpoint.js";
+import { createLogger, type LogFormat, type LogLevel, type Logger } from "../observability/logger.js";
+import { createMetricsEndpoint } from "../observability/metrics-endpoint.js";
+import { createTelemetry, type Telemetry } from "../observability/telemetry.js";
 
 /** Options of `createMcpServer`: the configuration plus parts an embedder may supply. */
 export interface McpServerOptions extends ServerOptions {
@@ -69,6 +72,21 @@ export interface McpServerOptions extends ServerOptions {
    * @default 1000
    */
   healthWatchIntervalMs?: number;
+  /**
+   * The server's logger (a pino logger); replaces `logLevel` / `logDestination` / `logFormat`.
+   * @default createLogger() from those options
+   */
+  logger?: Logger;
+  /**
+   * Where JSON log lines go instead of `logDestination` (embedding, tests), one `write` per line.
+   * @default undefined: `logDestination`
+   */
+  logStream?: { write(line: string): void };
+  /**
+   * Include the process's default metrics (CPU, memory, event-loop lag, GC) in `/metrics`.
+   * @default true
+   */
+  processMetrics?: boolean;
 }
 
 /** A running (or ready to run) server. */
@@ -104,6 +122,19 @@ function isLoopback(address: string): boolean {
   return address === "::1";
 }
 
+/** `memory`, `sqlite` or `redis`: the store kind label of a `store` option. */
+function storeKind(spec: string): string {
+  if (spec === "memory") return "memory";
+  return spec.startsWith("redis://") || spec.startsWith("rediss://") ? "redis" : "sqlite";
+}
+
+/** Sessions by state, read when scraped. */
+function sessionCounts(core: McpCore): { connected: number; detached: number } {
+  let connected = 0;
+  for (const s of core.sessions.values()) if (s.connected) connected++;
+  return { connected, detached: core.sessions.size - connected };
+}
+
 /** Creates a server; nothing is opened until `listen()`. */
 export function createMcpServer(options: McpServerOptions = {}): McpServer {
   const opts = resolveServerOptions(options);
@@ -121,10 +152,29 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
   }
   let core: McpCore | undefined;
   let listener: Listener | undefined;
+  let telemetry: Telemetry | undefined;
   const closers: (() => Promise<void> | void)[] = [];
 
   async function build(): Promise<McpCore> {
     const redisUrl = isRedisUrl(opts.store) ? opts.store : undefined;
+    const logger =
+      options.logger ??
+      createLogger({
+        // Checked by resolveServerOptions.
+        level: opts.logLevel as LogLevel,
+        destination: opts.logDestination,
+        format: opts.logFormat as LogFormat,
+        ...(options.logStream === undefined ? {} : { stream: options.logStream }),
+      });
+    // `tools` is assigned below, before any command can be counted.
+    const t = createTelemetry({
+      logger,
+      slowCommandMs: opts.slowCommandMs,
+      isKnownTool: (name) => tools.get(name) !== undefined,
+      processMetrics: options.processMetrics ?? true,
+      ...(options.now === undefined ? {} : { now: options.now }),
+    });
+    telemetry = t;
     const revocations: RevocationStore =
       redisUrl === undefined ? createMemoryRevocationStore() : createRedisRevocationStore({ url: redisUrl });
     closers.push(() => revocations.close());
@@ -152,7 +202,7 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
     const policy = opts.policyFile === undefined ? createPolicy() : await loadPolicyFile(opts.policyFile);
     const audit = options.audit ?? createJsonAuditSink();
     const authorizer = createAuthorizer({ policy, audit });
-    const store = await openContextStore(opts.store);
+    const store = t.instrumentStore(await openContextStore(opts.store), storeKind(opts.store));
     closers.push(() => store.close());
     const contexts: ContextManager = createContextManager({ store });
     closers.push(() => contexts.close());
@@ -173,6 +223,7 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
       tools,
       server: { name: "mcp-server", version: VERSION },
       audit,
+      telemetry: t,
       ...(options.now === undefined ? {} : { now: options.now }),
     });
   }
@@ -216,6 +267,7 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
       // Plain HTTP endpoints on the same port, each owning its paths (see http-endpoints.ts).
       const endpoints: HttpEndpoint[] = [
         ...health.endpoints,
+        createMetricsEndpoint(c.telemetry.metrics, { token: opts.metricsToken }),
         createModelHttpEndpoint(c),
         createInspectorEndpoint({ allow: opts.inspectorAllow, bindAddress: opts.bindAddress }),
       ];
@@ -226,19 +278,25 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
           maxConnections: opts.maxConnections,
           tls: opts.tlsCert !== undefined && opts.tlsKey !== undefined ? { cert: opts.tlsCert, key: opts.tlsKey } : undefined,
           pingIntervalMs: opts.heartbeatIntervalMs,
+          onRefusedConnection: (remote) => c.telemetry.connectionRefused(remote),
         },
         withHttpEndpoints(endpoints, connectHandler),
         fastPaths,
       );
+      const l = listener;
+      c.telemetry.setSources({ sessions: () => sessionCounts(c), connections: () => l.connections, traffic: () => l.traffic() });
       const scheme = opts.tlsCert === undefined ? "http" : "https";
       const host = listener.address.includes(":") ? `[${listener.address}]` : listener.address;
-      return { address: listener.address, port: listener.port, url: `${scheme}://${host}:${listener.port}` };
+      const url = `${scheme}://${host}:${listener.port}`;
+      c.telemetry.logger.info({ event: "server.listening", url, store: c.telemetry.storeKind, version: VERSION }, `listening on ${url}`);
+      return { address: listener.address, port: listener.port, url };
     },
     async close(closeOptions = {}) {
       listener?.stopAccepting();
       await core?.close({ graceMs: closeOptions.graceMs ?? 0 });
       await listener?.close();
       for (const c of closers.splice(0).reverse()) await c();
+      await telemetry?.close();
     },
   };
 }

@@ -25,6 +25,7 @@ import type { MessageSink } from "../session/session.js";
 import { GRPC_HEADERS, OK_TRAILERS, frameRefusal, isGrpcIdentityPost, respondError } from "./grpc-h2.js";
 import { streamFacts, type StreamHandler } from "./listener.js";
 import { createFrameReader, encodeFrameBatch, encodeFrames } from "../transport/grpc-frames.js";
+import { headerValue } from "../observability/tracing.js";
 
 /** The HTTP/2 path of the session stream (PROTOCOL.md §2). */
 export const SESSION_CONNECT_PATH = "/mcp.v1.SessionService/Connect";
@@ -136,7 +137,18 @@ function serveSession(
     close: finish,
   };
 
-  const conn: Connection = openConnection(core, { secure: facts.secure, authorization: headers.authorization ?? null }, sink);
+  const conn: Connection = openConnection(
+    core,
+    {
+      secure: facts.secure,
+      authorization: headers.authorization ?? null,
+      remoteAddress: facts.remoteAddress,
+      protocol: "grpc",
+      traceparent: headerValue(headers.traceparent),
+      tracestate: headerValue(headers.tracestate),
+    },
+    sink,
+  );
 
   // Reading (PROTOCOL.md §6, ARCHITECTURE.md "hot path"): at most FRAMES_PER_TURN frames per
   // event-loop turn. What a large chunk holds beyond that waits for the next turn, so the answers

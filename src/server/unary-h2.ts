@@ -29,6 +29,7 @@ import { streamFacts, type StreamHandler } from "./listener.js";
 import { startBatch, startCommand } from "./routes.js";
 import { createUnaryFrameReader, frameBytes } from "../transport/grpc-frames.js";
 import { createTurnScheduler, type TurnScheduler } from "./turns.js";
+import { headerValue, inheritTraceparent } from "../observability/tracing.js";
 
 /** How an answer is delivered: the encoded output message, or the error that fails the RPC. */
 type Finish = (out: Uint8Array | McpError) => void;
@@ -229,6 +230,8 @@ function serveUnary(
       // Client cancel or reset before the answer: abort the command (its handler's signal fires).
       if (!done) abort?.();
     };
+    // A command without a traceparent of its own continues the request's trace.
+    inheritTraceparent(input, headerValue(headers.traceparent), headerValue(headers.tracestate));
     try {
       abort = method.start(core, auth, input, leftMs, (out) => {
         done = true;

@@ -8,6 +8,8 @@ import { create, type JsonObject } from "@bufbuild/protobuf";
 import { BatchMode, ResponseSchema, type Command, type CommandBatch, type Response } from "../../gen/mcp/v1/command_pb.js";
 import { McpError, toMcpError, toProtoError } from "../errors.js";
 import type { ToolContext } from "../tools/registered-tool.js";
+import type { CommandObserver } from "../observability/telemetry.js";
+import type { Span } from "@opentelemetry/api";
 
 /** What the runner needs from the rest of the core, per command. */
 export interface CommandHost {
@@ -65,6 +67,9 @@ class Inflight implements ToolContext {
   private isAborted = false;
   private controller: AbortController | undefined = undefined;
   readonly subject?: string;
+  /** The tool's name and the command's span (tracing only), for the runner's observer. */
+  tool = "";
+  span: Span | undefined = undefined;
 
   constructor(
     readonly commandId: string,
@@ -178,8 +183,9 @@ export function createCommandRunner(
   limits: CommandRunnerLimits,
   now: () => number = Date.now,
   pace?: OutboundPace,
+  observer?: CommandObserver,
 ): CommandRunner {
-  return new Runner(host, limits, now, pace);
+  return new Runner(host, limits, now, pace, observer);
 }
 
 /**
@@ -286,6 +292,8 @@ class Runner implements CommandRunner {
     private readonly limits: CommandRunnerLimits,
     readonly now: () => number,
     readonly pace: OutboundPace | undefined,
+    /** Metrics, logs and spans of each command (src/observability/). */
+    private readonly observer: CommandObserver | undefined = undefined,
   ) {}
 
   get inflight(): number {
@@ -305,6 +313,7 @@ class Runner implements CommandRunner {
     entry.settled = true;
     this.table.delete(entry.commandId);
     if (this.table.size === 0) this.deadlines.idle();
+    this.observer?.settled(entry.tool, response, entry.span);
     entry.onResponse(response);
   }
 
@@ -319,15 +328,17 @@ class Runner implements CommandRunner {
     const { table, limits } = this;
     const id = command.id;
     if (id === "") {
-      onResponse(errorResponse(id, new McpError("invalid_message", "Command.id must be set", { field: "id" })));
+      this.refuse(command, onResponse, errorResponse(id, new McpError("invalid_message", "Command.id must be set", { field: "id" })));
       return;
     }
     if (table.has(id)) {
-      onResponse(errorResponse(id, new McpError("duplicate_command_id", `command id "${id}" is already in flight`)));
+      this.refuse(command, onResponse, errorResponse(id, new McpError("duplicate_command_id", `command id "${id}" is already in flight`)));
       return;
     }
     if (table.size >= limits.maxInflightCommands) {
-      onResponse(
+      this.refuse(
+        command,
+        onResponse,
         errorResponse(
           id,
           new McpError("overloaded", `${table.size} commands in flight, the session's limit is ${limits.maxInflightCommands}`, {
@@ -341,13 +352,17 @@ class Runner implements CommandRunner {
     try {
       prepared = this.host.prepare(command);
     } catch (e) {
-      onResponse(errorResponse(id, toMcpError(e, "invalid_argument")));
+      this.refuse(command, onResponse, errorResponse(id, toMcpError(e, "invalid_argument")));
       return;
     }
     const startedAt = this.now();
     const timeoutMs = Math.min(command.timeoutMs === 0 ? limits.defaultTimeoutMs : command.timeoutMs, limits.maxTimeoutMs);
     const entry = new Inflight(id, startedAt, startedAt + timeoutMs, timeoutMs, this.host, onResponse, prepared.subject);
     table.set(id, entry);
+    if (this.observer !== undefined) {
+      entry.tool = command.tool;
+      entry.span = this.observer.started(command);
+    }
 
     if (command.contextVersion > 0n) {
       this.deadlines.added(entry.deadline);
@@ -400,6 +415,12 @@ class Runner implements CommandRunner {
 
   private fail(entry: Inflight, e: unknown): void {
     this.settle(entry, errorResponse(entry.commandId, toMcpError(e), this.now() - entry.startedAt));
+  }
+
+  /** Answers a command that never ran. */
+  private refuse(command: Command, onResponse: (response: Response) => void, response: Response): void {
+    this.observer?.refused(command.tool, response);
+    onResponse(response);
   }
 
   startBatch(batch: CommandBatch, onResponse: (response: Response) => void): void {

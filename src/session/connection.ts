@@ -21,6 +21,7 @@ import { protocolVersionName } from "../config.js";
 import { McpError, toMcpError, toProtoError } from "../errors.js";
 import type { McpCore, TransportInfo } from "./core.js";
 import type { AuthState, MessageSink, Session } from "./session.js";
+import type { StreamObservation } from "../observability/telemetry.js";
 
 type ConnectionState =
   | { kind: "awaiting_handshake" }
@@ -89,6 +90,8 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
   /** Set while `endRequests` waits for the last answers: called once everything is answered. */
   let drainWaiter: (() => void) | undefined;
   let drainCheckScheduled = false;
+  /** The log line and span of this stream's session, from the handshake on. */
+  let observed: StreamObservation | undefined;
 
   const self: Connection = {
     receive,
@@ -156,6 +159,9 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
 
   /** A fatal error: tell the client and end the stream (the session stays for resume). */
   function fail(err: McpError): void {
+    observed?.ended(err.code);
+    // Refused tokens were counted by the core; a bound session counts its drop itself.
+    if (state.kind !== "bound" && state.kind !== "closed" && err.kind !== "SECURITY") core.telemetry.failed(err);
     if (state.kind === "bound") {
       if (state.session.isAttachedTo(self)) state.session.drop(err);
       else sink.close();
@@ -168,6 +174,7 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
 
   function end(error?: McpError): void {
     if (error !== undefined) return fail(error);
+    observed?.ended(state.kind === "bound" && state.session.closed ? (state.session.closeReason?.code ?? "closed") : "disconnected");
     if (state.kind === "bound") state.session.detach(self);
     setState({ kind: "closed" });
   }
@@ -182,6 +189,7 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
       while (s !== undefined && s.isAttachedTo(self) && s.isCongested) await s.writable();
       if (s !== undefined && s.isAttachedTo(self)) s.flush();
     }
+    observed?.ended("client_closed");
     end();
   }
 
@@ -201,6 +209,7 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
         handshakeSettled = handshake(msg.message.value).then(
           (session) => {
             if (state.kind === "closed") {
+              observed?.ended("disconnected");
               session.detach(self);
               return;
             }
@@ -250,6 +259,7 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
     }
     const session = core.newSession(auth, { sink, owner: self });
     session.emit({ case: "handshakeResult", value: handshakeResult(session, auth, version, false) });
+    observed = core.telemetry.streamOpened(session, transport, false, 0);
     return session;
   }
 
@@ -274,6 +284,7 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
     const result = handshakeResult(session, session.auth, version, true);
     if (session.countsReceived) result.receivedMessages = BigInt(session.received);
     session.emit({ case: "handshakeResult", value: result });
+    observed = core.telemetry.streamOpened(session, transport, true, messages.length);
     return session;
   }
 

@@ -24,9 +24,10 @@ import { createPushable } from "../pushable.js";
 import { createSessionRegistry } from "./session-registry.js";
 import { drainSessions } from "./shutdown.js";
 import type { SessionStore } from "./session-store.js";
+import { createTelemetry, observeContextOperations, type PeerFacts, type Telemetry } from "../observability/telemetry.js";
 
-/** What the transport knows about a request or stream. */
-export interface TransportInfo {
+/** What the transport knows about a request or stream (`PeerFacts`: address, protocol, trace headers, for telemetry). */
+export interface TransportInfo extends PeerFacts {
   /** TLS connection. */
   secure: boolean;
   /** The `Authorization` header, if any. */
@@ -51,12 +52,18 @@ export interface CoreDeps {
   audit?: AuditSink;
   /** @default Date.now */
   now?: () => number;
+  /**
+   * Metrics, logs and spans (src/observability/).
+   * @default createTelemetry(): counted, logged nowhere
+   */
+  telemetry?: Telemetry;
 }
 
 /** The shared core. */
 export interface McpCore {
   readonly deps: CoreDeps;
   readonly now: () => number;
+  readonly telemetry: Telemetry;
   /** Whether unauthenticated (LOW) sessions are admitted. */
   readonly allowLow: boolean;
   /** Verifies a token (or none) into an auth state for a requested level. */
@@ -141,6 +148,7 @@ export function createCore(deps: CoreDeps): McpCore {
   const now = deps.now ?? Date.now;
   const allowLow = options.securityLevel === SecurityLevel.LOW;
   const minLevel = options.securityLevel;
+  const telemetry = deps.telemetry ?? createTelemetry({ now });
 
   function bearer(transport: TransportInfo): string | undefined {
     const h = transport.authorization;
@@ -161,7 +169,11 @@ export function createCore(deps: CoreDeps): McpCore {
     try {
       v = await deps.verifier.verify(token);
     } catch (e) {
-      if (e instanceof McpError) auditRefusal(e);
+      if (e instanceof McpError) {
+        auditRefusal(e);
+        telemetry.tokenRefused(e, transport);
+        telemetry.failed(e);
+      }
       throw e;
     }
     const auth: AuthState = {
@@ -233,7 +245,7 @@ export function createCore(deps: CoreDeps): McpCore {
       },
       emitEvent,
     };
-    return createCommandRunner(host, options, now, pace);
+    return createCommandRunner(host, options, now, pace, telemetry.commandObserver(sessionId, getAuth));
   }
 
   const contextPermission = (id: string, access: "read" | "write") => `context:${id}:${access}`;
@@ -254,6 +266,7 @@ export function createCore(deps: CoreDeps): McpCore {
     now,
     onEnded: (session) => releaseLease(session.id, session.auth.principal?.subject ?? "anonymous"),
     onOrphanEnded: (sessionId) => releaseLease(sessionId, "session-expired"),
+    telemetry,
     createRunner: (session) =>
       createRunner(
         () => session.auth,
@@ -271,12 +284,13 @@ export function createCore(deps: CoreDeps): McpCore {
     throw new McpError("permission_denied", `session ${sessionId} belongs to another principal`);
   }
 
-  return {
+  return observeContextOperations(telemetry, {
     get draining() {
       return draining;
     },
     deps,
     now,
+    telemetry,
     allowLow,
     authenticate,
     bearer,
@@ -406,7 +420,7 @@ export function createCore(deps: CoreDeps): McpCore {
       registry.close(new McpError("session_expired", "the server is shutting down"));
       await Promise.all(releasing);
     },
-  };
+  });
 
   async function* broadcastEvents(auth: AuthState, wanted: (type: string) => boolean, signal: AbortSignal): AsyncIterable<Event> {
     const subject = subjectOf(auth);

@@ -14,6 +14,7 @@ import type { RevocationStore } from "../security/index.js";
 import type { CommandRunner } from "./command-runner.js";
 import { Session, type AuthState, type MessageSink } from "./session.js";
 import type { ParkedSession, SessionStore } from "./session-store.js";
+import type { Telemetry } from "../observability/telemetry.js";
 
 /** What the registry is built from. */
 export interface SessionRegistryOptions {
@@ -38,6 +39,8 @@ export interface SessionRegistryOptions {
   /** Gives a new session its command runner (the core's, bound to the session). */
   createRunner(session: Session): CommandRunner;
   now: () => number;
+  /** Logs and counts sessions closing and streams dropped. */
+  telemetry?: Telemetry;
 }
 
 /** The sessions of this instance. */
@@ -249,7 +252,9 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
           const movedOn = sessionStore !== undefined && !parked.has(s.id); // handed off: it lives on elsewhere
           unpark(s);
           if (!movedOn) init.onEnded?.(s);
+          init.telemetry?.sessionClosed(s);
         },
+        onDropped: (s, err) => init.telemetry?.sessionDropped(s, err),
         // Mirrored from the first message on (see session-store.ts), so a crash loses nothing parked;
         // park() is a no-op for a session already mirrored.
         onDetached: (s) => {

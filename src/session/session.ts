@@ -80,6 +80,8 @@ export interface SessionInit {
   onAttached?: (session: Session) => void;
   /** Called when a detached session's `heldBytes` changed (a command answered while it was away). */
   onHeldBytesChanged?: (session: Session) => void;
+  /** Called when the attached stream is dropped with an error (`drop`). */
+  onDropped?: (session: Session, err: McpError) => void;
   /** Continue a session another instance parked: its creation time, last seq and the messages held for resume. */
   restored?: { createdAt: number; lastSeq: bigint; messages: readonly ServerMessage[] };
 }
@@ -253,6 +255,7 @@ export class Session {
    */
   drop(err: McpError): void {
     if (this.state.kind !== "attached") return;
+    this.init.onDropped?.(this, err);
     const sink = this.state.sink;
     if (!this.congested) this.flush();
     sink.write([this.numbered({ case: "error", value: toProtoError(err) })]);

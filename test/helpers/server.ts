@@ -27,6 +27,8 @@ export async function startServer(options: McpServerOptions = {}): Promise<TestS
     jwtSecret: SECRET,
     store: "memory",
     audit: (e) => audit.push(e),
+    // Tests that read the log pass their own level and logStream.
+    logLevel: "silent",
     ...options,
   });
   const { url } = await server.listen();

@@ -6,6 +6,8 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { PeerInfo } from "./session_pb.js";
+import { file_mcp_v1_session } from "./session_pb.js";
 import type { Principal, SecurityLevel } from "./types_pb.js";
 import { file_mcp_v1_types } from "./types_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -14,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mcp/v1/admin.proto.
  */
 export const file_mcp_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChJtY3AvdjEvYWRtaW4ucHJvdG8SBm1jcC52MSIVChNMaXN0U2Vzc2lvbnNSZXF1ZXN0IvsBCgtTZXNzaW9uSW5mbxISCgpzZXNzaW9uX2lkGAEgASgJEiQKCXByaW5jaXBhbBgCIAEoCzIRLm1jcC52MS5QcmluY2lwYWwSLQoOc2VjdXJpdHlfbGV2ZWwYAyABKA4yFS5tY3AudjEuU2VjdXJpdHlMZXZlbBIuCgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCgljb25uZWN0ZWQYBSABKAgSEAoIbGFzdF9zZXEYBiABKAQSLgoKZXhwaXJlc19hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiPQoUTGlzdFNlc3Npb25zUmVzcG9uc2USJQoIc2Vzc2lvbnMYASADKAsyEy5tY3AudjEuU2Vzc2lvbkluZm8iKgoUUmV2b2tlU2Vzc2lvblJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCSIXChVSZXZva2VTZXNzaW9uUmVzcG9uc2UiUQoSUmV2b2tlVG9rZW5SZXF1ZXN0EgsKA2p0aRgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIVChNSZXZva2VUb2tlblJlc3BvbnNlMu8BCgxBZG1pblNlcnZpY2USSQoMTGlzdFNlc3Npb25zEhsubWNwLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaHC5tY3AudjEuTGlzdFNlc3Npb25zUmVzcG9uc2USTAoNUmV2b2tlU2Vzc2lvbhIcLm1jcC52MS5SZXZva2VTZXNzaW9uUmVxdWVzdBodLm1jcC52MS5SZXZva2VTZXNzaW9uUmVzcG9uc2USRgoLUmV2b2tlVG9rZW4SGi5tY3AudjEuUmV2b2tlVG9rZW5SZXF1ZXN0GhsubWNwLnYxLlJldm9rZVRva2VuUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_mcp_v1_types]);
+  fileDesc("ChJtY3AvdjEvYWRtaW4ucHJvdG8SBm1jcC52MSIVChNMaXN0U2Vzc2lvbnNSZXF1ZXN0IvsBCgtTZXNzaW9uSW5mbxISCgpzZXNzaW9uX2lkGAEgASgJEiQKCXByaW5jaXBhbBgCIAEoCzIRLm1jcC52MS5QcmluY2lwYWwSLQoOc2VjdXJpdHlfbGV2ZWwYAyABKA4yFS5tY3AudjEuU2VjdXJpdHlMZXZlbBIuCgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCgljb25uZWN0ZWQYBSABKAgSEAoIbGFzdF9zZXEYBiABKAQSLgoKZXhwaXJlc19hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiPQoUTGlzdFNlc3Npb25zUmVzcG9uc2USJQoIc2Vzc2lvbnMYASADKAsyEy5tY3AudjEuU2Vzc2lvbkluZm8iKgoUUmV2b2tlU2Vzc2lvblJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCSIXChVSZXZva2VTZXNzaW9uUmVzcG9uc2UiUQoSUmV2b2tlVG9rZW5SZXF1ZXN0EgsKA2p0aRgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIVChNSZXZva2VUb2tlblJlc3BvbnNlIiUKEEdldFN0YXR1c1JlcXVlc3QSEQoJdG9wX3Rvb2xzGAEgASgNIk8KC1N0b3JlSGVhbHRoEgwKBGtpbmQYASABKAkSDwoHaGVhbHRoeRgCIAEoCBISCgpsYXRlbmN5X21zGAMgASgBEg0KBWVycm9yGAQgASgJIjkKClRvb2xTdGF0dXMSDAoEdG9vbBgBIAEoCRINCgVjYWxscxgCIAEoBBIOCgZlcnJvcnMYAyABKAQi0QIKEUdldFN0YXR1c1Jlc3BvbnNlEiAKBnNlcnZlchgBIAEoCzIQLm1jcC52MS5QZWVySW5mbxIuCgpzdGFydGVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCgl1cHRpbWVfbXMYAyABKAQSGgoSc2Vzc2lvbnNfY29ubmVjdGVkGAQgASgNEhkKEXNlc3Npb25zX2RldGFjaGVkGAUgASgNEhkKEWluZmxpZ2h0X2NvbW1hbmRzGAYgASgNEhMKC2Nvbm5lY3Rpb25zGAcgASgNEiIKBXN0b3JlGAggASgLMhMubWNwLnYxLlN0b3JlSGVhbHRoEiUKCXRvcF90b29scxgJIAMoCzISLm1jcC52MS5Ub29sU3RhdHVzEiUKCHNlc3Npb25zGAogAygLMhMubWNwLnYxLlNlc3Npb25JbmZvMrECCgxBZG1pblNlcnZpY2USSQoMTGlzdFNlc3Npb25zEhsubWNwLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaHC5tY3AudjEuTGlzdFNlc3Npb25zUmVzcG9uc2USTAoNUmV2b2tlU2Vzc2lvbhIcLm1jcC52MS5SZXZva2VTZXNzaW9uUmVxdWVzdBodLm1jcC52MS5SZXZva2VTZXNzaW9uUmVzcG9uc2USRgoLUmV2b2tlVG9rZW4SGi5tY3AudjEuUmV2b2tlVG9rZW5SZXF1ZXN0GhsubWNwLnYxLlJldm9rZVRva2VuUmVzcG9uc2USQAoJR2V0U3RhdHVzEhgubWNwLnYxLkdldFN0YXR1c1JlcXVlc3QaGS5tY3AudjEuR2V0U3RhdHVzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_mcp_v1_session, file_mcp_v1_types]);
 
 /**
  * Asks for the session list.
@@ -183,6 +185,182 @@ export const RevokeTokenResponseSchema: GenMessage<RevokeTokenResponse> = /*@__P
   messageDesc(file_mcp_v1_admin, 6);
 
 /**
+ * Asks for the server's status.
+ *
+ * @generated from message mcp.v1.GetStatusRequest
+ */
+export type GetStatusRequest = Message<"mcp.v1.GetStatusRequest"> & {
+  /**
+   * How many tools to list in `top_tools` (by calls); 0 means 10.
+   *
+   * @generated from field: uint32 top_tools = 1;
+   */
+  topTools: number;
+};
+
+/**
+ * Describes the message mcp.v1.GetStatusRequest.
+ * Use `create(GetStatusRequestSchema)` to create a new message.
+ */
+export const GetStatusRequestSchema: GenMessage<GetStatusRequest> = /*@__PURE__*/
+  messageDesc(file_mcp_v1_admin, 7);
+
+/**
+ * Whether the context store answers.
+ *
+ * @generated from message mcp.v1.StoreHealth
+ */
+export type StoreHealth = Message<"mcp.v1.StoreHealth"> & {
+  /**
+   * `memory`, `sqlite` or `redis`.
+   *
+   * @generated from field: string kind = 1;
+   */
+  kind: string;
+
+  /**
+   * True when the store answered a ping.
+   *
+   * @generated from field: bool healthy = 2;
+   */
+  healthy: boolean;
+
+  /**
+   * How long the ping took, in milliseconds.
+   *
+   * @generated from field: double latency_ms = 3;
+   */
+  latencyMs: number;
+
+  /**
+   * Why it is unhealthy (empty when healthy).
+   *
+   * @generated from field: string error = 4;
+   */
+  error: string;
+};
+
+/**
+ * Describes the message mcp.v1.StoreHealth.
+ * Use `create(StoreHealthSchema)` to create a new message.
+ */
+export const StoreHealthSchema: GenMessage<StoreHealth> = /*@__PURE__*/
+  messageDesc(file_mcp_v1_admin, 8);
+
+/**
+ * Calls of one tool since the server started.
+ *
+ * @generated from message mcp.v1.ToolStatus
+ */
+export type ToolStatus = Message<"mcp.v1.ToolStatus"> & {
+  /**
+   * @generated from field: string tool = 1;
+   */
+  tool: string;
+
+  /**
+   * Commands that settled (a Response was sent).
+   *
+   * @generated from field: uint64 calls = 2;
+   */
+  calls: bigint;
+
+  /**
+   * Of those, the ones whose Response carried an error.
+   *
+   * @generated from field: uint64 errors = 3;
+   */
+  errors: bigint;
+};
+
+/**
+ * Describes the message mcp.v1.ToolStatus.
+ * Use `create(ToolStatusSchema)` to create a new message.
+ */
+export const ToolStatusSchema: GenMessage<ToolStatus> = /*@__PURE__*/
+  messageDesc(file_mcp_v1_admin, 9);
+
+/**
+ * The server's status.
+ *
+ * @generated from message mcp.v1.GetStatusResponse
+ */
+export type GetStatusResponse = Message<"mcp.v1.GetStatusResponse"> & {
+  /**
+   * The server's name and version.
+   *
+   * @generated from field: mcp.v1.PeerInfo server = 1;
+   */
+  server?: PeerInfo | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp started_at = 2;
+   */
+  startedAt?: Timestamp | undefined;
+
+  /**
+   * Milliseconds since the server started.
+   *
+   * @generated from field: uint64 uptime_ms = 3;
+   */
+  uptimeMs: bigint;
+
+  /**
+   * Sessions with a stream attached now.
+   *
+   * @generated from field: uint32 sessions_connected = 4;
+   */
+  sessionsConnected: number;
+
+  /**
+   * Sessions kept for resume without a stream.
+   *
+   * @generated from field: uint32 sessions_detached = 5;
+   */
+  sessionsDetached: number;
+
+  /**
+   * Commands running now (streams and unary RPCs).
+   *
+   * @generated from field: uint32 inflight_commands = 6;
+   */
+  inflightCommands: number;
+
+  /**
+   * Open TCP connections.
+   *
+   * @generated from field: uint32 connections = 7;
+   */
+  connections: number;
+
+  /**
+   * @generated from field: mcp.v1.StoreHealth store = 8;
+   */
+  store?: StoreHealth | undefined;
+
+  /**
+   * The busiest tools by calls, most first.
+   *
+   * @generated from field: repeated mcp.v1.ToolStatus top_tools = 9;
+   */
+  topTools: ToolStatus[];
+
+  /**
+   * The sessions held by this instance.
+   *
+   * @generated from field: repeated mcp.v1.SessionInfo sessions = 10;
+   */
+  sessions: SessionInfo[];
+};
+
+/**
+ * Describes the message mcp.v1.GetStatusResponse.
+ * Use `create(GetStatusResponseSchema)` to create a new message.
+ */
+export const GetStatusResponseSchema: GenMessage<GetStatusResponse> = /*@__PURE__*/
+  messageDesc(file_mcp_v1_admin, 10);
+
+/**
  * Session administration; needs the `sessions:admin` permission.
  *
  * @generated from service mcp.v1.AdminService
@@ -217,6 +395,16 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof RevokeTokenRequestSchema;
     output: typeof RevokeTokenResponseSchema;
+  },
+  /**
+   * What the server is doing now: version, uptime, sessions, commands, store health, busiest tools.
+   *
+   * @generated from rpc mcp.v1.AdminService.GetStatus
+   */
+  getStatus: {
+    methodKind: "unary";
+    input: typeof GetStatusRequestSchema;
+    output: typeof GetStatusResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_mcp_v1_admin, 0);
