@@ -45,7 +45,7 @@ export async function buildInspector(outDir: string = INSPECTOR_DIST): Promise<v
 
 if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) {
   buildInspector().then(
-    () => process.stdout.write(`inspector built into ${INSPECTOR_DIST}\n`),
+    () => process.stderr.write(`inspector built into ${INSPECTOR_DIST}\n`),
     (e: unknown) => {
       process.stderr.write(`inspector build failed: ${e instanceof Error ? e.message : String(e)}\n`);
       process.exitCode = 1;
