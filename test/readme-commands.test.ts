@@ -121,9 +121,9 @@ describe("README command lines, verbatim, against the server its quick start sta
     expect(parts.filter((p) => p !== "npm ci" && p !== "npm start"), "only npm ci and npm start on the start line").toEqual([]);
     const s = startLine("npm start", { PATH, MCP_PORT: "0", MCP_STATE_DIR: `${state.path}/.mcp` });
     server = s.child;
-    await waitFor(() => /listening on (http\S+)/.test(s.output()) && /export MCP_TOKEN=(\S+)/.test(s.output()), "npm start to print its URL and token", 30_000);
+    await waitFor(() => /listening on (https?:\/\/[^\s"]+)/.test(s.output()) && /export MCP_TOKEN=(\S+)/.test(s.output()), "npm start to print its URL and token", 30_000);
     serverOutput = s.output();
-    url = /listening on (http\S+)/.exec(serverOutput)![1]!;
+    url = /listening on (https?:\/\/[^\s"]+)/.exec(serverOutput)![1]!;
     token = /export MCP_TOKEN=(\S+)/.exec(serverOutput)![1]!;
   }, 40_000);
   afterAll(async () => {
