@@ -81,20 +81,19 @@ export class ResumeRing {
     const len = this.slots.length;
     for (let s = this.first; s <= this.last; s++) {
       const slot = s % len;
-      const kept = this.slots[slot];
-      if (kept === undefined || kept instanceof Uint8Array) continue;
-      const bytes = toBinary(ServerMessageSchema, kept);
-      this.slots[slot] = bytes;
-      this.bounds[2 * slot] = 0;
-      this.bounds[2 * slot + 1] = bytes.length;
-      this.heldBytes += bytes.length;
+      this.encodeSlot(slot);
     }
     if (this.heldBytes > this.maxBytes) this.trim();
   }
 
   /** Encodes the newest message if it is still an object (put while no stream could take it), then applies the byte bound. */
   compactLast(): void {
-    const slot = this.last % this.slots.length;
+    this.encodeSlot(this.last % this.slots.length);
+    if (this.heldBytes > this.maxBytes) this.trim();
+  }
+
+  /** Replaces a message still held as an object by its encoding, counted in `heldBytes`. */
+  private encodeSlot(slot: number): void {
     const kept = this.slots[slot];
     if (kept === undefined || kept instanceof Uint8Array) return;
     const bytes = toBinary(ServerMessageSchema, kept);
@@ -102,7 +101,6 @@ export class ResumeRing {
     this.bounds[2 * slot] = 0;
     this.bounds[2 * slot + 1] = bytes.length;
     this.heldBytes += bytes.length;
-    if (this.heldBytes > this.maxBytes) this.trim();
   }
 
   /** Every message after `lastSeq`, in order; undefined when the ring no longer holds them all. */
