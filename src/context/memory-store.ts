@@ -84,7 +84,9 @@ export function createMemoryContextStore(options: MemoryContextStoreOptions = {}
       };
       c.version = version;
       for (const p of change.puts) {
-        c.entries.set(p.key, { ...p, version, updatedAtMs: write.nowMs, updatedBy: write.updatedBy });
+        // A literal, not `{ ...p, version, … }`: V8 makes the spread-then-add shape the slow way,
+        // ~4 µs per put (bench/core.ts, context update).
+        c.entries.set(p.key, { key: p.key, valueJson: p.valueJson, version, updatedAtMs: write.nowMs, updatedBy: write.updatedBy });
       }
       for (const k of change.deletes) c.entries.delete(k);
       for (const p of write.puts) {
