@@ -222,7 +222,8 @@ export function createContextManager(options: ContextManagerOptions): ContextMan
     }
     let json: string;
     try {
-      json = toJsonString(ValueSchema, value);
+      // A string is its own JSON text (what protobuf-es writes too, without its reflection).
+      json = value.kind.case === "stringValue" ? JSON.stringify(value.kind.value) : toJsonString(ValueSchema, value);
     } catch (e) {
       // protobuf-es refuses values JSON cannot carry (NaN, Infinity, an unset kind).
       throw new McpError("invalid_argument", `value is not valid JSON: ${e instanceof Error ? e.message : String(e)}`, {
@@ -480,6 +481,8 @@ function toEntry(e: StoredEntry): ContextEntry {
 
 /** Whether objects and lists nest deeper than `max`, walked without recursion. */
 function depthExceeds(root: Value, max: number): boolean {
+  // A scalar (the common value) nests nothing: no walk, no stack.
+  if (root.kind.case !== "structValue" && root.kind.case !== "listValue") return false;
   const stack: [Value, number][] = [[root, 0]];
   for (let item = stack.pop(); item !== undefined; item = stack.pop()) {
     const [v, depth] = item;
