@@ -36,7 +36,7 @@ const SEQ_MS = Number(process.env["BENCH_SEQ_MS"] ?? 2000);
  * ±10 % while the machine's speed drifts, and interleaving makes the columns see the same drift.
  */
 const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 3);
-/** `--only stream|stream-typed|unary|unary-grpcjs|raw` (or BENCH_ONLY): one figure, for iterating on a change. */
+/** `--only stream|stream-typed|updates|unary|unary-grpcjs|raw` (or BENCH_ONLY): one figure, for iterating on a change. */
 const onlyFlag = process.argv.indexOf("--only");
 const ONLY = onlyFlag >= 0 ? process.argv[onlyFlag + 1] : process.env["BENCH_ONLY"];
 const STREAM_INFLIGHT = 64;
@@ -187,6 +187,25 @@ async function mcpSessionOpener(port: number, token: string, perMessage = false,
       // of EchoInput) in, typed_output (an Any of EchoOutput) back — no Struct conversions.
       const call = typed ? callTyped(session, "echo", ECHO, { text: TEXT }) : session.call("echo", { text: TEXT });
       call.then(done, failed);
+    },
+    close: () => session.close(),
+  });
+}
+
+/**
+ * Context updates on ONE session, the same harness as the echo stream: each call is a
+ * `McpSession.update()` — an unconditional put of one key (a 16-character string) to the memory
+ * store's context `bench` — answered by its ContextUpdateResult (a new version each time).
+ */
+async function mcpUpdateOpener(port: number, token: string): Promise<Opener> {
+  const session = await createMcpClient({ baseUrl: `http://127.0.0.1:${port}`, token }).connect({ heartbeatIntervalMs: 0 });
+  const ops = [{ op: { case: "put" as const, value: { key: "status", value: { kind: { case: "stringValue" as const, value: TEXT } } } } }];
+  return (done) => ({
+    send: () => {
+      session.update({ contextId: "bench", ops }).then(done, (e: unknown) => {
+        console.error("context update failed:", e);
+        process.exit(1);
+      });
     },
     close: () => session.close(),
   });
@@ -395,6 +414,15 @@ if (ONLY === "stream-typed") {
   console.log(`typed stream calls/s ${Math.round((await drive(await mcpSessionOpener(mcp.port, token, false, true), STREAM_INFLIGHT, MEASURE_MS)).perSec)}`);
   await onlyDone(mcp);
 }
+if (ONLY === "updates") {
+  // Context updates beside echo calls, same server, same harness, one after the other.
+  const echo = await withCpu(mcp, async () => drive(await mcpSessionOpener(mcp.port, token), STREAM_INFLIGHT, MEASURE_MS));
+  const upd = await withCpu(mcp, async () => drive(await mcpUpdateOpener(mcp.port, token), STREAM_INFLIGHT, MEASURE_MS));
+  console.log(`stream echo calls/s ${Math.round(echo.perSec)}  (CPU µs per call: server ${echo.serverUs.toFixed(2)}, client ${echo.clientUs.toFixed(2)})`);
+  console.log(`context updates/s ${Math.round(upd.perSec)}  (CPU µs per update: server ${upd.serverUs.toFixed(2)}, client ${upd.clientUs.toFixed(2)})`);
+  console.log(`updates / echo = ${(upd.perSec / echo.perSec).toFixed(2)}`);
+  await onlyDone(mcp);
+}
 if (ONLY === "stream") {
   const r = await withCpu(mcp, async () => drive(await mcpSessionOpener(mcp.port, token), STREAM_INFLIGHT, MEASURE_MS));
   console.log(`stream calls/s ${Math.round(r.perSec)}  (CPU µs per call: server ${r.serverUs.toFixed(2)}, client ${r.clientUs.toFixed(2)})`);
@@ -405,12 +433,13 @@ const gjClient = grpcJsClient(gj.port);
 const raw = await startChild("raw");
 
 // (a) and (c) in interleaved rounds; the other figures once each.
-const rounds: { ours: CpuDriveResult; gj: CpuDriveResult; raw: CpuDriveResult; oursUnary: DriveResult; gjUnary: DriveResult }[] = [];
+const rounds: { ours: CpuDriveResult; gj: CpuDriveResult; raw: CpuDriveResult; updates: CpuDriveResult; oursUnary: DriveResult; gjUnary: DriveResult }[] = [];
 for (let i = 0; i < ROUNDS; i++) {
   rounds.push({
     ours: await withCpu(mcp, async () => drive(await mcpSessionOpener(mcp.port, token), STREAM_INFLIGHT, MEASURE_MS)),
     gj: await withCpu(gj, () => drive(grpcJsBidiOpener(gjClient), STREAM_INFLIGHT, MEASURE_MS)),
     raw: await withCpu(raw, () => drive(rawOpener(raw.port), STREAM_INFLIGHT, MEASURE_MS)),
+    updates: await withCpu(mcp, async () => drive(await mcpUpdateOpener(mcp.port, token), STREAM_INFLIGHT, MEASURE_MS)),
     oursUnary: await drive(mcpUnaryOpener(mcp.port, token, "grpc"), UNARY_INFLIGHT, MEASURE_MS),
     gjUnary: await drive(grpcJsUnaryOpener(gjClient), UNARY_INFLIGHT, MEASURE_MS),
   });
@@ -418,6 +447,7 @@ for (let i = 0; i < ROUNDS; i++) {
 const oursStream = medianRun(rounds.map((r) => r.ours));
 const gjStream = medianRun(rounds.map((r) => r.gj));
 const rawStream = medianRun(rounds.map((r) => r.raw));
+const oursUpdates = medianRun(rounds.map((r) => r.updates));
 const oursUnaryGrpc = medianRun(rounds.map((r) => r.oursUnary));
 const gjUnary = medianRun(rounds.map((r) => r.gjUnary));
 
@@ -450,6 +480,8 @@ console.log(pad("    same, Connect protocol via connect-node", LABEL) + pad(f0(p
 const us = (n: number) => n.toFixed(2);
 console.log(pad("    CPU µs per call: server process", LABEL) + pad(us(oursStream.serverUs), 14) + pad(us(gjStream.serverUs), 14) + pad(us(rawStream.serverUs), 14));
 console.log(pad("    CPU µs per call: client process", LABEL) + pad(us(oursStream.clientUs), 14) + pad(us(gjStream.clientUs), 14) + pad(us(rawStream.clientUs), 14));
+console.log(pad(`    context updates/s, ${STREAM_INFLIGHT} in flight, one session`, LABEL) + pad(f0(oursUpdates.perSec), 14) + "(memory store, one key put per update)");
+console.log(pad("    CPU µs per update: server, client", LABEL) + pad(`${us(oursUpdates.serverUs)}, ${us(oursUpdates.clientUs)}`, 14));
 console.log(
   pad("(b) sequential round trip p50 (µs)", LABEL) + pad(f0(oursSeq.p50us), 14) + pad(f0(gjSeq.p50us), 14) + pad(f0(rawSeq.p50us), 14),
 );
@@ -463,13 +495,15 @@ if (rounds.length > 1) {
   const each = (pick: (r: (typeof rounds)[number]) => DriveResult) => pad(rounds.map((r) => k(pick(r).perSec)).join(" "), 13) + " ";
   console.log(`(d) (a) and (c) are medians of ${rounds.length} interleaved rounds; each round, in thousands of calls/s:`);
   console.log(pad("    (a) stream", LABEL) + each((r) => r.ours) + each((r) => r.gj) + each((r) => r.raw));
+  console.log(pad("    (a) context updates", LABEL) + each((r) => r.updates));
   console.log(pad("    (c) unary Execute", LABEL) + each((r) => r.oursUnary) + each((r) => r.gjUnary));
 }
 console.log("");
 console.log("(e) ratios and the issue's targets");
 console.log(`    stream calls/s  ours/grpc-js bidi = ${r2(oursStream.perSec, gjStream.perSec)}  (target >= 1.5: ${mark(oursStream.perSec >= 1.5 * gjStream.perSec)})`);
 console.log(`    typed stream    ours/grpc-js bidi = ${r2(oursTypedStream.perSec, gjStream.perSec)}  (for comparison: the target is on the JSON echo above)`);
-console.log(`    stream calls/s  ours/raw ceiling  = ${r2(oursStream.perSec, rawStream.perSec)}  (target >= 0.25: ${mark(oursStream.perSec >= 0.25 * rawStream.perSec)})`);
+console.log(`    stream calls/s  ours/raw ceiling  = ${r2(oursStream.perSec, rawStream.perSec)}  (target >= 0.35: ${mark(oursStream.perSec >= 0.35 * rawStream.perSec)})`);
+console.log(`    updates/s       ours/echo calls/s = ${r2(oursUpdates.perSec, oursStream.perSec)}  (target >= 0.8: ${mark(oursUpdates.perSec >= 0.8 * oursStream.perSec)})`);
 console.log(`    sequential p50  ours/raw ceiling  = ${r2(oursSeq.p50us, rawSeq.p50us)}  (target <= 1.5: ${mark(oursSeq.p50us <= 1.5 * rawSeq.p50us)})`);
 console.log(`    sequential p50  ours/grpc-js bidi = ${r2(oursSeq.p50us, gjSeq.p50us)}`);
 console.log(`    unary calls/s   ours/grpc-js      = ${r2(oursUnaryGrpc.perSec, gjUnary.perSec)}  (target >= 1.0: ${mark(oursUnaryGrpc.perSec >= gjUnary.perSec)})`);

@@ -67,6 +67,8 @@ export function changeBytes(write: Pick<ContextWrite, "puts" | "deletes">): numb
 export function checkWrite(write: ContextWrite): void {
   if (write.expectedVersion < 0n) throw new TypeError("expectedVersion must be >= 0");
   if (write.puts.length + write.deletes.length === 0) throw new TypeError("a write needs at least one put or delete");
+  // One key cannot appear twice: no set to build (the common update writes one key).
+  if (write.puts.length + write.deletes.length === 1) return;
   const seen = new Set<string>();
   for (const key of [...write.puts.map((p) => p.key), ...write.deletes]) {
     if (seen.has(key)) throw new TypeError(`key "${key}" appears twice in one write; collapse ops first`);

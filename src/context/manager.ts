@@ -222,7 +222,8 @@ export function createContextManager(options: ContextManagerOptions): ContextMan
     }
     let json: string;
     try {
-      json = toJsonString(ValueSchema, value);
+      // A string is its own JSON text (what protobuf-es writes too, without its reflection).
+      json = value.kind.case === "stringValue" ? JSON.stringify(value.kind.value) : toJsonString(ValueSchema, value);
     } catch (e) {
       // protobuf-es refuses values JSON cannot carry (NaN, Infinity, an unset kind).
       throw new McpError("invalid_argument", `value is not valid JSON: ${e instanceof Error ? e.message : String(e)}`, {
@@ -292,6 +293,58 @@ export function createContextManager(options: ContextManagerOptions): ContextMan
     return toSync(contextId, delta);
   }
 
+  function applyUpdate(init: MessageInitShape<typeof ContextUpdateSchema>, updatedBy: string, lease: string | undefined): Promise<ContextUpdateResult> {
+    checkOpen();
+    const u: ContextUpdate = create(ContextUpdateSchema, init);
+    checkContextId(u.contextId);
+    if (u.ops.length === 0) throw new McpError("invalid_argument", "an update needs at least one op", { field: "ops" });
+    // Ops apply in order, so for each key only the last one matters.
+    const net = new Map<string, string | null>();
+    let leased: Set<string> | undefined;
+    u.ops.forEach((op, i) => {
+      switch (op.op.case) {
+        case "put": {
+          const { key, value } = op.op.value;
+          checkKey(key, `ops[${i}].put.key`);
+          net.set(key, valueJson(value, `ops[${i}].put.value`));
+          if (op.op.value.lease === ContextLease.SESSION) {
+            if (lease === undefined) {
+              throw new McpError("invalid_argument", "a put with lease SESSION needs a session: send it on SessionService/Connect", { field: `ops[${i}].put.lease` });
+            }
+            (leased ??= new Set()).add(key);
+          } else leased?.delete(key);
+          break;
+        }
+        case "delete": {
+          checkKey(op.op.value.key, `ops[${i}].delete.key`);
+          net.set(op.op.value.key, null);
+          break;
+        }
+        default:
+          throw new McpError("invalid_argument", "an op must be a put or a delete", { field: `ops[${i}].op` });
+      }
+    });
+    const puts: StoredPut[] = [];
+    const deletes: string[] = [];
+    for (const [key, json] of net) {
+      if (json === null) deletes.push(key);
+      else puts.push(leased?.has(key) === true && lease !== undefined ? { key, valueJson: json, lease } : { key, valueJson: json });
+    }
+    return store.apply({
+      contextId: u.contextId,
+      expectedVersion: u.expectedVersion,
+      puts,
+      deletes,
+      updatedBy,
+      nowMs: opts.now(),
+      maxKeys: opts.maxKeysPerContext,
+      maxContexts: opts.maxContexts,
+    }).then(
+      // A literal, not create(): every field is given, once per update.
+      (change): ContextUpdateResult => ({ $typeName: "mcp.v1.ContextUpdateResult", id: u.id, contextId: u.contextId, version: change.version }),
+    );
+  }
+
   /** `sync`, but a context not written yet is an empty full sync at version 0. */
   async function syncOrEmpty(contextId: string, knownVersion: bigint): Promise<ContextSync> {
     try {
@@ -311,54 +364,14 @@ export function createContextManager(options: ContextManagerOptions): ContextMan
       return snapshotSync(contextId);
     },
 
-    async update(init: MessageInitShape<typeof ContextUpdateSchema>, updatedBy: string, lease?: string): Promise<ContextUpdateResult> {
-      checkOpen();
-      const u: ContextUpdate = create(ContextUpdateSchema, init);
-      checkContextId(u.contextId);
-      if (u.ops.length === 0) throw new McpError("invalid_argument", "an update needs at least one op", { field: "ops" });
-      // Ops apply in order, so for each key only the last one matters.
-      const net = new Map<string, string | null>();
-      let leased: Set<string> | undefined;
-      u.ops.forEach((op, i) => {
-        switch (op.op.case) {
-          case "put": {
-            const { key, value } = op.op.value;
-            checkKey(key, `ops[${i}].put.key`);
-            net.set(key, valueJson(value, `ops[${i}].put.value`));
-            if (op.op.value.lease === ContextLease.SESSION) {
-              if (lease === undefined) {
-                throw new McpError("invalid_argument", "a put with lease SESSION needs a session: send it on SessionService/Connect", { field: `ops[${i}].put.lease` });
-              }
-              (leased ??= new Set()).add(key);
-            } else leased?.delete(key);
-            break;
-          }
-          case "delete": {
-            checkKey(op.op.value.key, `ops[${i}].delete.key`);
-            net.set(op.op.value.key, null);
-            break;
-          }
-          default:
-            throw new McpError("invalid_argument", "an op must be a put or a delete", { field: `ops[${i}].op` });
-        }
-      });
-      const puts: StoredPut[] = [];
-      const deletes: string[] = [];
-      for (const [key, json] of net) {
-        if (json === null) deletes.push(key);
-        else puts.push(leased?.has(key) === true && lease !== undefined ? { key, valueJson: json, lease } : { key, valueJson: json });
+    // Not an async function: a suspended one keeps its frame per update and adds turns; the
+    // checks run synchronously (a throw becomes the rejection), the store's promise is chained once.
+    update(init: MessageInitShape<typeof ContextUpdateSchema>, updatedBy: string, lease?: string): Promise<ContextUpdateResult> {
+      try {
+        return applyUpdate(init, updatedBy, lease);
+      } catch (e) {
+        return Promise.reject(e);
       }
-      const change = await store.apply({
-        contextId: u.contextId,
-        expectedVersion: u.expectedVersion,
-        puts,
-        deletes,
-        updatedBy,
-        nowMs: opts.now(),
-        maxKeys: opts.maxKeysPerContext,
-        maxContexts: opts.maxContexts,
-      });
-      return create(ContextUpdateResultSchema, { id: u.id, contextId: u.contextId, version: change.version });
     },
 
     async releaseLease(lease: string, updatedBy: string): Promise<ContextUpdateResult[]> {
@@ -468,6 +481,8 @@ function toEntry(e: StoredEntry): ContextEntry {
 
 /** Whether objects and lists nest deeper than `max`, walked without recursion. */
 function depthExceeds(root: Value, max: number): boolean {
+  // A scalar (the common value) nests nothing: no walk, no stack.
+  if (root.kind.case !== "structValue" && root.kind.case !== "listValue") return false;
   const stack: [Value, number][] = [[root, 0]];
   for (let item = stack.pop(); item !== undefined; item = stack.pop()) {
     const [v, depth] = item;

@@ -22,13 +22,19 @@ export class DurationCell {
   /** Sum of durations, in milliseconds. */
   sumMs = 0;
   /** Non-cumulative counts per bucket; the last slot is +Inf. */
-  readonly buckets = new Float64Array(BUCKETS_MS.length + 1);
+  readonly buckets: Float64Array;
+
+  /** @param boundsMs the buckets' upper bounds in ms, ascending (default: the command buckets). */
+  constructor(private readonly boundsMs: readonly number[] = BUCKETS_MS) {
+    this.buckets = new Float64Array(boundsMs.length + 1);
+  }
 
   observe(ms: number): void {
+    const bounds = this.boundsMs;
     this.count++;
     this.sumMs += ms;
     let i = 0;
-    while (i < BUCKETS_MS.length && ms > BUCKETS_MS[i]!) i++;
+    while (i < bounds.length && ms > bounds[i]!) i++;
     this.buckets[i]!++;
   }
 }

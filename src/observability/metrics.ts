@@ -4,8 +4,8 @@
  * connections, bytes, per-tool statistics — are read when scraped (`collect`), not maintained
  * per message; see docs/observability.md for every series.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from "prom-client";
-import { CommandStats, DURATION_BUCKETS_SECONDS, type DurationCell } from "./command-stats.js";
+import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from "prom-client";
+import { CommandStats, DURATION_BUCKETS_SECONDS, DurationCell } from "./command-stats.js";
 
 /** Bytes a connection protocol carried (`h2` or `http1`), from the listener's sockets. */
 export interface TrafficTotals {
@@ -43,9 +43,16 @@ export interface ServerMetrics {
   scrape(): Promise<string>;
   /** The exposition's content type. */
   readonly contentType: string;
-  /** Store operation latency, seconds, by store kind and operation. */
-  readonly storeDuration: Histogram<"store" | "operation">;
+  /**
+   * The cell that store operation `operation` of a `store` kind is timed into, in ms: plain
+   * numbers on every context update, read when scraped (like the command durations).
+   */
+  storeDuration(store: string, operation: string): DurationCell;
 }
+
+/** Upper bounds of the store operation histogram, in seconds (Prometheus `le`). */
+const STORE_BUCKETS_SECONDS: readonly number[] = [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5];
+const STORE_BUCKETS_MS = STORE_BUCKETS_SECONDS.map((s) => s * 1000);
 
 /** Builds the registry over `stats`, `counters` and `sources`. */
 export function createServerMetrics(
@@ -119,15 +126,32 @@ export function createServerMetrics(
     for (const t of sources()?.traffic() ?? []) set({ protocol: t.protocol }, t.sent);
   });
 
-  registry.registerMetric(commandDurationMetric(stats));
+  registry.registerMetric(
+    histogramMetric("mcp_command_duration_seconds", "Command duration from start to Response, by tool and outcome code, in seconds.", DURATION_BUCKETS_SECONDS, function* () {
+      for (const t of stats.tools.values()) {
+        if (t.ok.count > 0) yield [{ tool: t.tool, code: "ok" }, t.ok];
+        for (const [code, cell] of t.failed) yield [{ tool: t.tool, code }, cell];
+      }
+    }),
+  );
 
-  const storeDuration = new Histogram({
-    name: "mcp_store_operation_duration_seconds",
-    help: "Context store operation latency, by store kind (memory, sqlite, redis) and operation.",
-    labelNames: ["store", "operation"],
-    buckets: [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
-    registers: [registry],
-  });
+  const storeCells = new Map<string, { labels: Record<string, string>; cell: DurationCell }>();
+  registry.registerMetric(
+    histogramMetric(
+      "mcp_store_operation_duration_seconds",
+      "Context store operation latency, by store kind (memory, sqlite, redis) and operation.",
+      STORE_BUCKETS_SECONDS,
+      function* () {
+        for (const { labels, cell } of storeCells.values()) if (cell.count > 0) yield [labels, cell];
+      },
+    ),
+  );
+  const storeDuration = (store: string, operation: string): DurationCell => {
+    const key = `${store} ${operation}`;
+    let found = storeCells.get(key);
+    if (found === undefined) storeCells.set(key, (found = { labels: { store, operation }, cell: new DurationCell(STORE_BUCKETS_MS) }));
+    return found.cell;
+  };
   const scraped = options.processMetrics ? Registry.merge([processRegistry(), registry]) : registry;
   return { registry, storeDuration, scrape: () => scraped.metrics(), contentType: registry.contentType };
 }
@@ -148,35 +172,35 @@ function processRegistry(): Registry {
 }
 
 /**
- * `mcp_command_duration_seconds` from the per-tool cells. prom-client has no way to set a
- * histogram's buckets, so this is a collector of its own: the registry asks each metric for
- * `get()` and formats what it returns.
+ * A histogram series from cells of plain numbers (`DurationCell`, ms), by the labels `cells`
+ * yields. prom-client has no way to set a histogram's buckets, so this is a collector of its own:
+ * the registry asks each metric for `get()` and formats what it returns.
  */
-function commandDurationMetric(stats: CommandStats): Metric {
-  const name = "mcp_command_duration_seconds";
+function histogramMetric(
+  name: string,
+  help: string,
+  bucketsSeconds: readonly number[],
+  cells: () => Iterable<[Record<string, string>, DurationCell]>,
+): Metric {
   const collector = {
     name,
-    help: "Command duration from start to Response, by tool and outcome code, in seconds.",
+    help,
     type: "histogram",
     aggregator: "sum",
     collect: undefined,
     async get() {
       const values: { metricName: string; labels: Record<string, string | number>; value: number }[] = [];
-      const emit = (tool: string, code: string, cell: DurationCell) => {
+      for (const [labels, cell] of cells()) {
         let cumulative = 0;
-        for (let i = 0; i < DURATION_BUCKETS_SECONDS.length; i++) {
+        for (let i = 0; i < bucketsSeconds.length; i++) {
           cumulative += cell.buckets[i]!;
-          values.push({ metricName: `${name}_bucket`, labels: { tool, code, le: DURATION_BUCKETS_SECONDS[i]! }, value: cumulative });
+          values.push({ metricName: `${name}_bucket`, labels: { ...labels, le: bucketsSeconds[i]! }, value: cumulative });
         }
-        values.push({ metricName: `${name}_bucket`, labels: { tool, code, le: "+Inf" }, value: cell.count });
-        values.push({ metricName: `${name}_sum`, labels: { tool, code }, value: cell.sumMs / 1000 });
-        values.push({ metricName: `${name}_count`, labels: { tool, code }, value: cell.count });
-      };
-      for (const t of stats.tools.values()) {
-        if (t.ok.count > 0) emit(t.tool, "ok", t.ok);
-        for (const [code, cell] of t.failed) emit(t.tool, code, cell);
+        values.push({ metricName: `${name}_bucket`, labels: { ...labels, le: "+Inf" }, value: cell.count });
+        values.push({ metricName: `${name}_sum`, labels, value: cell.sumMs / 1000 });
+        values.push({ metricName: `${name}_count`, labels, value: cell.count });
       }
-      return { name, help: collector.help, type: "histogram", aggregator: "sum", values };
+      return { name, help, type: "histogram", aggregator: "sum", values };
     },
     reset() {},
   };

@@ -359,20 +359,33 @@ export function createTelemetry(options: TelemetryOptions = {}): Telemetry {
       store.subscribe((e) => {
         if (e.kind === "change") counters.contextChanges++;
       });
+      // Runs on every context update: one `.then` on the store's own promise (no async frame),
+      // the duration into a plain cell (metrics.ts reads it when scraped), a span only while
+      // tracing is on.
       const timed = <A extends unknown[], R>(operation: string, fn: (...args: A) => Promise<R>) => {
-        const histogram = metrics.storeDuration.labels(kind, operation);
-        return async (...args: A): Promise<R> => {
+        const cell = metrics.storeDuration(kind, operation);
+        return (...args: A): Promise<R> => {
           const span = tracingActive() ? tracer.startSpan(`mcp.store ${operation}`, { kind: SpanKind.CLIENT, attributes: { "db.system": kind, "mcp.store.operation": operation } }) : undefined;
           const t0 = performance.now();
+          let running: Promise<R>;
           try {
-            return await fn(...args);
+            running = fn(...args);
           } catch (e) {
-            span?.setStatus({ code: SpanStatusCode.ERROR, message: e instanceof Error ? e.message : String(e) });
-            throw e;
-          } finally {
-            histogram.observe((performance.now() - t0) / 1000);
-            span?.end();
+            running = Promise.reject(e);
           }
+          return running.then(
+            (r) => {
+              cell.observe(performance.now() - t0);
+              span?.end();
+              return r;
+            },
+            (e: unknown) => {
+              cell.observe(performance.now() - t0);
+              span?.setStatus({ code: SpanStatusCode.ERROR, message: e instanceof Error ? e.message : String(e) });
+              span?.end();
+              throw e;
+            },
+          );
         };
       };
       // Spread first: operations this wrapper does not time still reach the store.

@@ -314,8 +314,13 @@ export function createCore(deps: CoreDeps): McpCore {
       return contexts.get(contextId);
     },
 
-    async updateContext(auth, update, sessionId) {
-      authorize(auth, contextPermission(update.contextId, "write"), SecurityLevel.STANDARD, `write context ${update.contextId}`);
+    // Not async: returning the manager's promise from an async function costs two more turns per update.
+    updateContext(auth, update, sessionId) {
+      try {
+        authorize(auth, contextPermission(update.contextId, "write"), SecurityLevel.STANDARD, `write context ${update.contextId}`);
+      } catch (e) {
+        return Promise.reject(e);
+      }
       return contexts.update(update, auth.principal?.subject ?? "anonymous", sessionId);
     },
 
