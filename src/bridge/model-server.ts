@@ -62,9 +62,11 @@ export function createModelServer(backend: BridgeBackend, options: ModelServerOp
         "Tools and contexts of a Machine Context Protocol server, translated by its bridge. Contexts are resources mcp-context://ID.",
     },
   );
-  // Background work of this instance (watches); ends with it.
-  const life = new AbortController();
-  server.onclose = () => life.abort();
+  // Background work of this instance (watches); ends with it. Made on first use: most instances
+  // serve one call and never start any, and an abort costs a DOMException.
+  let life: AbortController | undefined;
+  const lifeSignal = () => (life ??= new AbortController()).signal;
+  server.onclose = () => life?.abort();
   const watches = new Map<string, AbortController>();
 
   server.setRequestHandler("tools/list", async () => ({ tools: (await bridged(backend.listTools())).map(toolOf) }));
@@ -137,7 +139,7 @@ export function createModelServer(backend: BridgeBackend, options: ModelServerOp
     const contextId = contextIdOf(uri);
     if (watches.has(uri)) return {};
     const stop = new AbortController();
-    const signal = AbortSignal.any([stop.signal, life.signal]);
+    const signal = AbortSignal.any([stop.signal, lifeSignal()]);
     const it = backend.watchContext(contextId, signal)[Symbol.asyncIterator]();
     // The first sync answers now: a refused or missing context fails the subscribe itself.
     await bridged(it.next());
@@ -164,7 +166,7 @@ export function createModelServer(backend: BridgeBackend, options: ModelServerOp
 
   if (options.pushAllChanges === true && options.era === "modern") {
     void (async () => {
-      for await (const contextId of backend.contextChanges(life.signal)) await server.sendResourceUpdated({ uri: contextUri(contextId) });
+      for await (const contextId of backend.contextChanges(lifeSignal())) await server.sendResourceUpdated({ uri: contextUri(contextId) });
     })().catch(onerror);
   }
   return server;
