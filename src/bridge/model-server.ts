@@ -10,8 +10,9 @@
  * - resources   → contexts as `mcp-context://ID`; read = snapshot; 2025-era subscribe = our
  *                 watch; 2026-07-28 listen streams are fed by the serving entry (see `changes`)
  */
-import { Server, type McpRequestContext, type ServerContext } from "@modelcontextprotocol/server";
+import { Server, type McpRequestContext, type ServerContext, type Tool } from "@modelcontextprotocol/server";
 import type { JsonObject } from "@bufbuild/protobuf";
+import type { ToolDescriptor } from "../../gen/mcp/v1/command_pb.js";
 import type { Event } from "../../gen/mcp/v1/event_pb.js";
 import { toMcpError } from "../errors.js";
 import { VERSION } from "../version.js";
@@ -51,6 +52,18 @@ async function bridged<T>(p: Promise<T>): Promise<T> {
   }
 }
 
+/**
+ * Translations of registered descriptors, made once: a descriptor does not change after its tool
+ * is registered, and every request builds a fresh instance that lists them again. Only the
+ * translation is kept; which tools a caller sees is decided per request (policy may change).
+ */
+const translated = new WeakMap<ToolDescriptor, Tool>();
+function translatedTool(d: ToolDescriptor): Tool {
+  let t = translated.get(d);
+  if (t === undefined) translated.set(d, (t = toolOf(d)));
+  return t;
+}
+
 /** Creates one Model Context Protocol server instance over `backend`. */
 export function createModelServer(backend: BridgeBackend, options: ModelServerOptions): Server {
   const onerror = options.onerror ?? (() => {});
@@ -69,7 +82,7 @@ export function createModelServer(backend: BridgeBackend, options: ModelServerOp
   server.onclose = () => life?.abort();
   const watches = new Map<string, AbortController>();
 
-  server.setRequestHandler("tools/list", async () => ({ tools: (await bridged(backend.listTools())).map(toolOf) }));
+  server.setRequestHandler("tools/list", async () => ({ tools: (await bridged(backend.listTools())).map(translatedTool) }));
 
   server.setRequestHandler("tools/call", async (request, ctx) => {
     const { name } = request.params;
