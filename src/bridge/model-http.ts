@@ -113,7 +113,8 @@ export function createModelHttpEndpointNow(core: McpCore, options: ModelHttpEndp
     // `serve` passes authInfo with every request, and the handler hands it on untouched.
     if (auth === undefined) throw new McpError("unauthenticated", "no caller for this request");
     const scope = auth.principal?.subject ?? "";
-    return createModelServer(coreBackend(core, auth), { era, ...(era === "legacy" ? { crossRequestCancel: { scope, inflight } } : {}) });
+    // 2025-era requests are served statelessly: no subscription could outlive the request.
+    return createModelServer(coreBackend(core, auth), { era, ...(era === "legacy" ? { crossRequestCancel: { scope, inflight }, subscriptions: false } : {}) });
   };
   const handlerOptions = { maxRequestBodySize: opts.maxMessageBytes };
   // Every request but a listen stream: one handler, nothing per caller in it.

@@ -37,6 +37,14 @@ export interface ModelServerOptions {
    * @default none (the SDK's own per-connection cancellation)
    */
   crossRequestCancel?: { scope: string; inflight: Map<string, AbortController> };
+  /**
+   * Offer 2025-era `resources/subscribe` (the capability and the method). Off where no update
+   * could reach the client — 2025-era stateless HTTP, where no connection outlives a request: a
+   * client then sees no `resources.subscribe` capability and a subscribe gets "Method not found",
+   * instead of a subscription that never delivers. 2026-07-28 listen streams need it on.
+   * @default true
+   */
+  subscriptions?: boolean;
   /** Reports errors of background work (watches); never thrown. @default ignore */
   onerror?: (e: unknown) => void;
 }
@@ -67,10 +75,11 @@ function translatedTool(d: ToolDescriptor): Tool {
 /** Creates one Model Context Protocol server instance over `backend`. */
 export function createModelServer(backend: BridgeBackend, options: ModelServerOptions): Server {
   const onerror = options.onerror ?? (() => {});
+  const subscriptions = options.subscriptions ?? true;
   const server = new Server(
     { name: SERVER_NAME, version: VERSION },
     {
-      capabilities: { tools: {}, resources: { subscribe: true }, logging: {} },
+      capabilities: { tools: {}, resources: subscriptions ? { subscribe: true } : {}, logging: {} },
       instructions:
         "Tools and contexts of a Machine Context Protocol server, translated by its bridge. Contexts are resources mcp-context://ID.",
     },
@@ -146,7 +155,24 @@ export function createModelServer(backend: BridgeBackend, options: ModelServerOp
     return resourceOf(uri, await bridged(backend.readContext(contextIdOf(uri))));
   });
 
-  // 2025 era: a subscribe is our watch on that context, for this connection's life.
+  if (subscriptions) subscribeHandlers(server, backend, watches, lifeSignal, onerror);
+
+  if (options.pushAllChanges === true && options.era === "modern") {
+    void (async () => {
+      for await (const contextId of backend.contextChanges(lifeSignal())) await server.sendResourceUpdated({ uri: contextUri(contextId) });
+    })().catch(onerror);
+  }
+  return server;
+}
+
+/** 2025 era: a subscribe is our watch on that context, for this connection's life. */
+function subscribeHandlers(
+  server: Server,
+  backend: BridgeBackend,
+  watches: Map<string, AbortController>,
+  lifeSignal: () => AbortSignal,
+  onerror: (e: unknown) => void,
+): void {
   server.setRequestHandler("resources/subscribe", async (request) => {
     const { uri } = request.params;
     const contextId = contextIdOf(uri);
@@ -176,13 +202,6 @@ export function createModelServer(backend: BridgeBackend, options: ModelServerOp
     watches.delete(request.params.uri);
     return {};
   });
-
-  if (options.pushAllChanges === true && options.era === "modern") {
-    void (async () => {
-      for await (const contextId of backend.contextChanges(lifeSignal())) await server.sendResourceUpdated({ uri: contextUri(contextId) });
-    })().catch(onerror);
-  }
-  return server;
 }
 
 /** An output event as a log notification (the logging capability; dropped when the client set no level). */
