@@ -6,7 +6,7 @@
  * answering the same echo, mounted on node:http by the SDK's own `toNodeHandler` from
  * `@modelcontextprotocol/node`: the SDK alone, as its documentation mounts it).
  * Not part of `npm run bench`: `node --import tsx bench/bridge.ts` (BENCH_MEASURE_MS, BENCH_WARMUP_MS,
- * BENCH_INFLIGHT, BENCH_ROUNDS; BENCH_CPU_PROF=DIR writes each server's `--cpu-prof` profile there).
+ * BENCH_INFLIGHT, BENCH_ROUNDS; BENCH_TOGETHER=1 loads both servers at once; BENCH_CPU_PROF=DIR writes each server's `--cpu-prof` profile there).
  */
 import { fork } from "node:child_process";
 import { createServer } from "node:http";
@@ -24,6 +24,9 @@ const MEASURE_MS = Number(process.env["BENCH_MEASURE_MS"] ?? 5000);
 const INFLIGHT = Number(process.env["BENCH_INFLIGHT"] ?? 16);
 const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 3);
 const TEXT = "hello, benchmark";
+// BENCH_TOGETHER=1: load both servers at the same time, so on a shared machine both see the same
+// contention (their calls/s then compete for the same cores: compare the ratio, not the sum).
+const TOGETHER = process.env["BENCH_TOGETHER"] === "1";
 
 type Kind = "bridge" | "sdk";
 
@@ -136,7 +139,13 @@ async function main(): Promise<void> {
     // call of the server process is the steadier figure when the machine is loaded.
     const line = (r: Run) => `${r.callsPerSec.toFixed(0)} calls/s, ${r.cpuMicrosPerCall.toFixed(0)} µs CPU/call`;
     for (let round = 0; round < ROUNDS; round++) {
-      for (const kind of ["bridge", "sdk"] as const) results[kind].push(await measure(clients[kind], servers[kind], MEASURE_MS));
+      if (TOGETHER) {
+        const [b, k] = await Promise.all([measure(clients.bridge, servers.bridge, MEASURE_MS), measure(clients.sdk, servers.sdk, MEASURE_MS)]);
+        results.bridge.push(b);
+        results.sdk.push(k);
+      } else {
+        for (const kind of ["bridge", "sdk"] as const) results[kind].push(await measure(clients[kind], servers[kind], MEASURE_MS));
+      }
       process.stdout.write(`round ${round + 1}: bridge ${line(results.bridge.at(-1)!)}  sdk ${line(results.sdk.at(-1)!)}\n`);
     }
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
