@@ -131,9 +131,12 @@ export function createModelHttpEndpointNow(core: McpCore, options: ModelHttpEndp
       const refused = hostHeaderValidationResponse(request, localhostAllowedHostnames()) ?? originValidationResponse(request, localhostAllowedOrigins());
       if (refused !== undefined) return sendWebResponse(refused, res);
     }
-    const resourceMetadataUrl = getOAuthProtectedResourceMetadataUrl(new URL(path, request.url));
+    // The metadata URL is only needed for a refusal: built then, not for every request.
     const challenge = (code: string, message: string) =>
-      sendWebResponse(bearerAuthChallengeResponse(new OAuthError(code, message), { resourceMetadataUrl }), res);
+      sendWebResponse(
+        bearerAuthChallengeResponse(new OAuthError(code, message), { resourceMetadataUrl: getOAuthProtectedResourceMetadataUrl(new URL(path, request.url)) }),
+        res,
+      );
     let auth: AuthState;
     let token: string | undefined;
     try {
