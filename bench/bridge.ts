@@ -3,17 +3,18 @@
  * echo: the load is the SDK's own `Client` (2026-07-28, stateless, many calls in flight) in this
  * process; each server runs in a child process of its own — ours (`/mcp` of `createMcpServer`,
  * a real token, the core's `echo`) and the SDK's (`createMcpHandler` + a low-level `Server`
- * answering the same echo, mounted on node:http with the same web-request adapter as ours).
+ * answering the same echo, mounted on node:http by the SDK's own `toNodeHandler` from
+ * `@modelcontextprotocol/node`: the SDK alone, as its documentation mounts it).
  * Not part of `npm run bench`: `node --import tsx bench/bridge.ts` (BENCH_MEASURE_MS, BENCH_WARMUP_MS,
- * BENCH_INFLIGHT, BENCH_ROUNDS).
+ * BENCH_INFLIGHT, BENCH_ROUNDS; BENCH_TOGETHER=1 loads both servers at once; BENCH_CPU_PROF=DIR writes each server's `--cpu-prof` profile there).
  */
 import { fork } from "node:child_process";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
 import { Client, StreamableHTTPClientTransport } from "@modelcontextprotocol/client";
+import { toNodeHandler } from "@modelcontextprotocol/node";
 import { Server, createMcpHandler } from "@modelcontextprotocol/server";
-import { readBody, sendWebResponse, toWebRequest } from "../src/bridge/web-request.js";
 import { mintToken } from "../src/security/index.js";
 import { createMcpServer } from "../src/server/server.js";
 
@@ -23,6 +24,9 @@ const MEASURE_MS = Number(process.env["BENCH_MEASURE_MS"] ?? 5000);
 const INFLIGHT = Number(process.env["BENCH_INFLIGHT"] ?? 16);
 const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 3);
 const TEXT = "hello, benchmark";
+// BENCH_TOGETHER=1: load both servers at the same time, so on a shared machine both see the same
+// contention (their calls/s then compete for the same cores: compare the ratio, not the sum).
+const TOGETHER = process.env["BENCH_TOGETHER"] === "1";
 
 type Kind = "bridge" | "sdk";
 
@@ -43,27 +47,68 @@ async function serve(kind: Kind): Promise<number> {
     });
     return server;
   });
+  const node = toNodeHandler(handler);
   const http = createServer((req, res) => {
-    void (async () => {
-      const request = toWebRequest(req, res, await readBody(req, 4 * 1024 * 1024), false);
-      await sendWebResponse(await handler.fetch(request), res, request);
-    })().catch(() => res.destroy());
+    // node:http's IncomingMessage always has method and url on a server; the SDK's duck type says so.
+    node(req as typeof req & { method: string; url: string }, res).catch(() => res.destroy());
   });
   await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
   return (http.address() as AddressInfo).port;
 }
 
-async function startChild(kind: Kind): Promise<{ url: string; stop(): void }> {
-  const proc = fork(fileURLToPath(import.meta.url), ["serve", kind], { execArgv: ["--import", "tsx"], stdio: ["ignore", "inherit", "inherit", "ipc"] });
+/** A server child: its URL, its CPU time so far (user + system, µs), and a stop that lets a `--cpu-prof` child write its profile. */
+interface Child {
+  url: string;
+  cpuMicros(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+async function startChild(kind: Kind): Promise<Child> {
+  // BENCH_CPU_PROF=DIR: the server children run with `--cpu-prof` and write their profiles to
+  // DIR/KIND on stop (one file per thread: tsx's loader runs in a worker of its own).
+  const prof = process.env["BENCH_CPU_PROF"];
+  const execArgv = ["--import", "tsx", ...(prof === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", `${prof}/${kind}`])];
+  const proc = fork(fileURLToPath(import.meta.url), ["serve", kind], { execArgv, stdio: ["ignore", "inherit", "inherit", "ipc"] });
   const port = await new Promise<number>((resolve, reject) => {
     proc.once("message", (m) => resolve(Number(m)));
     proc.once("exit", (code) => reject(new Error(`${kind} server exited with ${code}`)));
   });
-  return { url: `http://127.0.0.1:${port}/mcp`, stop: () => proc.kill() };
+  return {
+    url: `http://127.0.0.1:${port}/mcp`,
+    cpuMicros: () =>
+      new Promise<number>((resolve) => {
+        proc.once("message", (m) => resolve(Number(m)));
+        proc.send("cpu");
+      }),
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (proc.exitCode !== null) return resolve();
+        const timer = setTimeout(() => proc.kill(), 5000);
+        proc.once("exit", () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        proc.send("stop");
+      }),
+  };
 }
 
-/** Calls echo with INFLIGHT calls in flight for `ms`; returns calls/s. */
-async function load(client: Client, ms: number): Promise<number> {
+/** One load run: calls/s and the server's CPU µs per call over it. */
+interface Run {
+  callsPerSec: number;
+  cpuMicrosPerCall: number;
+}
+
+/** Calls echo with INFLIGHT calls in flight for `ms`, measuring `server`'s CPU over it. */
+async function measure(client: Client, server: Child, ms: number): Promise<Run> {
+  const cpu0 = await server.cpuMicros();
+  const { calls, elapsedMs } = await load(client, ms);
+  const cpu = (await server.cpuMicros()) - cpu0;
+  return { callsPerSec: (calls * 1000) / elapsedMs, cpuMicrosPerCall: cpu / calls };
+}
+
+/** Calls echo with INFLIGHT calls in flight for `ms`. */
+async function load(client: Client, ms: number): Promise<{ calls: number; elapsedMs: number }> {
   let calls = 0;
   const until = performance.now() + ms;
   const worker = async () => {
@@ -75,7 +120,7 @@ async function load(client: Client, ms: number): Promise<number> {
   };
   const started = performance.now();
   await Promise.all(Array.from({ length: INFLIGHT }, worker));
-  return (calls * 1000) / (performance.now() - started);
+  return { calls, elapsedMs: performance.now() - started };
 }
 
 async function main(): Promise<void> {
@@ -88,28 +133,46 @@ async function main(): Promise<void> {
     };
     await clients.bridge.connect(new StreamableHTTPClientTransport(new URL(servers.bridge.url), { requestInit: { headers: { authorization: `Bearer ${token}` } } }));
     await clients.sdk.connect(new StreamableHTTPClientTransport(new URL(servers.sdk.url)));
-    const results: Record<Kind, number[]> = { bridge: [], sdk: [] };
+    const results: Record<Kind, Run[]> = { bridge: [], sdk: [] };
     for (const kind of ["bridge", "sdk"] as const) await load(clients[kind], WARMUP_MS);
-    // Interleaved rounds, medians: both columns see the same drift of a shared machine.
+    // Interleaved rounds, medians: both columns see the same drift of a shared machine. CPU per
+    // call of the server process is the steadier figure when the machine is loaded.
+    const line = (r: Run) => `${r.callsPerSec.toFixed(0)} calls/s, ${r.cpuMicrosPerCall.toFixed(0)} µs CPU/call`;
     for (let round = 0; round < ROUNDS; round++) {
-      for (const kind of ["bridge", "sdk"] as const) results[kind].push(await load(clients[kind], MEASURE_MS));
-      process.stdout.write(`round ${round + 1}: bridge ${results.bridge.at(-1)!.toFixed(0)}  sdk ${results.sdk.at(-1)!.toFixed(0)} calls/s\n`);
+      if (TOGETHER) {
+        const [b, k] = await Promise.all([measure(clients.bridge, servers.bridge, MEASURE_MS), measure(clients.sdk, servers.sdk, MEASURE_MS)]);
+        results.bridge.push(b);
+        results.sdk.push(k);
+      } else {
+        for (const kind of ["bridge", "sdk"] as const) results[kind].push(await measure(clients[kind], servers[kind], MEASURE_MS));
+      }
+      process.stdout.write(`round ${round + 1}: bridge ${line(results.bridge.at(-1)!)}  sdk ${line(results.sdk.at(-1)!)}\n`);
     }
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-    const b = median(results.bridge);
-    const s = median(results.sdk);
+    const b = median(results.bridge.map((r) => r.callsPerSec));
+    const s = median(results.sdk.map((r) => r.callsPerSec));
+    const bc = median(results.bridge.map((r) => r.cpuMicrosPerCall));
+    const sc = median(results.sdk.map((r) => r.cpuMicrosPerCall));
     process.stdout.write(
-      `Streamable HTTP echo, ${INFLIGHT} in flight, 2026-07-28: bridge (/mcp, our core) ${b.toFixed(0)} calls/s, the SDK's own server ${s.toFixed(0)} calls/s (${(b / s).toFixed(2)}×)\n`,
+      `Streamable HTTP echo, ${INFLIGHT} in flight, 2026-07-28: bridge (/mcp, our core) ${b.toFixed(0)} calls/s, the SDK's own server ${s.toFixed(0)} calls/s (${(b / s).toFixed(2)}×); ` +
+        `server CPU per call: bridge ${bc.toFixed(0)} µs, SDK ${sc.toFixed(0)} µs (${(bc / sc).toFixed(2)}×)\n`,
     );
     await clients.bridge.close();
     await clients.sdk.close();
   } finally {
-    servers.bridge.stop();
-    servers.sdk.stop();
+    await Promise.all([servers.bridge.stop(), servers.sdk.stop()]);
   }
 }
 
 if (process.argv[2] === "serve") {
+  // The parent asks for this process's CPU time and tells it when to stop (a `--cpu-prof` child
+  // writes its profile on a normal exit only, not on a kill).
+  process.on("message", (m) => {
+    if (m === "cpu") {
+      const u = process.cpuUsage();
+      process.send?.(u.user + u.system);
+    } else if (m === "stop") process.exit(0);
+  });
   serve(process.argv[3] as Kind).then(
     (port) => process.send?.(port),
     (e: unknown) => {

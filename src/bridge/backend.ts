@@ -56,12 +56,14 @@ export function coreBackend(core: McpCore, auth: AuthState): BridgeBackend {
     listTools: () => Promise.resolve(core.listTools(auth)),
     call(tool, args, { signal, onEvent }) {
       return new Promise<Response>((resolve) => {
+        let settled = false;
         // The unary path's own start (routes.ts): the same runner, timeouts and exactly-once Response.
         const runner = startCommand(
           core,
           auth,
           { $typeName: "mcp.v1.Command", id: "", tool, payload: { case: "arguments", value: args }, timeoutMs: 0, contextId: "", contextVersion: 0n, traceparent: "", tracestate: "" },
           (r) => {
+            settled = true;
             signal.removeEventListener("abort", onAbort);
             resolve(r);
           },
@@ -72,6 +74,9 @@ export function coreBackend(core: McpCore, auth: AuthState): BridgeBackend {
         function onAbort(): void {
           runner.abortAll(new McpError("cancelled", "the Model Context Protocol client cancelled the call"));
         }
+        // A synchronous tool settles inside startCommand: no listener then, or it would stay on
+        // the SDK's signal and fire (building an error) when the SDK aborts it at the request's close.
+        if (settled) return;
         if (signal.aborted) onAbort();
         else signal.addEventListener("abort", onAbort, { once: true });
       });

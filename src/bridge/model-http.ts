@@ -9,7 +9,6 @@
  * core (backend.ts `coreBackend`). A missing or refused token is a 401 whose `WWW-Authenticate`
  * names the resource metadata, so an OAuth-capable client knows where to go next.
  */
-import { AsyncLocalStorage } from "node:async_hooks";
 import {
   OAuthError,
   OAuthErrorCode,
@@ -20,6 +19,9 @@ import {
   localhostAllowedHostnames,
   localhostAllowedOrigins,
   originValidationResponse,
+  type AuthInfo,
+  type McpHttpHandler,
+  type McpServerFactory,
   type ServerEvent,
   type ServerEventBus,
 } from "@modelcontextprotocol/server";
@@ -32,7 +34,7 @@ import { connectionFacts } from "../server/listener.js";
 import { coreBackend } from "./backend.js";
 import { createModelServer } from "./model-server.js";
 import { contextUri } from "./translate.js";
-import { readBody, sendWebResponse, toWebRequest, webHeaders, webUrl } from "./web-request.js";
+import { readBody, sendWebResponse, webHeaders, webRequest, webUrl } from "./web-request.js";
 
 /** Options of `createModelHttpEndpoint`. */
 export interface ModelHttpEndpointOptions {
@@ -49,23 +51,32 @@ export interface ModelHttpEndpointOptions {
   localhostOnly?: boolean;
 }
 
-/** The caller of the request being served, for the factory and the listen bus. */
-const caller = new AsyncLocalStorage<AuthState>();
+/**
+ * Our caller behind the SDK's pass-through `authInfo`: the handler hands the object it was given
+ * to the factory untouched, so the AuthState rides on it without an AsyncLocalStorage (whose
+ * promise hooks, once on, would tax every promise of the process, native paths included).
+ */
+const callers = new WeakMap<AuthInfo, AuthState>();
+
+function authInfoOf(auth: AuthState, token: string | undefined): AuthInfo {
+  const info: AuthInfo = { token: token ?? "", clientId: auth.principal?.subject ?? "", scopes: [] };
+  callers.set(info, auth);
+  return info;
+}
 
 /**
- * Change events for 2026-07-28 `subscriptions/listen` streams: each stream gets the changes of
- * the contexts its caller may read (our broadcast subscription, filtered by policy); the SDK then
- * keeps the URIs the stream asked for. The bus is ours because delivery depends on the caller.
+ * Change events for one 2026-07-28 `subscriptions/listen` stream: the changes of the contexts
+ * its caller may read (our broadcast subscription, filtered by policy); the SDK then keeps the
+ * URIs the stream asked for. The bus is per stream because delivery depends on the caller (the
+ * SDK's bus interface does not say who subscribes).
  */
-function contextChangeBus(core: McpCore): ServerEventBus {
+function contextChangeBus(core: McpCore, auth: AuthState): ServerEventBus {
   const listeners = new Set<(e: ServerEvent) => void>();
   return {
     publish(event) {
       for (const l of listeners) l(event);
     },
     subscribe(listener) {
-      const auth = caller.getStore();
-      if (auth === undefined) return () => {};
       listeners.add(listener);
       const stop = new AbortController();
       void (async () => {
@@ -81,6 +92,11 @@ function contextChangeBus(core: McpCore): ServerEventBus {
   };
 }
 
+/** Whether a parsed body is a 2026-07-28 `subscriptions/listen` request (a long-lived change stream). */
+function isListen(body: unknown): boolean {
+  return typeof body === "object" && body !== null && (body as { method?: unknown }).method === "subscriptions/listen";
+}
+
 function isLoopback(address: string): boolean {
   return address === "localhost" || address === "::1" || address.startsWith("127.");
 }
@@ -92,32 +108,40 @@ export function createModelHttpEndpointNow(core: McpCore, options: ModelHttpEndp
   const localhostOnly = options.localhostOnly ?? isLoopback(opts.bindAddress);
   // 2025-era calls in flight on this instance, for a notifications/cancelled POSTed after them.
   const inflight = new Map<string, AbortController>();
-  const handler = createMcpHandler(
-    ({ era }) => {
-      const auth = caller.getStore();
-      // The handler calls its factory only inside `fetch`, which runs inside `caller.run`.
-      if (auth === undefined) throw new McpError("unauthenticated", "no caller for this request");
-      const scope = auth.principal?.subject ?? "";
-      return createModelServer(coreBackend(core, auth), { era, ...(era === "legacy" ? { crossRequestCancel: { scope, inflight } } : {}) });
-    },
-    { bus: contextChangeBus(core), maxRequestBodySize: opts.maxMessageBytes },
-  );
+  const factory: McpServerFactory = ({ era, authInfo }) => {
+    const auth = authInfo === undefined ? undefined : callers.get(authInfo);
+    // `serve` passes authInfo with every request, and the handler hands it on untouched.
+    if (auth === undefined) throw new McpError("unauthenticated", "no caller for this request");
+    const scope = auth.principal?.subject ?? "";
+    // 2025-era requests are served statelessly: no subscription could outlive the request.
+    return createModelServer(coreBackend(core, auth), { era, ...(era === "legacy" ? { crossRequestCancel: { scope, inflight }, subscriptions: false } : {}) });
+  };
+  const handlerOptions = { maxRequestBodySize: opts.maxMessageBytes };
+  // Every request but a listen stream: one handler, nothing per caller in it.
+  const handler = createMcpHandler(factory, handlerOptions);
+  // A listen stream gets a handler of its own, whose bus knows the caller (cheap next to the stream).
+  const listenHandler = (auth: AuthState): McpHttpHandler => createMcpHandler(factory, { ...handlerOptions, bus: contextChangeBus(core, auth), maxSubscriptions: 1 });
 
   async function serve(req: HttpRequest, res: HttpResponse): Promise<void> {
     const facts = connectionFacts(req);
-    // Host, Origin and the token are checked from the headers, before any body is read.
-    const head = new Request(webUrl(req, facts.secure), { headers: webHeaders(req) });
+    // One Request, built from the headers before any body is read: Host, Origin and the token are
+    // checked on it, and the body goes to the SDK parsed (its `parsedBody`), not copied into it.
+    const request = webRequest(req, res, webUrl(req, facts.secure), webHeaders(req), undefined);
     if (localhostOnly) {
-      const refused = hostHeaderValidationResponse(head, localhostAllowedHostnames()) ?? originValidationResponse(head, localhostAllowedOrigins());
+      const refused = hostHeaderValidationResponse(request, localhostAllowedHostnames()) ?? originValidationResponse(request, localhostAllowedOrigins());
       if (refused !== undefined) return sendWebResponse(refused, res);
     }
-    const resourceMetadataUrl = getOAuthProtectedResourceMetadataUrl(new URL(path, head.url));
+    // The metadata URL is only needed for a refusal: built then, not for every request.
     const challenge = (code: string, message: string) =>
-      sendWebResponse(bearerAuthChallengeResponse(new OAuthError(code, message), { resourceMetadataUrl }), res);
+      sendWebResponse(
+        bearerAuthChallengeResponse(new OAuthError(code, message), { resourceMetadataUrl: getOAuthProtectedResourceMetadataUrl(new URL(path, request.url)) }),
+        res,
+      );
     let auth: AuthState;
+    let token: string | undefined;
     try {
-      const transport: TransportInfo = { secure: facts.secure, authorization: head.headers.get("authorization") };
-      const token = core.bearer(transport);
+      const transport: TransportInfo = { secure: facts.secure, authorization: request.headers.get("authorization") };
+      token = core.bearer(transport);
       if (token === undefined && !core.allowLow) return challenge(OAuthErrorCode.InvalidToken, "authentication required: send Authorization: Bearer <token>");
       auth = await core.authenticate(token, transport, SecurityLevel.HIGH);
       core.requireReady(auth);
@@ -125,8 +149,23 @@ export function createModelHttpEndpointNow(core: McpCore, options: ModelHttpEndp
       if (isMcpError(e) && e.kind === "SECURITY") return challenge(OAuthErrorCode.InvalidToken, `${e.code}: ${e.message}`);
       throw e;
     }
-    const request = toWebRequest(req, res, await readBody(req, opts.maxMessageBytes), facts.secure);
-    const response = await caller.run(auth, () => handler.fetch(request));
+    const authInfo = authInfoOf(auth, token);
+    const text = await readBody(req, opts.maxMessageBytes);
+    let parsedBody: unknown;
+    if (text !== undefined && text !== "") {
+      try {
+        parsedBody = JSON.parse(text);
+      } catch {
+        // Not JSON: the SDK words the answer, so it gets the bytes (rare; a second Request is fine).
+      }
+    }
+    let response: Response;
+    if (parsedBody === undefined) {
+      const withBody = text === undefined ? request : new Request(request, { body: text });
+      response = await handler.fetch(withBody, { authInfo });
+    } else {
+      response = await (isListen(parsedBody) ? listenHandler(auth) : handler).fetch(request, { authInfo, parsedBody });
+    }
     await sendWebResponse(response, res, request);
   }
 

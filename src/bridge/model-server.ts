@@ -10,8 +10,9 @@
  * - resources   → contexts as `mcp-context://ID`; read = snapshot; 2025-era subscribe = our
  *                 watch; 2026-07-28 listen streams are fed by the serving entry (see `changes`)
  */
-import { Server, type McpRequestContext, type ServerContext } from "@modelcontextprotocol/server";
+import { Server, type McpRequestContext, type ServerContext, type Tool } from "@modelcontextprotocol/server";
 import type { JsonObject } from "@bufbuild/protobuf";
+import type { ToolDescriptor } from "../../gen/mcp/v1/command_pb.js";
 import type { Event } from "../../gen/mcp/v1/event_pb.js";
 import { toMcpError } from "../errors.js";
 import { VERSION } from "../version.js";
@@ -36,6 +37,14 @@ export interface ModelServerOptions {
    * @default none (the SDK's own per-connection cancellation)
    */
   crossRequestCancel?: { scope: string; inflight: Map<string, AbortController> };
+  /**
+   * Offer 2025-era `resources/subscribe` (the capability and the method). Off where no update
+   * could reach the client — 2025-era stateless HTTP, where no connection outlives a request: a
+   * client then sees no `resources.subscribe` capability and a subscribe gets "Method not found",
+   * instead of a subscription that never delivers. 2026-07-28 listen streams need it on.
+   * @default true
+   */
+  subscriptions?: boolean;
   /** Reports errors of background work (watches); never thrown. @default ignore */
   onerror?: (e: unknown) => void;
 }
@@ -51,23 +60,38 @@ async function bridged<T>(p: Promise<T>): Promise<T> {
   }
 }
 
+/**
+ * Translations of registered descriptors, made once: a descriptor does not change after its tool
+ * is registered, and every request builds a fresh instance that lists them again. Only the
+ * translation is kept; which tools a caller sees is decided per request (policy may change).
+ */
+const translated = new WeakMap<ToolDescriptor, Tool>();
+function translatedTool(d: ToolDescriptor): Tool {
+  let t = translated.get(d);
+  if (t === undefined) translated.set(d, (t = toolOf(d)));
+  return t;
+}
+
 /** Creates one Model Context Protocol server instance over `backend`. */
 export function createModelServer(backend: BridgeBackend, options: ModelServerOptions): Server {
   const onerror = options.onerror ?? (() => {});
+  const subscriptions = options.subscriptions ?? true;
   const server = new Server(
     { name: SERVER_NAME, version: VERSION },
     {
-      capabilities: { tools: {}, resources: { subscribe: true }, logging: {} },
+      capabilities: { tools: {}, resources: subscriptions ? { subscribe: true } : {}, logging: {} },
       instructions:
         "Tools and contexts of a Machine Context Protocol server, translated by its bridge. Contexts are resources mcp-context://ID.",
     },
   );
-  // Background work of this instance (watches); ends with it.
-  const life = new AbortController();
-  server.onclose = () => life.abort();
+  // Background work of this instance (watches); ends with it. Made on first use: most instances
+  // serve one call and never start any, and an abort costs a DOMException.
+  let life: AbortController | undefined;
+  const lifeSignal = () => (life ??= new AbortController()).signal;
+  server.onclose = () => life?.abort();
   const watches = new Map<string, AbortController>();
 
-  server.setRequestHandler("tools/list", async () => ({ tools: (await bridged(backend.listTools())).map(toolOf) }));
+  server.setRequestHandler("tools/list", async () => ({ tools: (await bridged(backend.listTools())).map(translatedTool) }));
 
   server.setRequestHandler("tools/call", async (request, ctx) => {
     const { name } = request.params;
@@ -131,13 +155,30 @@ export function createModelServer(backend: BridgeBackend, options: ModelServerOp
     return resourceOf(uri, await bridged(backend.readContext(contextIdOf(uri))));
   });
 
-  // 2025 era: a subscribe is our watch on that context, for this connection's life.
+  if (subscriptions) subscribeHandlers(server, backend, watches, lifeSignal, onerror);
+
+  if (options.pushAllChanges === true && options.era === "modern") {
+    void (async () => {
+      for await (const contextId of backend.contextChanges(lifeSignal())) await server.sendResourceUpdated({ uri: contextUri(contextId) });
+    })().catch(onerror);
+  }
+  return server;
+}
+
+/** 2025 era: a subscribe is our watch on that context, for this connection's life. */
+function subscribeHandlers(
+  server: Server,
+  backend: BridgeBackend,
+  watches: Map<string, AbortController>,
+  lifeSignal: () => AbortSignal,
+  onerror: (e: unknown) => void,
+): void {
   server.setRequestHandler("resources/subscribe", async (request) => {
     const { uri } = request.params;
     const contextId = contextIdOf(uri);
     if (watches.has(uri)) return {};
     const stop = new AbortController();
-    const signal = AbortSignal.any([stop.signal, life.signal]);
+    const signal = AbortSignal.any([stop.signal, lifeSignal()]);
     const it = backend.watchContext(contextId, signal)[Symbol.asyncIterator]();
     // The first sync answers now: a refused or missing context fails the subscribe itself.
     await bridged(it.next());
@@ -161,13 +202,6 @@ export function createModelServer(backend: BridgeBackend, options: ModelServerOp
     watches.delete(request.params.uri);
     return {};
   });
-
-  if (options.pushAllChanges === true && options.era === "modern") {
-    void (async () => {
-      for await (const contextId of backend.contextChanges(life.signal)) await server.sendResourceUpdated({ uri: contextUri(contextId) });
-    })().catch(onerror);
-  }
-  return server;
 }
 
 /** An output event as a log notification (the logging capability; dropped when the client set no level). */

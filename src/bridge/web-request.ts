@@ -52,8 +52,14 @@ export function webUrl(req: HttpRequest, secure: boolean): URL {
  * before it ended), which is how a 2026-07-28 client cancels: it closes the response stream.
  */
 export function toWebRequest(req: HttpRequest, res: HttpResponse, body: string | undefined, secure: boolean): Request {
-  const headers = webHeaders(req);
-  const url = webUrl(req, secure);
+  return webRequest(req, res, webUrl(req, secure), webHeaders(req), body);
+}
+
+/**
+ * `toWebRequest` from headers and URL already built. A POST may come without its body when the
+ * handler is given the parsed body instead (the SDK's `parsedBody`): nothing is copied twice.
+ */
+export function webRequest(req: HttpRequest, res: HttpResponse, url: URL, headers: Headers, body: string | undefined): Request {
   const gone = new AbortController();
   // 'close' of the response before it finished is a client that hung up (or cancelled). Not the
   // request's 'close': node emits that once the body is read.
@@ -71,6 +77,10 @@ export function toWebRequest(req: HttpRequest, res: HttpResponse, body: string |
 /** Connection-specific fields that HTTP/2 forbids (RFC 9113 §8.2.2); HTTP/1.1 adds its own. */
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection"]);
 
+function isEventStream(response: Response): boolean {
+  return response.headers.get("content-type")?.startsWith("text/event-stream") === true;
+}
+
 /** Writes a web `Response` to `res`, streaming its body; stops reading it when the client goes away. */
 export async function sendWebResponse(response: Response, res: HttpResponse, request?: Request): Promise<void> {
   const headers: Record<string, string | string[]> = {};
@@ -83,11 +93,21 @@ export async function sendWebResponse(response: Response, res: HttpResponse, req
     await response.body?.cancel().catch(() => {});
     return;
   }
-  res.writeHead(response.status, headers);
   if (response.body === null) {
+    res.writeHead(response.status, headers);
     res.end();
     return;
   }
+  if (!isEventStream(response)) {
+    // A whole JSON answer: one write with its length, not a chunked stream read piece by piece.
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    if (res.destroyed) return;
+    headers["content-length"] = String(bytes.byteLength);
+    res.writeHead(response.status, headers);
+    (res as { end(chunk: Uint8Array): void }).end(bytes);
+    return;
+  }
+  res.writeHead(response.status, headers);
   const reader = response.body.getReader();
   const stop = () => {
     reader.cancel().catch(() => {});

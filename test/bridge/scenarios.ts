@@ -203,14 +203,22 @@ export function bridgeScenarios(way: string, connect: Connect, changesOverThisEr
           const sub = await viewer.listen({ resourceSubscriptions: [uri] });
           expect(sub.honoredFilter.resourceSubscriptions).toEqual([uri]);
           close = () => sub.close();
-        } else {
+        } else if (changesOverThisEra(era)) {
+          expect(viewer.getServerCapabilities()?.resources?.subscribe).toBe(true);
           await viewer.subscribeResource({ uri });
           close = async () => {
             await viewer.unsubscribeResource({ uri });
           };
+        } else {
+          // No update could reach this client: the capability is not offered, and a subscribe
+          // sent anyway is refused rather than accepted and never served.
+          expect(viewer.getServerCapabilities()?.resources?.subscribe).toBeFalsy();
+          const err = (await viewer.subscribeResource({ uri }).catch((e: unknown) => e)) as ProtocolError;
+          expect(err).toBeInstanceOf(ProtocolError);
+          expect(err.code).toBe(-32601);
+          return;
         }
         try {
-          if (!changesOverThisEra(era)) return;
           // The watch registers asynchronously: write until the first notification is heard.
           for (let i = 0; updated.length === 0; i++) {
             if (i > 200) throw new Error("no notifications/resources/updated arrived");
