@@ -2,20 +2,19 @@
  * The bridge's calls/s over Streamable HTTP, beside the official SDK's own server doing the same
  * echo: the load is the SDK's own `Client` (2026-07-28, stateless, many calls in flight) in this
  * process; each server runs in a child process of its own — ours (`/mcp` of `createMcpServer`,
- * a real token, the core's `echo`) and the SDK's (`createMcpHandler` + a low-level `Server`
- * answering the same echo, mounted on node:http with the same web-request adapter as ours).
+ * a real token, the core's `echo`) and the SDK's (bench/lib/sdk-echo.ts, shared with
+ * bench:compare: `createMcpHandler` + an `McpServer` with `echo` registered as the SDK's docs do,
+ * mounted on node:http with `toNodeHandler`).
  * Not part of `npm run bench`: `node --import tsx bench/bridge.ts` (BENCH_MEASURE_MS, BENCH_WARMUP_MS,
  * BENCH_INFLIGHT, BENCH_ROUNDS).
  */
 import { fork } from "node:child_process";
-import { createServer } from "node:http";
-import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
 import { Client, StreamableHTTPClientTransport } from "@modelcontextprotocol/client";
-import { Server, createMcpHandler } from "@modelcontextprotocol/server";
-import { readBody, sendWebResponse, toWebRequest } from "../src/bridge/web-request.js";
 import { mintToken } from "../src/security/index.js";
 import { createMcpServer } from "../src/server/server.js";
+import { echoedText } from "./lib/sdk-client.js";
+import { listenSdkHttp } from "./lib/sdk-echo.js";
 
 const SECRET = "bench-secret-0123456789-0123456789-abcdef";
 const WARMUP_MS = Number(process.env["BENCH_WARMUP_MS"] ?? 1000);
@@ -32,25 +31,7 @@ async function serve(kind: Kind): Promise<number> {
     const s = createMcpServer({ port: 0, jwtSecret: SECRET, store: "memory", audit: () => {} });
     return (await s.listen()).port;
   }
-  const handler = createMcpHandler(() => {
-    const server = new Server({ name: "sdk-echo", version: "1.0.0" }, { capabilities: { tools: {} } });
-    server.setRequestHandler("tools/list", async () => ({
-      tools: [{ name: "echo", inputSchema: { type: "object", properties: { text: { type: "string" } } } }],
-    }));
-    server.setRequestHandler("tools/call", async (request) => {
-      const text = String(request.params.arguments?.["text"] ?? "");
-      return { content: [{ type: "text", text: JSON.stringify({ text }) }], structuredContent: { text } };
-    });
-    return server;
-  });
-  const http = createServer((req, res) => {
-    void (async () => {
-      const request = toWebRequest(req, res, await readBody(req, 4 * 1024 * 1024), false);
-      await sendWebResponse(await handler.fetch(request), res, request);
-    })().catch(() => res.destroy());
-  });
-  await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
-  return (http.address() as AddressInfo).port;
+  return listenSdkHttp();
 }
 
 async function startChild(kind: Kind): Promise<{ url: string; stop(): void }> {
@@ -69,7 +50,7 @@ async function load(client: Client, ms: number): Promise<number> {
   const worker = async () => {
     while (performance.now() < until) {
       const r = await client.callTool({ name: "echo", arguments: { text: TEXT } });
-      if ((r.structuredContent as { text?: string } | undefined)?.text !== TEXT) throw new Error(`unexpected echo result ${JSON.stringify(r)}`);
+      if (echoedText(r) !== TEXT) throw new Error(`unexpected echo result ${JSON.stringify(r)}`);
       calls++;
     }
   };
