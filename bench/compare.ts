@@ -181,10 +181,11 @@ for (const p of peers) await p.stop();
 const LABEL = 36;
 const W = 14;
 const pad = (s: string, n: number) => s.padEnd(n);
-const fmt = (n: number) => (n >= 100 ? Math.round(n).toLocaleString("en-US") : n.toFixed(n >= 10 ? 1 : 2));
+// "-" for a figure with no calls to divide by (a window too short for a slow peer).
+const fmt = (n: number) => (!Number.isFinite(n) ? "-" : n >= 100 ? Math.round(n).toLocaleString("en-US") : n.toFixed(n >= 10 ? 1 : 2));
 const ratio = (a: number | undefined, b: number | undefined) => {
-  if (a === undefined || b === undefined || b === 0) return "-";
-  const r = a / b;
+  const r = a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) ? NaN : a / b;
+  if (!Number.isFinite(r)) return "-";
   return `${r >= 100 ? r.toFixed(0) : r >= 10 ? r.toFixed(1) : r >= 0.1 ? r.toFixed(2) : r.toFixed(3)}×`;
 };
 const BASES = [
@@ -217,8 +218,9 @@ console.log("");
 console.log("targets (issue 18)");
 const ours = figures.get("stream");
 const target = (label: string, a: number | undefined, b: number | undefined, ok: (r: number) => boolean, bound: string) => {
-  const r = a === undefined || b === undefined ? undefined : a / b;
-  console.log(`    ${pad(label, 52)} ${r === undefined ? "-" : ratio(a, b).padEnd(8)} (target ${bound}: ${r === undefined ? "not measured" : ok(r) ? "met" : "MISSED"})`);
+  const r = a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) ? NaN : a / b;
+  const known = Number.isFinite(r);
+  console.log(`    ${pad(label, 52)} ${ratio(a, b).padEnd(8)} (target ${bound}: ${known ? (ok(r) ? "met" : "MISSED") : "not measured"})`);
 };
 target("stream calls/s at 64 in flight ÷ SDK Streamable HTTP", ours?.perSec64, figures.get("sdk-http")?.perSec64, (r) => r >= 100, ">= 100×");
 target("stream calls/s at 64 in flight ÷ SDK stdio", ours?.perSec64, figures.get("sdk-stdio")?.perSec64, (r) => r >= 4, ">= 4×");

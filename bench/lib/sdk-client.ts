@@ -13,13 +13,19 @@ import type { Opener } from "./drive.js";
  */
 export const SDK_VERSION = process.env["BENCH_SDK_VERSION"] ?? "2026-07-28";
 
-/** A connected client. */
+/**
+ * A connected client that has had one `echo` answered: over stdio a pinned connect probes on a
+ * sibling process and spawns the session's own server only afterwards, so without this call its
+ * start-up (seconds through tsx) would fall into the first measured window.
+ */
 export async function connectSdkClient(transport: Transport): Promise<Client> {
   const client =
     SDK_VERSION === "legacy"
       ? new Client({ name: "bench", version: "1.0.0" })
       : new Client({ name: "bench", version: "1.0.0" }, { versionNegotiation: { mode: { pin: SDK_VERSION } } });
   await client.connect(transport);
+  const r = await client.callTool({ name: "echo", arguments: { text: "ready?" } });
+  if (echoedText(r) !== "ready?") throw new Error(`unexpected echo result ${JSON.stringify(r)}`);
   return client;
 }
 
