@@ -2,21 +2,19 @@
  * The bridge's calls/s over Streamable HTTP, beside the official SDK's own server doing the same
  * echo: the load is the SDK's own `Client` (2026-07-28, stateless, many calls in flight) in this
  * process; each server runs in a child process of its own — ours (`/mcp` of `createMcpServer`,
- * a real token, the core's `echo`) and the SDK's (`createMcpHandler` + a low-level `Server`
- * answering the same echo, mounted on node:http by the SDK's own `toNodeHandler` from
- * `@modelcontextprotocol/node`: the SDK alone, as its documentation mounts it).
+ * a real token, the core's `echo`) and the SDK's (bench/lib/sdk-echo.ts, shared with
+ * bench:compare: `createMcpHandler` + an `McpServer` with `echo` registered as the SDK's docs do,
+ * mounted on node:http with `toNodeHandler`).
  * Not part of `npm run bench`: `node --import tsx bench/bridge.ts` (BENCH_MEASURE_MS, BENCH_WARMUP_MS,
  * BENCH_INFLIGHT, BENCH_ROUNDS; BENCH_TOGETHER=1 loads both servers at once; BENCH_CPU_PROF=DIR writes each server's `--cpu-prof` profile there).
  */
 import { fork } from "node:child_process";
-import { createServer } from "node:http";
-import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
 import { Client, StreamableHTTPClientTransport } from "@modelcontextprotocol/client";
-import { toNodeHandler } from "@modelcontextprotocol/node";
-import { Server, createMcpHandler } from "@modelcontextprotocol/server";
 import { mintToken } from "../src/security/index.js";
 import { createMcpServer } from "../src/server/server.js";
+import { echoedText } from "./lib/sdk-client.js";
+import { listenSdkHttp } from "./lib/sdk-echo.js";
 
 const SECRET = "bench-secret-0123456789-0123456789-abcdef";
 const WARMUP_MS = Number(process.env["BENCH_WARMUP_MS"] ?? 1000);
@@ -36,24 +34,7 @@ async function serve(kind: Kind): Promise<number> {
     const s = createMcpServer({ port: 0, jwtSecret: SECRET, store: "memory", audit: () => {} });
     return (await s.listen()).port;
   }
-  const handler = createMcpHandler(() => {
-    const server = new Server({ name: "sdk-echo", version: "1.0.0" }, { capabilities: { tools: {} } });
-    server.setRequestHandler("tools/list", async () => ({
-      tools: [{ name: "echo", inputSchema: { type: "object", properties: { text: { type: "string" } } } }],
-    }));
-    server.setRequestHandler("tools/call", async (request) => {
-      const text = String(request.params.arguments?.["text"] ?? "");
-      return { content: [{ type: "text", text: JSON.stringify({ text }) }], structuredContent: { text } };
-    });
-    return server;
-  });
-  const node = toNodeHandler(handler);
-  const http = createServer((req, res) => {
-    // node:http's IncomingMessage always has method and url on a server; the SDK's duck type says so.
-    node(req as typeof req & { method: string; url: string }, res).catch(() => res.destroy());
-  });
-  await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
-  return (http.address() as AddressInfo).port;
+  return listenSdkHttp();
 }
 
 /** A server child: its URL, its CPU time so far (user + system, µs), and a stop that lets a `--cpu-prof` child write its profile. */
@@ -114,7 +95,7 @@ async function load(client: Client, ms: number): Promise<{ calls: number; elapse
   const worker = async () => {
     while (performance.now() < until) {
       const r = await client.callTool({ name: "echo", arguments: { text: TEXT } });
-      if ((r.structuredContent as { text?: string } | undefined)?.text !== TEXT) throw new Error(`unexpected echo result ${JSON.stringify(r)}`);
+      if (echoedText(r) !== TEXT) throw new Error(`unexpected echo result ${JSON.stringify(r)}`);
       calls++;
     }
   };

@@ -4,7 +4,7 @@
  * client that stops reading; then bench/core.ts and bench/context-sync.ts. Each server runs in its
  * own process (bench/server.ts), the load in this one. `npm run bench`; see bench/README.md.
  */
-import { execFileSync, fork, type ChildProcess } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname } from "node:path";
@@ -16,17 +16,12 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { ClientMessageSchema, ServerMessageSchema, type ServerMessage } from "../gen/mcp/v1/session_pb.js";
 import { ProtocolVersion } from "../gen/mcp/v1/types_pb.js";
-import { createConnectTransport } from "@connectrpc/connect-node";
-import { EchoInputSchema, EchoOutputSchema } from "../gen/mcp/tools/v1/tools_pb.js";
-import { callTyped, createMcpClient } from "../src/client/index.js";
-import { mintToken } from "../src/security/index.js";
 import { createFrameReader, frameBytes } from "../src/transport/grpc-frames.js";
-import { rawFrames } from "./raw-frames.js";
+import { createMcpClient } from "../src/client/index.js";
+import { startChild, type Child } from "./lib/child.js";
+import { WARMUP_MS, drive, medianRun, withCpu, type CpuDriveResult, type DriveResult, type Opener } from "./lib/drive.js";
+import { benchToken, grpcJsBidiOpener, grpcJsClient, grpcJsUnaryOpener, mcpSessionOpener, mcpUnaryOpener, rawOpener } from "./lib/openers.js";
 
-/** The HS256 secret bench/server.ts's `mcp` server verifies with. */
-const BENCH_SECRET = "bench-secret-0123456789-0123456789-abcdef";
-
-const WARMUP_MS = Number(process.env["BENCH_WARMUP_MS"] ?? 1000);
 const MEASURE_MS = Number(process.env["BENCH_MEASURE_MS"] ?? 5000);
 const SEQ_MS = Number(process.env["BENCH_SEQ_MS"] ?? 2000);
 /**
@@ -40,119 +35,8 @@ const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 3);
 const onlyFlag = process.argv.indexOf("--only");
 const ONLY = onlyFlag >= 0 ? process.argv[onlyFlag + 1] : process.env["BENCH_ONLY"];
 const STREAM_INFLIGHT = 64;
-const ECHO = { input: EchoInputSchema, output: EchoOutputSchema };
 const UNARY_INFLIGHT = 32;
 const TEXT = "hello, benchmark";
-
-// ---------------------------------------------------------------- server processes
-
-interface Child {
-  port: number;
-  ask<T>(op: string): Promise<T>;
-  stop(): void;
-  proc: ChildProcess;
-}
-
-async function startChild(kind: string, args: string[] = []): Promise<Child> {
-  const proc = fork(fileURLToPath(new URL("./server.ts", import.meta.url)), [kind, ...args], {
-    execArgv: ["--import", "tsx", ...(process.env["BENCH_SERVER_PROF"] === kind ? ["--cpu-prof", "--cpu-prof-dir=bench/.prof"] : [])],
-    stdio: ["ignore", "inherit", "inherit", "ipc"],
-  });
-  const port = await new Promise<number>((resolve, reject) => {
-    proc.once("message", (m: { port: number }) => resolve(m.port));
-    proc.once("exit", (code) => reject(new Error(`bench server ${kind} exited with ${String(code)}`)));
-  });
-  return {
-    port,
-    proc,
-    ask: <T>(op: string) =>
-      new Promise<T>((resolve) => {
-        proc.once("message", (m: T) => resolve(m));
-        proc.send({ op });
-      }),
-    stop: () => {
-      proc.send({ op: "exit" });
-    },
-  };
-}
-
-// ---------------------------------------------------------------- the driver
-
-/** A way to issue one call; `done` must be called once per call when its answer arrived. */
-type Opener = (done: () => void) => { send(): void; close(): void };
-
-interface DriveResult {
-  perSec: number;
-  /** Answers received in all, warm-up included (for CPU per call). */
-  calls: number;
-  p50us: number;
-  p99us: number;
-}
-
-/**
- * Keeps `inFlight` calls going for warm-up + measure; counts answers in the measure window. With
- * inFlight 1 it records every round trip (sequential latency).
- */
-function drive(open: Opener, inFlight: number, measureMs: number): Promise<DriveResult> {
-  return new Promise((resolve) => {
-    let measuring = false;
-    let stopped = false;
-    let count = 0;
-    let calls = 0;
-    const lat: number[] = [];
-    const sentAt: number[] = [];
-    let startedAt = 0;
-    const t = open(() => {
-      calls++;
-      if (measuring) count++;
-      // The clock only for latency (one in flight): at 64 in flight it would be the driver's own cost.
-      if (inFlight === 1) {
-        const sent = sentAt.shift();
-        if (measuring && sent !== undefined) lat.push(performance.now() - sent);
-      }
-      if (!stopped) {
-        if (inFlight === 1) sentAt.push(performance.now());
-        t.send();
-      }
-    });
-    for (let i = 0; i < inFlight; i++) {
-      if (inFlight === 1) sentAt.push(performance.now());
-      t.send();
-    }
-    setTimeout(() => {
-      measuring = true;
-      startedAt = performance.now();
-      setTimeout(() => {
-        measuring = false;
-        stopped = true;
-        const elapsed = performance.now() - startedAt;
-        // Let the calls still out come back before closing.
-        setTimeout(() => {
-          t.close();
-          lat.sort((a, b) => a - b);
-          const q = (p: number) => (lat.length === 0 ? 0 : lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]! * 1000);
-          resolve({ perSec: (count * 1000) / elapsed, calls, p50us: q(0.5), p99us: q(0.99) });
-        }, 300);
-      }, measureMs);
-    }, WARMUP_MS);
-  });
-}
-
-type CpuDriveResult = DriveResult & { serverUs: number; clientUs: number };
-
-/** A drive plus the CPU time per call (user + system, all threads) of the server process and of this one, the client. */
-async function withCpu(child: Child, run: () => Promise<DriveResult>): Promise<CpuDriveResult> {
-  const serverCpu = async () => {
-    const { cpu } = await child.ask<{ cpu: NodeJS.CpuUsage }>("cpu");
-    return cpu.user + cpu.system;
-  };
-  const s0 = await serverCpu();
-  const c0 = process.cpuUsage();
-  const r = await run();
-  const c = process.cpuUsage(c0);
-  const s1 = await serverCpu();
-  return { ...r, serverUs: (s1 - s0) / r.calls, clientUs: (c.user + c.system) / r.calls };
-}
 
 /** Ends an `--only` run: stops its server, lets the stop message out, exits. */
 function onlyDone(child: Child): Promise<never> {
@@ -161,36 +45,7 @@ function onlyDone(child: Child): Promise<never> {
   return new Promise<never>(() => {});
 }
 
-/** The run with the median calls/s (its CPU figures with it); the middle one of an odd count. */
-function medianRun<T extends DriveResult>(runs: T[]): T {
-  const sorted = [...runs].sort((a, b) => a.perSec - b.perSec);
-  return sorted[Math.floor((sorted.length - 1) / 2)]!; // runs is not empty
-}
-
 // ---------------------------------------------------------------- openers
-
-async function mcpSessionOpener(port: number, token: string, perMessage = false, typed = false): Promise<Opener> {
-  const baseUrl = `http://127.0.0.1:${port}`;
-  // perMessage: the Connect protocol through connect-es and connect-node, one promise per message
-  // on both sides — the path every session stream took before the node:http2 fast path.
-  const transport = perMessage
-    ? createConnectTransport({ baseUrl, httpVersion: "2", interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${token}`), next(req))] })
-    : undefined;
-  const session = await createMcpClient({ baseUrl, token, ...(transport === undefined ? {} : { transport }) }).connect({ heartbeatIntervalMs: 0 });
-  const failed = (e: unknown) => {
-    console.error("session call failed:", e);
-    process.exit(1);
-  };
-  return (done) => ({
-    send: () => {
-      // JSON: Command.arguments (Struct) in, output (Struct) back. Typed: Command.input (an Any
-      // of EchoInput) in, typed_output (an Any of EchoOutput) back — no Struct conversions.
-      const call = typed ? callTyped(session, "echo", ECHO, { text: TEXT }) : session.call("echo", { text: TEXT });
-      call.then(done, failed);
-    },
-    close: () => session.close(),
-  });
-}
 
 /**
  * Context updates on ONE session, the same harness as the echo stream: each call is a
@@ -209,30 +64,6 @@ async function mcpUpdateOpener(port: number, token: string): Promise<Opener> {
     },
     close: () => session.close(),
   });
-}
-
-function mcpUnaryOpener(port: number, token: string, protocol: "grpc" | "connect"): Opener {
-  const client = createMcpClient({ baseUrl: `http://127.0.0.1:${port}`, token, protocol, httpVersion: "2" });
-  return (done) => ({
-    send: () => {
-      client.commands.execute({ tool: "echo", payload: { case: "arguments", value: { text: TEXT } } }).then(done, (e: unknown) => {
-        console.error("unary call failed:", e);
-        process.exit(1);
-      });
-    },
-    close: () => {},
-  });
-}
-
-type EchoClient = grpc.Client & {
-  echo(req: { text: string }, cb: (err: grpc.ServiceError | null) => void): void;
-  echoStream(): grpc.ClientDuplexStream<{ text: string }, { text: string }>;
-};
-
-function grpcJsClient(port: number): EchoClient {
-  const def = protoLoader.loadSync(fileURLToPath(new URL("./echo.proto", import.meta.url)));
-  const pkg = grpc.loadPackageDefinition(def) as unknown as { bench: { v1: { EchoService: grpc.ServiceClientConstructor } } };
-  return new pkg.bench.v1.EchoService(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as unknown as EchoClient;
 }
 
 /** grpc-js calling our CommandService/Execute, proto from proto/ (separates our server's cost from connect-es's client). */
@@ -259,66 +90,6 @@ function grpcJsOnOursUnaryOpener(port: number, token: string): Opener {
       }),
     close: () => client.close(),
   });
-}
-
-function grpcJsBidiOpener(client: EchoClient): Opener {
-  return (done) => {
-    const call = client.echoStream();
-    call.on("data", () => done());
-    call.on("error", () => {});
-    return { send: () => call.write({ text: TEXT }), close: () => call.end() };
-  };
-}
-
-function grpcJsUnaryOpener(client: EchoClient): Opener {
-  return (done) => ({
-    send: () =>
-      client.echo({ text: TEXT }, (err) => {
-        if (err !== null) {
-          console.error("grpc-js unary failed:", err);
-          process.exit(1);
-        }
-        done();
-      }),
-    close: () => {},
-  });
-}
-
-/** Length-prefixed frames over one node:http2 stream, every tick's frames in one write. */
-function rawOpener(port: number): Opener {
-  return (done) => {
-    const session = h2connect(`http://127.0.0.1:${port}`);
-    const stream = session.request({ ":method": "POST", ":path": "/bench.v1.EchoService/EchoStream", "content-type": "application/grpc+proto", te: "trailers" });
-    stream.on("error", () => {});
-    const payload = Buffer.from(TEXT);
-    const frame = Buffer.alloc(5 + payload.length);
-    frame.writeUInt32BE(payload.length, 1);
-    payload.copy(frame, 5);
-    let pending = 0;
-    let scheduled = false;
-    const flush = () => {
-      scheduled = false;
-      const n = pending;
-      pending = 0;
-      const b = Buffer.allocUnsafe(n * frame.length);
-      for (let i = 0; i < n; i++) frame.copy(b, i * frame.length);
-      stream.write(b);
-    };
-    stream.on("data", rawFrames(() => done()));
-    return {
-      send: () => {
-        pending++;
-        if (!scheduled) {
-          scheduled = true;
-          process.nextTick(flush);
-        }
-      },
-      close: () => {
-        stream.close(constants.NGHTTP2_CANCEL);
-        session.close();
-      },
-    };
-  };
 }
 
 // ---------------------------------------------------------------- RSS with a client that stops reading
@@ -394,29 +165,29 @@ console.log(`machine: ${cpus().length} cores (nproc), ${cpuModel}, node ${proces
 console.log(`warm-up ${WARMUP_MS} ms, measure ${MEASURE_MS} ms (throughput) / ${SEQ_MS} ms (sequential); payload ${JSON.stringify(TEXT)}`);
 console.log("");
 
-const token = await mintToken({ secret: BENCH_SECRET, subject: "bench", roles: ["developer"], ttlSec: 3600, issuer: "mcp", audience: "mcp" });
+const token = await benchToken();
 
 if (ONLY === "raw") {
   // The ceiling alone: the stream target is a ratio to it, and it moves with the machine's load.
   const raw = await startChild("raw");
-  const r = await withCpu(raw, () => drive(rawOpener(raw.port), STREAM_INFLIGHT, MEASURE_MS));
+  const r = await withCpu(raw, () => drive(rawOpener(raw.port, TEXT), STREAM_INFLIGHT, MEASURE_MS));
   console.log(`raw stream calls/s ${Math.round(r.perSec)}  (CPU µs per call: server ${r.serverUs.toFixed(2)}, client ${r.clientUs.toFixed(2)})`);
   await onlyDone(raw);
 }
 const mcp = await startChild("mcp");
 if (ONLY === "unary" || ONLY === "unary-grpcjs") {
   // Profiling aid: only ours, unary, with our client or (unary-grpcjs) a grpc-js one (BENCH_SERVER_PROF=mcp writes the server's profile to bench/.prof).
-  const opener = ONLY === "unary" ? mcpUnaryOpener(mcp.port, token, "grpc") : grpcJsOnOursUnaryOpener(mcp.port, token);
+  const opener = ONLY === "unary" ? mcpUnaryOpener(mcp.port, token, "grpc", TEXT) : grpcJsOnOursUnaryOpener(mcp.port, token);
   console.log(`${ONLY} calls/s ${Math.round((await drive(opener, UNARY_INFLIGHT, MEASURE_MS)).perSec)}`);
   await onlyDone(mcp);
 }
 if (ONLY === "stream-typed") {
-  console.log(`typed stream calls/s ${Math.round((await drive(await mcpSessionOpener(mcp.port, token, false, true), STREAM_INFLIGHT, MEASURE_MS)).perSec)}`);
+  console.log(`typed stream calls/s ${Math.round((await drive(await mcpSessionOpener(mcp.port, token, TEXT, { typed: true }), STREAM_INFLIGHT, MEASURE_MS)).perSec)}`);
   await onlyDone(mcp);
 }
 if (ONLY === "updates") {
   // Context updates beside echo calls, same server, same harness, one after the other.
-  const echo = await withCpu(mcp, async () => drive(await mcpSessionOpener(mcp.port, token), STREAM_INFLIGHT, MEASURE_MS));
+  const echo = await withCpu(mcp, async () => drive(await mcpSessionOpener(mcp.port, token, TEXT), STREAM_INFLIGHT, MEASURE_MS));
   const upd = await withCpu(mcp, async () => drive(await mcpUpdateOpener(mcp.port, token), STREAM_INFLIGHT, MEASURE_MS));
   console.log(`stream echo calls/s ${Math.round(echo.perSec)}  (CPU µs per call: server ${echo.serverUs.toFixed(2)}, client ${echo.clientUs.toFixed(2)})`);
   console.log(`context updates/s ${Math.round(upd.perSec)}  (CPU µs per update: server ${upd.serverUs.toFixed(2)}, client ${upd.clientUs.toFixed(2)})`);
@@ -424,7 +195,7 @@ if (ONLY === "updates") {
   await onlyDone(mcp);
 }
 if (ONLY === "stream") {
-  const r = await withCpu(mcp, async () => drive(await mcpSessionOpener(mcp.port, token), STREAM_INFLIGHT, MEASURE_MS));
+  const r = await withCpu(mcp, async () => drive(await mcpSessionOpener(mcp.port, token, TEXT), STREAM_INFLIGHT, MEASURE_MS));
   console.log(`stream calls/s ${Math.round(r.perSec)}  (CPU µs per call: server ${r.serverUs.toFixed(2)}, client ${r.clientUs.toFixed(2)})`);
   await onlyDone(mcp);
 }
@@ -436,12 +207,12 @@ const raw = await startChild("raw");
 const rounds: { ours: CpuDriveResult; gj: CpuDriveResult; raw: CpuDriveResult; updates: CpuDriveResult; oursUnary: DriveResult; gjUnary: DriveResult }[] = [];
 for (let i = 0; i < ROUNDS; i++) {
   rounds.push({
-    ours: await withCpu(mcp, async () => drive(await mcpSessionOpener(mcp.port, token), STREAM_INFLIGHT, MEASURE_MS)),
-    gj: await withCpu(gj, () => drive(grpcJsBidiOpener(gjClient), STREAM_INFLIGHT, MEASURE_MS)),
-    raw: await withCpu(raw, () => drive(rawOpener(raw.port), STREAM_INFLIGHT, MEASURE_MS)),
+    ours: await withCpu(mcp, async () => drive(await mcpSessionOpener(mcp.port, token, TEXT), STREAM_INFLIGHT, MEASURE_MS)),
+    gj: await withCpu(gj, () => drive(grpcJsBidiOpener(gjClient, TEXT), STREAM_INFLIGHT, MEASURE_MS)),
+    raw: await withCpu(raw, () => drive(rawOpener(raw.port, TEXT), STREAM_INFLIGHT, MEASURE_MS)),
     updates: await withCpu(mcp, async () => drive(await mcpUpdateOpener(mcp.port, token), STREAM_INFLIGHT, MEASURE_MS)),
-    oursUnary: await drive(mcpUnaryOpener(mcp.port, token, "grpc"), UNARY_INFLIGHT, MEASURE_MS),
-    gjUnary: await drive(grpcJsUnaryOpener(gjClient), UNARY_INFLIGHT, MEASURE_MS),
+    oursUnary: await drive(mcpUnaryOpener(mcp.port, token, "grpc", TEXT), UNARY_INFLIGHT, MEASURE_MS),
+    gjUnary: await drive(grpcJsUnaryOpener(gjClient, TEXT), UNARY_INFLIGHT, MEASURE_MS),
   });
 }
 const oursStream = medianRun(rounds.map((r) => r.ours));
@@ -451,18 +222,18 @@ const oursUpdates = medianRun(rounds.map((r) => r.updates));
 const oursUnaryGrpc = medianRun(rounds.map((r) => r.oursUnary));
 const gjUnary = medianRun(rounds.map((r) => r.gjUnary));
 
-const oursTypedStream = await drive(await mcpSessionOpener(mcp.port, token, false, true), STREAM_INFLIGHT, MEASURE_MS);
-const oursSeq = await drive(await mcpSessionOpener(mcp.port, token), 1, SEQ_MS);
-const perMessageStream = await drive(await mcpSessionOpener(mcp.port, token, true), STREAM_INFLIGHT, MEASURE_MS);
-const oursUnaryConnect = await drive(mcpUnaryOpener(mcp.port, token, "connect"), UNARY_INFLIGHT, MEASURE_MS);
+const oursTypedStream = await drive(await mcpSessionOpener(mcp.port, token, TEXT, { typed: true }), STREAM_INFLIGHT, MEASURE_MS);
+const oursSeq = await drive(await mcpSessionOpener(mcp.port, token, TEXT), 1, SEQ_MS);
+const perMessageStream = await drive(await mcpSessionOpener(mcp.port, token, TEXT, { perMessage: true }), STREAM_INFLIGHT, MEASURE_MS);
+const oursUnaryConnect = await drive(mcpUnaryOpener(mcp.port, token, "connect", TEXT), UNARY_INFLIGHT, MEASURE_MS);
 const oursUnaryGrpcJs = await drive(grpcJsOnOursUnaryOpener(mcp.port, token), UNARY_INFLIGHT, MEASURE_MS);
 mcp.stop();
 
-const gjSeq = await drive(grpcJsBidiOpener(gjClient), 1, SEQ_MS);
+const gjSeq = await drive(grpcJsBidiOpener(gjClient, TEXT), 1, SEQ_MS);
 gjClient.close();
 gj.stop();
 
-const rawSeq = await drive(rawOpener(raw.port), 1, SEQ_MS);
+const rawSeq = await drive(rawOpener(raw.port, TEXT), 1, SEQ_MS);
 raw.stop();
 
 const f0 = (n: number) => Math.round(n).toLocaleString("en-US");

@@ -2,7 +2,8 @@
  * The server side of bench/run.ts, run in its own process (forked with IPC) so server and load
  * each get a core: `mcp` (createMcpServer, in-memory store, HS256), `grpcjs` (a @grpc/grpc-js
  * echo server from bench/echo.proto) or `raw` (node:http2 echoing gRPC frames, one write per tick:
- * the ceiling). Sends `{ port }` when listening; answers `{ rss }` (current), `{ peak }` (the
+ * the ceiling), or bench/compare.ts's Model Context Protocol SDK echo (`sdk-http`, `sdk-stdio`:
+ * bench/lib/sdk-echo.ts). Sends `{ port }` when listening; answers `{ rss }` (current), `{ peak }` (the
  * largest RSS sampled every 10 ms since the last `{ reset }`) and `{ cpu }` (process.cpuUsage():
  * user + system µs of all its threads so far).
  */
@@ -104,6 +105,11 @@ if (kind === "mcp") {
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const addr = server.address();
   send({ port: typeof addr === "object" && addr !== null ? addr.port : 0 });
+} else if (kind === "sdk-http" || kind === "sdk-stdio") {
+  // bench/compare.ts's Model Context Protocol SDK peer, loaded only here (its modules are ~30 MB of heap).
+  const sdk = await import("./lib/sdk-echo.js");
+  if (kind === "sdk-http") send({ port: await sdk.listenSdkHttp() });
+  else sdk.serveSdkStdio(); // spawned by the SDK's StdioClientTransport: no IPC, stdout is the protocol
 } else {
-  throw new TypeError(`unknown server kind ${String(kind)}: mcp | grpcjs | raw`);
+  throw new TypeError(`unknown server kind ${String(kind)}: mcp | grpcjs | raw | sdk-http | sdk-stdio`);
 }
