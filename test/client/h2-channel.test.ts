@@ -139,6 +139,49 @@ describe("sessions sharing one HTTP/2 connection", () => {
   });
 });
 
+describe("fan-out to many watchers on shared connections", () => {
+  test("120 watcher sessions each see every version of 30 rapid updates once, in order, with its own seq", { timeout: 30_000 }, async () => {
+    // Its own principal: the per-principal session limit (128) is not what this test is about.
+    const client = createMcpClient({ baseUrl: t.url, token: await t.token("fanout") });
+    try {
+      const ctx = `fanout-${Date.now()}`;
+      const writer = await client.connect();
+      await writer.update({ contextId: ctx, ops: [{ op: { case: "put", value: { key: "k", value: { kind: { case: "numberValue", value: 0 } } } } }] });
+      const watchers = await Promise.all(Array.from({ length: 120 }, () => client.connect()));
+      const seen: { version: bigint; value: unknown; gone: string[] }[][] = watchers.map(() => []);
+      const seqs: bigint[][] = watchers.map(() => []);
+      await Promise.all(watchers.map((w) => w.sync(ctx, 1n, true)));
+      const reading = watchers.map(async (w, i) => {
+        const messages = w.messages();
+        for await (const m of messages) {
+          if (m.message.case !== "contextSync") continue;
+          const s = m.message.value;
+          seqs[i]!.push(m.seq);
+          seen[i]!.push({ version: s.toVersion, value: s.entries[0]?.value?.kind.value, gone: s.deletedKeys });
+          if (s.toVersion === 31n) return;
+        }
+      });
+      // Not awaited one by one: the changes pile up in the watchers' queues and go out in bursts.
+      const updates = Array.from({ length: 30 }, (_, u) =>
+        writer.update({
+          contextId: ctx,
+          ops: u % 5 === 4 ? [{ op: { case: "delete", value: { key: "k" } } }] : [{ op: { case: "put", value: { key: "k", value: { kind: { case: "numberValue", value: u + 1 } } } } }],
+        }),
+      );
+      await Promise.all(updates);
+      await Promise.all(reading);
+      const want = Array.from({ length: 30 }, (_, u) => (u % 5 === 4 ? { version: BigInt(u + 2), value: undefined, gone: ["k"] } : { version: BigInt(u + 2), value: u + 1, gone: [] }));
+      for (let i = 0; i < watchers.length; i++) {
+        expect(seen[i]).toEqual(want);
+        // Each session's own numbering: strictly increasing by one between its messages here.
+        expect(seqs[i]!.every((q, k) => k === 0 || q === seqs[i]![k - 1]! + 1n)).toBe(true);
+      }
+    } finally {
+      client.close();
+    }
+  });
+});
+
 describe("the server's memory per shared idle session", () => {
   test("400 idle authenticated sessions on one connection cost the server a bounded heap each", { timeout: 60_000 }, async () => {
     const srv = await startServerProcess({ maxSessionsPerPrincipal: 1000, logLevel: "silent" });
