@@ -5,13 +5,18 @@
  * the ceiling), or bench/compare.ts's Model Context Protocol SDK echo (`sdk-http`, `sdk-stdio`:
  * bench/lib/sdk-echo.ts). Sends `{ port }` when listening; answers `{ rss }` (current), `{ peak }` (the
  * largest RSS sampled every 10 ms since the last `{ reset }`) and `{ cpu }` (process.cpuUsage():
- * user + system µs of all its threads so far).
+ * user + system µs of all its threads so far). `{ gc }` (forked with --expose-gc) collects garbage
+ * first and answers `{ rss, heapUsed, external }`. `scale` is `mcp` with the connection and
+ * per-principal session limits raised for bench/scale.ts (10,000 sessions of one principal).
  */
 import { createServer as createH2Server, type ServerHttp2Stream } from "node:http2";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-import { createMcpServer } from "../src/server/server.js";
+// bench/scale.ts measures the build (what `mcp serve` runs) unless told otherwise.
+const { createMcpServer } = (
+  process.env["BENCH_SERVER_FROM"] === "build" ? await import("../dist/src/server/server.js" as string) : await import("../src/server/server.js")
+) as typeof import("../src/server/server.js");
 import { rawFrames } from "./raw-frames.js";
 
 /** Also in bench/run.ts, which mints the tokens. */
@@ -27,6 +32,13 @@ let sampler: ReturnType<typeof setInterval> | undefined;
 process.on("message", (m: { op: string }) => {
   if (m.op === "rss") send({ rss: process.memoryUsage.rss() });
   if (m.op === "cpu") send({ cpu: process.cpuUsage() });
+  if (m.op === "gc") {
+    // Twice: the first pass finalizes what the second frees.
+    (globalThis as { gc?: () => void }).gc?.();
+    (globalThis as { gc?: () => void }).gc?.();
+    const u = process.memoryUsage();
+    send({ rss: u.rss, heapUsed: u.heapUsed, external: u.external + u.arrayBuffers });
+  }
   if (m.op === "reset") {
     peak = process.memoryUsage.rss();
     clearInterval(sampler);
@@ -45,8 +57,10 @@ process.on("message", (m: { op: string }) => {
 });
 process.on("disconnect", () => process.exit(0));
 
-if (kind === "mcp") {
+if (kind === "mcp" || kind === "scale") {
+  const scale = kind === "scale" ? { maxConnections: 100_000, maxSessionsPerPrincipal: 100_000, logLevel: "warn" } : {};
   const server = createMcpServer({
+    ...scale,
     port: 0,
     bindAddress: "127.0.0.1",
     jwtSecret: BENCH_SECRET,

@@ -12,6 +12,7 @@ import { EventService } from "../../gen/mcp/v1/event_pb.js";
 import { SessionService } from "../../gen/mcp/v1/session_pb.js";
 import { fromConnectError } from "./errors.js";
 import { createH2GrpcTransport } from "./h2-grpc-transport.js";
+import { createH2Channel } from "./h2-channel.js";
 import { h2SessionStream } from "./session-h2.js";
 import { openSession, outputOf, type McpSession, type SessionOptions } from "./session.js";
 import { connectSessionStream, type OpenSessionStream } from "./session-stream.js";
@@ -38,6 +39,15 @@ export interface McpClientOptions {
   httpVersion?: "1.1" | "2";
   /** A prebuilt transport (overrides `protocol` / `httpVersion`). */
   transport?: Transport;
+  /**
+   * Sessions (`connect()`) sharing one HTTP/2 connection, each its own stream, like the calls of a
+   * gRPC channel; the next session past it opens another connection, and a connection closes with
+   * its last session. 1 gives each session its own connection. The server's
+   * SETTINGS_MAX_CONCURRENT_STREAMS caps it too (ours: 2^32 − 1). Sessions on one connection
+   * share its fate: when it breaks, all of them reconnect and resume (docs/client.md).
+   * @default 100
+   */
+  maxSessionsPerConnection?: number;
 }
 
 /** A connected client. */
@@ -54,6 +64,13 @@ export interface McpClient {
   connect(options?: SessionOptions): Promise<McpSession>;
   /** Runs one tool over unary `Execute` and returns its JSON output. */
   call(tool: string, args?: JsonObject, options?: { timeoutMs?: number }): Promise<JsonObject>;
+  /** HTTP/2 connections the sessions hold now (0 with a caller's own `transport`). */
+  readonly sessionConnections: number;
+  /**
+   * Closes every session opened by this client (as `McpSession.close()` does: the server keeps
+   * them for resume) and their connections. Unary calls still work; `connect()` opens afresh.
+   */
+  close(): void;
 }
 
 /** Creates a client. */
@@ -67,17 +84,27 @@ export function createMcpClient(options: McpClientOptions): McpClient {
   const transport = options.transport ?? defaultTransport(options, interceptors, headers);
   // The session stream: node:http2 with gRPC framing and one write per tick (session-h2.ts);
   // a caller's own transport is used as given.
-  const openStream: OpenSessionStream =
+  const channel =
     options.transport === undefined && /^https?:\/\//i.test(options.baseUrl)
-      ? h2SessionStream({ baseUrl: options.baseUrl, ...(headers === undefined ? {} : { headers }) })
+      ? createH2Channel({ origin: new URL(options.baseUrl).origin, maxStreamsPerConnection: options.maxSessionsPerConnection ?? 100 })
+      : undefined;
+  const openStream: OpenSessionStream =
+    channel !== undefined
+      ? h2SessionStream({ baseUrl: options.baseUrl, channel, ...(headers === undefined ? {} : { headers }) })
       : connectSessionStream(createClient(SessionService, options.transport ?? createGrpcTransport({ baseUrl: options.baseUrl, interceptors })));
   const commands = createClient(CommandService, transport);
+  const sessions = new Set<McpSession>();
   return {
     commands,
     contexts: createClient(ContextService, transport),
     events: createClient(EventService, transport),
     admin: createClient(AdminService, transport),
-    connect: (o = {}) => openSession(openStream, options.token, o),
+    async connect(o = {}) {
+      const s = await openSession(openStream, options.token, o);
+      sessions.add(s);
+      void s.closed.then(() => sessions.delete(s));
+      return s;
+    },
     async call(tool, args = {}, o = {}) {
       try {
         const r = await commands.execute({ tool, payload: { case: "arguments", value: args }, timeoutMs: o.timeoutMs ?? 0 });
@@ -85,6 +112,14 @@ export function createMcpClient(options: McpClientOptions): McpClient {
       } catch (e) {
         throw fromConnectError(e) ?? e;
       }
+    },
+    get sessionConnections() {
+      return channel?.connections ?? 0;
+    },
+    close() {
+      for (const s of [...sessions]) s.close();
+      sessions.clear();
+      channel?.close();
     },
   };
 }

@@ -4,12 +4,13 @@
  * one `write()`, and frames are decoded in the stream's `data` handler and dispatched at once.
  * Unary calls have their own transport (h2-grpc-transport.ts).
  */
-import { connect as h2connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
+import { constants, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { fromBinary } from "@bufbuild/protobuf";
 import { ClientMessageSchema, ServerMessageSchema, type ClientMessage } from "../../gen/mcp/v1/session_pb.js";
 import { createFrameReader, encodeFrames } from "../transport/grpc-frames.js";
 import { VERSION } from "../version.js";
+import { createH2Channel, type H2Channel } from "./h2-channel.js";
 import { frameRefusalError, httpStatusError, trailerError } from "./grpc-trailers.js";
 import type { OpenSessionStream, SessionStream } from "./session-stream.js";
 
@@ -24,6 +25,11 @@ export interface H2SessionStreamOptions {
    * @default 4 MiB + 1 KiB (the server's default max_message_bytes and some room)
    */
   readMaxBytes?: number;
+  /**
+   * The connections the streams share (h2-channel.ts); it must be for the same origin.
+   * @default a channel of its own with the default maxStreamsPerConnection
+   */
+  channel?: H2Channel;
 }
 
 const PATH = "/mcp.v1.SessionService/Connect";
@@ -34,7 +40,7 @@ const PATH = "/mcp.v1.SessionService/Connect";
  */
 const FLUSH_AT = 16;
 
-/** Opens each session stream on its own HTTP/2 connection, closed with the stream. */
+/** Opens each session stream as one stream of a shared HTTP/2 connection (`options.channel`). */
 export function h2SessionStream(options: H2SessionStreamOptions): OpenSessionStream {
   const url = new URL(options.baseUrl);
   if (url.protocol !== "http:" && url.protocol !== "https:") {
@@ -44,6 +50,7 @@ export function h2SessionStream(options: H2SessionStreamOptions): OpenSessionStr
   const origin = url.origin;
   const readMaxBytes = options.readMaxBytes ?? 4 * 1024 * 1024 + 1024;
   const extra = options.headers ?? {};
+  const channel = options.channel ?? createH2Channel({ origin });
 
   return (handlers) => {
     let ended = false; // our outbound side
@@ -53,11 +60,7 @@ export function h2SessionStream(options: H2SessionStreamOptions): OpenSessionStr
     let out: ClientMessage[] = [];
     let flushScheduled = false;
 
-    const session: ClientHttp2Session = h2connect(origin);
-    session.on("error", (e) => {
-      failure ??= new ConnectError(e.message, Code.Unavailable, undefined, undefined, e);
-    });
-    const stream: ClientHttp2Stream = session.request({
+    const opened = channel.open({
       ":method": "POST",
       ":path": path,
       "content-type": "application/grpc+proto",
@@ -65,6 +68,7 @@ export function h2SessionStream(options: H2SessionStreamOptions): OpenSessionStr
       "user-agent": `mcp-client-ts/${VERSION}`,
       ...extra,
     });
+    const stream: ClientHttp2Stream = opened.stream;
     stream.on("error", (e) => {
       failure ??= new ConnectError(e.message, Code.Unavailable, undefined, undefined, e);
     });
@@ -74,7 +78,7 @@ export function h2SessionStream(options: H2SessionStreamOptions): OpenSessionStr
       over = true;
       ended = true;
       out = [];
-      if (!session.destroyed) session.close();
+      opened.release();
       handlers.end(closedByUs ? undefined : failure);
     };
 
@@ -115,6 +119,10 @@ export function h2SessionStream(options: H2SessionStreamOptions): OpenSessionStr
     });
 
     stream.once("close", () => {
+      const connectionError = opened.connectionError();
+      if (failure === undefined && connectionError instanceof Error) {
+        failure = new ConnectError(connectionError.message, Code.Unavailable, undefined, undefined, connectionError);
+      }
       if (failure === undefined && stream.rstCode !== undefined && stream.rstCode !== constants.NGHTTP2_NO_ERROR) {
         failure = new ConnectError(`the stream was reset (HTTP/2 error code ${stream.rstCode})`, Code.Canceled);
       }
@@ -143,8 +151,10 @@ export function h2SessionStream(options: H2SessionStreamOptions): OpenSessionStr
       get ended() {
         return ended;
       },
-      close() {
+      close(broken = false) {
         if (over) return;
+        // Given up on for silence: the next stream (this session's reconnect) goes elsewhere.
+        if (broken) opened.suspect();
         flush();
         ended = true;
         closedByUs = true;

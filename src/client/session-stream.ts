@@ -24,8 +24,11 @@ export interface SessionStream {
   send(m: ClientMessage): void;
   /** True once the outbound side ended. */
   readonly ended: boolean;
-  /** Half-closes the outbound side and aborts the stream. */
-  close(): void;
+  /**
+   * Half-closes the outbound side and aborts the stream. `broken`: the session gave up on it
+   * (the server went silent), so a transport sharing its connection sends no new stream there.
+   */
+  close(broken?: boolean): void;
 }
 
 /** Opens a session stream. */

@@ -320,11 +320,14 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
 
   const payload = (message: ClientPayload) => create(ClientMessageSchema, { message });
 
-  /** The stream gets dropped without telling it again (its end callback is ignored from now on). */
-  function dropStream(): void {
+  /**
+   * The stream gets dropped without telling it again (its end callback is ignored from now on).
+   * `silent`: dropped because the server went quiet, so its connection is suspect (h2-channel.ts).
+   */
+  function dropStream(silent = false): void {
     const s = current;
     current = undefined;
-    s?.close();
+    s?.close(silent);
   }
 
   /** Opens a stream and sends the Handshake; resolves with the HandshakeResult. */
@@ -333,7 +336,7 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
     return new Promise<HandshakeResult>((resolve, reject) => {
       const timer = setTimeout(() => {
         attempt = undefined;
-        dropStream();
+        dropStream(true);
         reject(new McpError("connection_lost", `no HandshakeResult within ${timeoutMs} ms`));
       }, timeoutMs);
       attempt = {
@@ -382,8 +385,8 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
   }
 
   /** The live stream is gone: come back, or end the session when that cannot help. */
-  function broken(err: McpError): void {
-    dropStream();
+  function broken(err: McpError, silent = false): void {
+    dropStream(silent);
     stopHeartbeat();
     if (link.kind === "closed") return;
     if (endsSession(err)) return finish(err);
@@ -454,7 +457,7 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
       // ticks = silent for more than twice the interval (§4 step 6); a live server answers each Ping.
       if (++silentTicks > 2) {
         const said = lastServerError;
-        return broken(said !== undefined && endsSession(said) ? said : new McpError("connection_lost", `the server sent nothing for more than ${2 * interval} ms (twice the heartbeat interval)`));
+        return broken(said !== undefined && endsSession(said) ? said : new McpError("connection_lost", `the server sent nothing for more than ${2 * interval} ms (twice the heartbeat interval)`), true);
       }
       sendMessage(payload({ case: "ping", value: { id: ++pingId } }));
     }, interval);

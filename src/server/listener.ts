@@ -73,6 +73,9 @@ const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 export async function listen(options: ListenerOptions, handler: RequestHandler, streamHandler?: StreamHandler): Promise<Listener> {
   const h1 = createHttp1Server(handler as (req: IncomingMessage, res: ServerResponse) => void);
   h1.keepAliveTimeout = 5_000;
+  // node's default SETTINGS_MAX_CONCURRENT_STREAMS (2^32 − 1) is kept: a client multiplexes its
+  // sessions as streams of one connection (docs/client.md "Sessions share connections"), and each
+  // session is bounded by maxSessionsPerPrincipal, not by a per-connection stream count.
   const h2 = createHttp2Server({}, handler as (req: Http2ServerRequest, res: Http2ServerResponse) => void);
   if (streamHandler !== undefined) {
     // node:http2's request/response API is itself the one 'stream' listener, added with the

@@ -25,6 +25,7 @@ import type { MessageSink } from "../session/session.js";
 import { GRPC_HEADERS, OK_TRAILERS, frameRefusal, isGrpcIdentityPost, respondError } from "./grpc-h2.js";
 import { streamFacts, type StreamHandler } from "./listener.js";
 import { createFrameReader, encodeFrameBatch, encodeFrames } from "../transport/grpc-frames.js";
+import { encodeOneServerMessage } from "../transport/server-message-bytes.js";
 import { headerValue } from "../observability/tracing.js";
 
 /** The HTTP/2 path of the session stream (PROTOCOL.md §2). */
@@ -113,7 +114,8 @@ function serveSession(
   };
 
   const sink: MessageSink = {
-    encode: (batch) => encodeFrameBatch(ServerMessageSchema, batch),
+    // A batch of one (an idle session's message, a watcher's change) skips the batch wrapper.
+    encode: (batch) => (batch.length === 1 ? encodeOneServerMessage(batch[0]!) : encodeFrameBatch(ServerMessageSchema, batch)),
     write(batch, encoded) {
       if (finished || batch.length === 0) return true;
       if (stream.destroyed || stream.writableEnded) return true;

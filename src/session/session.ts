@@ -118,7 +118,7 @@ export class Session {
   private congested = false;
   private readonly writableWaiters: (() => void)[] = [];
   private state: SessionState;
-  private expiryTimers: ReturnType<typeof setTimeout>[] = [];
+  private expiryTimer: ReturnType<typeof setTimeout> | undefined;
   private readonly init: SessionInit;
   /** Queued messages at which `isCongested` turns true: half the hard bound. */
   private readonly backlogLimit: number;
@@ -370,7 +370,7 @@ export class Session {
       this.pending = [];
       if (next.kind !== "detached") prev.sink.close();
     }
-    if (next.kind === "closed") for (const t of this.expiryTimers) clearTimeout(t);
+    if (next.kind === "closed") clearTimeout(this.expiryTimer);
     this.state = next;
     this.congested = false;
     // Waiters re-check their condition after every transition (attached again, detached, closed).
@@ -383,23 +383,28 @@ export class Session {
     this.scheduleExpiry();
   }
 
+  /**
+   * One timer at a time, not two: the warning, which then arms the expiry (an idle session's
+   * cost is mostly fixed objects like these; bench/scale.ts).
+   */
   private scheduleExpiry(): void {
-    for (const t of this.expiryTimers) clearTimeout(t);
-    this.expiryTimers = [];
+    clearTimeout(this.expiryTimer);
+    this.expiryTimer = undefined;
     const expiresAt = this.auth.expiresAt;
     if (expiresAt === undefined) return;
     const now = this.init.now();
-    const warnIn = expiresAt - this.init.expiryWarningMs - now;
-    const warn = setTimeout(
-      () => this.emitEvent("session.expiring", { expires_at: new Date(expiresAt).toISOString(), session_id: this.id }),
-      Math.max(0, warnIn),
-    );
-    const expire = setTimeout(() => {
+    const expire = () => {
       this.auth = { ...this.auth, expired: true };
       this.emitEvent("session.expired", { session_id: this.id });
-    }, Math.max(0, expiresAt - now));
-    warn.unref();
-    expire.unref();
-    this.expiryTimers = [warn, expire];
+    };
+    const warnIn = Math.max(0, expiresAt - this.init.expiryWarningMs - now);
+    // Measured from now, as if both were armed now (the clock may be a test's).
+    const expireIn = Math.max(0, expiresAt - now);
+    this.expiryTimer = setTimeout(() => {
+      this.emitEvent("session.expiring", { expires_at: new Date(expiresAt).toISOString(), session_id: this.id });
+      this.expiryTimer = setTimeout(expire, Math.max(0, expireIn - warnIn));
+      this.expiryTimer.unref();
+    }, warnIn);
+    this.expiryTimer.unref();
   }
 }
