@@ -174,7 +174,7 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
   // before the update (a crash in between leaves only a harmless extra member).
   const leaseIndexKey = (lease: string): string => taggedKey(prefix, "lease", lease);
 
-  const redis: RedisClient = createRedisClient(url, { connectionName: `${prefix}ctx` });
+  const redis: RedisClient = createRedisClient(url, { connectionName: `${prefix}ctx`, autoPipelining: true });
   // Named so operators (and tests) can tell the subscriber apart in CLIENT LIST.
   const sub: RedisClient = createRedisClient(url, { connectionName: `${prefix}ctx-sub` });
   // ioredis reports connection trouble as "error" events and also fails the affected

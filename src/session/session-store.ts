@@ -133,7 +133,7 @@ export async function createRedisSessionStore(options: RedisSessionStoreOptions)
   const maxMessages = options.maxMessages ?? 4096;
   const ttlMs = options.ttlMs ?? 60_000;
   const instanceId = randomUUID();
-  const redis = createRedisClient(options.url, { connectionName: `${prefix}sessions` });
+  const redis = createRedisClient(options.url, { connectionName: `${prefix}sessions`, autoPipelining: true });
   const sub = createRedisClient(options.url, { connectionName: `${prefix}sessions-sub` });
   // Failures reach callers as rejected commands (or are absorbed by `enqueue`); ioredis would
   // otherwise print every reconnect attempt.
