@@ -88,8 +88,9 @@ if current == 0 and maxContexts > 0 and index then
   local n = redis.call('SCARD', index)
   if n >= maxContexts then return {'too_many_contexts', s(n)} end
 end
-if maxKeys > 0 then
-  local before = redis.call('HLEN', entries)
+local before = maxKeys > 0 and redis.call('HLEN', entries) or 0
+-- Only when the puts could pass the limit (they add at most one key each) is each key looked up.
+if maxKeys > 0 and before + nPuts > maxKeys then
   local after = before
   for i = 0, nPuts - 1 do
     if redis.call('HEXISTS', entries, ARGV[12 + 2 * i]) == 0 then after = after + 1 end
@@ -227,9 +228,13 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
     if (last === undefined) delivered.set(id, version - 1n);
     else if (version <= last) return;
     if ((pending.get(id) ?? 0n) < version) pending.set(id, version);
-    draining ??= drain().finally(() => {
-      draining = undefined;
-    });
+    // A turn later: an own update's reply, racing its announcement on the other connection,
+    // usually lands first and delivers it without a read of the log.
+    draining ??= new Promise<void>((resolve) => setImmediate(resolve))
+      .then(drain)
+      .finally(() => {
+        draining = undefined;
+      });
   }
 
   function emit(event: ContextStoreEvent): void {
