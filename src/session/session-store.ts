@@ -18,6 +18,7 @@
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createHash, randomUUID } from "node:crypto";
 import { checkKeyPrefix, createRedisClient, taggedKey } from "../context/redis-client.js";
+import { encodeMessages } from "../transport/grpc-frames.js";
 import { ServerMessageSchema, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import type { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 
@@ -152,7 +153,10 @@ export async function createRedisSessionStore(options: RedisSessionStoreOptions)
     const msgs = batches.get(sessionId);
     batches.delete(sessionId);
     if (msgs === undefined || msgs.length === 0) return;
-    const bins = msgs.map((m) => Buffer.from(toBinary(ServerMessageSchema, m)));
+    // One toBinary for the batch; each element a view of its range (no copy).
+    const { bytes, bounds } = encodeMessages(ServerMessageSchema, msgs);
+    const bins: Buffer[] = new Array<Buffer>(msgs.length);
+    for (let i = 0; i < msgs.length; i++) bins[i] = Buffer.from(bytes.buffer, bytes.byteOffset + bounds[2 * i]!, bounds[2 * i + 1]! - bounds[2 * i]!);
     const args = [APPEND_SHA, 2, metaKey(sessionId), msgsKey(sessionId), instanceId, ttlMs, maxMessages, ...bins];
     try {
       await redis.call("evalsha", args);
