@@ -284,7 +284,7 @@ async function countRoundTrips(make: () => Load, n: number, redis: Redis): Promi
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const fmt = (n: number, digits = 0) => n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
-const row = (label: string, ...cols: string[]) => console.log(`    ${label.padEnd(58)}${cols.map((c) => c.padEnd(14)).join("")}`);
+const row = (label: string, ...cols: string[]) => console.log(`    ${label.padEnd(72)}${cols.map((c) => c.padEnd(14)).join("")}`);
 
 function top(calls: Map<string, number>, per: number, k = 6): string {
   return [...calls.entries()]
