@@ -72,10 +72,15 @@ export function parseRedisUrl(url: string): ParsedRedisUrl {
 /**
  * Opens a client for `url`. `connectionName` shows in CLIENT LIST so operators can tell the
  * stores' connections apart. Connection trouble is left to the caller's "error" listener.
+ * `autoPipelining`: commands issued in one event-loop turn go out in one write (ioredis's
+ * `enableAutoPipelining`) — fewer syscalls on both sides when many commands are in flight. Not on
+ * a cluster: ioredis groups a turn's commands by the slot of their first argument, which for
+ * EVALSHA is the script's hash, not a key.
  */
-export function createRedisClient(url: string, options: { connectionName?: string; maxRetriesPerRequest?: number } = {}): RedisClient {
+export function createRedisClient(url: string, options: { connectionName?: string; maxRetriesPerRequest?: number; autoPipelining?: boolean } = {}): RedisClient {
   const p = parseRedisUrl(url);
   const common: RedisOptions = {
+    ...(options.autoPipelining === true && p.kind !== "cluster" ? { enableAutoPipelining: true } : {}),
     ...(options.connectionName === undefined ? {} : { connectionName: options.connectionName }),
     ...(options.maxRetriesPerRequest === undefined ? {} : { maxRetriesPerRequest: options.maxRetriesPerRequest }),
     ...(p.username === undefined ? {} : { username: p.username }),

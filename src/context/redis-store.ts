@@ -17,6 +17,9 @@
  * "context X reached version V"; every instance then reads the versions it has not delivered
  * yet from the stream. That one path serves live updates, other instances' updates and the
  * gaps left by a dropped subscriber connection, so listeners see each version once, in order.
+ * One shortcut: the instance that applied an update has the change in hand, so when it is the
+ * next version its listeners expect it is delivered from the script's reply, and the log is read
+ * only for other instances' updates (one round trip per own update instead of two).
  */
 import { createHash } from "node:crypto";
 import { checkKeyPrefix, createRedisClient, parseRedisUrl, taggedKey, type RedisClient } from "./redis-client.js";
@@ -85,8 +88,9 @@ if current == 0 and maxContexts > 0 and index then
   local n = redis.call('SCARD', index)
   if n >= maxContexts then return {'too_many_contexts', s(n)} end
 end
-if maxKeys > 0 then
-  local before = redis.call('HLEN', entries)
+local before = maxKeys > 0 and redis.call('HLEN', entries) or 0
+-- Only when the puts could pass the limit (they add at most one key each) is each key looked up.
+if maxKeys > 0 and before + nPuts > maxKeys then
   local after = before
   for i = 0, nPuts - 1 do
     if redis.call('HEXISTS', entries, ARGV[12 + 2 * i]) == 0 then after = after + 1 end
@@ -171,7 +175,7 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
   // before the update (a crash in between leaves only a harmless extra member).
   const leaseIndexKey = (lease: string): string => taggedKey(prefix, "lease", lease);
 
-  const redis: RedisClient = createRedisClient(url, { connectionName: `${prefix}ctx` });
+  const redis: RedisClient = createRedisClient(url, { connectionName: `${prefix}ctx`, autoPipelining: true });
   // Named so operators (and tests) can tell the subscriber apart in CLIENT LIST.
   const sub: RedisClient = createRedisClient(url, { connectionName: `${prefix}ctx-sub` });
   // ioredis reports connection trouble as "error" events and also fails the affected
@@ -224,9 +228,13 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
     if (last === undefined) delivered.set(id, version - 1n);
     else if (version <= last) return;
     if ((pending.get(id) ?? 0n) < version) pending.set(id, version);
-    draining ??= drain().finally(() => {
-      draining = undefined;
-    });
+    // A turn later: an own update's reply, racing its announcement on the other connection,
+    // usually lands first and delivers it without a read of the log.
+    draining ??= new Promise<void>((resolve) => setImmediate(resolve))
+      .then(drain)
+      .finally(() => {
+        draining = undefined;
+      });
   }
 
   function emit(event: ContextStoreEvent): void {
@@ -255,12 +263,15 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
           if (closed) return;
           // Redis failed mid-delivery: say so rather than skip silently (§8).
           emit({ kind: "gap", contextId: id, version: target });
-          delivered.set(id, target);
+          advance(id, target);
           return;
         }
         if (closed) return;
-        let expect = last + 1n;
+        // Versions this instance applied may have been delivered from their replies meanwhile.
+        const own = delivered.get(id) ?? last;
+        let expect = (own > last ? own : last) + 1n;
         for (const change of records) {
+          if (change.version < expect) continue;
           if (change.version > expect) emit({ kind: "gap", contextId: id, version: change.version - 1n });
           emit({ kind: "change", change });
           expect = change.version + 1n;
@@ -268,9 +279,27 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
         // Trimmed from the log before we read it.
         if (expect <= end) emit({ kind: "gap", contextId: id, version: end });
       }
-      last = end;
-      delivered.set(id, end);
+      last = advance(id, end);
     }
+  }
+
+  /** Marks `id` delivered up to `version` (never back: own updates may be further along); returns where it is. */
+  function advance(id: string, version: bigint): bigint {
+    const now = delivered.get(id);
+    if (now !== undefined && now >= version) return now;
+    delivered.set(id, version);
+    return version;
+  }
+
+  /**
+   * An update this instance applied, delivered at once when it is the next version listeners
+   * expect (else its announcement brings it from the log, in order). Never for a context not
+   * heard of yet: an earlier version's announcement may still be on its way.
+   */
+  function deliverOwn(change: ContextChange): void {
+    if (closed || delivered.get(change.contextId) !== change.version - 1n) return;
+    delivered.set(change.contextId, change.version);
+    if (listeners.size > 0) emit({ kind: "change", change });
   }
 
   async function readLog(id: string, from: bigint, to: bigint): Promise<ContextChange[]> {
@@ -336,8 +365,7 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
         default:
           throw new TypeError(`unexpected reply from the apply script: ${String(status)}`);
       }
-      if (cluster && n === "1") await redis.sadd(indexKey, id);
-      return {
+      const change: ContextChange = {
         contextId: id,
         version: BigInt(n),
         updatedAtMs: write.nowMs,
@@ -345,6 +373,10 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
         puts: write.puts.map((p) => ({ key: p.key, valueJson: p.valueJson })),
         deletes: [...write.deletes],
       };
+      // Replies come back in the order the scripts ran: consecutive own updates go out in order.
+      deliverOwn(change);
+      if (cluster && n === "1") await redis.sadd(indexKey, id);
+      return change;
     },
 
     async snapshot(contextId: string): Promise<ContextSnapshot | undefined> {

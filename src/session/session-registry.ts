@@ -255,7 +255,7 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
           init.telemetry?.sessionClosed(s);
         },
         onDropped: (s, err) => init.telemetry?.sessionDropped(s, err),
-        // Mirrored from the first message on (see session-store.ts), so a crash loses nothing parked;
+        // Mirrored from the first message on (see session-store.ts: a crash loses at most the last batch);
         // park() is a no-op for a session already mirrored.
         onDetached: (s) => {
           park(s);

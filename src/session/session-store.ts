@@ -1,9 +1,13 @@
 /**
  * Sessions shared between server instances (PROTOCOL.md §8: "a session may resume on another
  * instance"). A session lives in the memory of the instance that serves it, and that instance
- * *mirrors* it in Redis from its first message: its credentials, seq and the resume ring, every
- * message appended as it is emitted (batched: one script call per burst). So a session survives
- * its instance — after a graceful shutdown and after a crash alike. A resume that reaches another
+ * *mirrors* it in Redis from its first message: its credentials, seq and the resume ring, the
+ * messages it emits appended in batches — every `flushIntervalMs` one script call per session
+ * that emitted anything, never one per message (a busy session emits thousands a second). So a
+ * session survives its instance: a graceful shutdown writes every batch first; a crash loses at
+ * most the last `flushIntervalMs` of messages plus the batch being written, and a client that had
+ * already received one of those is told `session_expired` on resume (its seq is past the
+ * mirror's), never handed a different message under a seq it has seen. A resume that reaches another
  * instance *claims* it: a live owner ends the commands still running there (each gets its one
  * Response, `cancelled`, appended), releases the session, and the claimer rebuilds it from the
  * mirror; a dead owner releases nothing and the claimer proceeds after `releaseTimeoutMs`.
@@ -14,6 +18,7 @@
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createHash, randomUUID } from "node:crypto";
 import { checkKeyPrefix, createRedisClient, taggedKey } from "../context/redis-client.js";
+import { encodeMessages } from "../transport/grpc-frames.js";
 import { ServerMessageSchema, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import type { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 
@@ -39,7 +44,8 @@ export interface SessionStore {
   park(session: ParkedSession, ttlMs: number): Promise<void>;
   /**
    * Adds a message the mirrored session emitted (in order, after those parked), while this
-   * instance still owns the mirror; refreshes its time to live.
+   * instance still owns the mirror; refreshes its time to live. Written with the session's next
+   * batch (`flushIntervalMs`); resolves once that batch is written or its write failed.
    */
   append(sessionId: string, message: ServerMessage): Promise<void>;
   /** Keeps the mirrors of live sessions for another `ttlMs` (the owner is alive). */
@@ -86,6 +92,13 @@ export interface RedisSessionStoreOptions {
    * @default 60000
    */
   ttlMs?: number;
+  /**
+   * How long emitted messages wait to be mirrored, in ms: each interval, one script call per
+   * session that emitted anything (all sent in the same turn). The bound on what a crash (not a
+   * graceful shutdown) of this instance loses besides the batch in flight; 0 = every event-loop turn.
+   * @default 5
+   */
+  flushIntervalMs?: number;
 }
 
 // KEYS: meta, msgs. ARGV: owner, ttlMs, maxMessages, then the messages (binary).
@@ -121,7 +134,7 @@ export async function createRedisSessionStore(options: RedisSessionStoreOptions)
   const maxMessages = options.maxMessages ?? 4096;
   const ttlMs = options.ttlMs ?? 60_000;
   const instanceId = randomUUID();
-  const redis = createRedisClient(options.url, { connectionName: `${prefix}sessions` });
+  const redis = createRedisClient(options.url, { connectionName: `${prefix}sessions`, autoPipelining: true });
   const sub = createRedisClient(options.url, { connectionName: `${prefix}sessions-sub` });
   // Failures reach callers as rejected commands (or are absorbed by `enqueue`); ioredis would
   // otherwise print every reconnect attempt.
@@ -133,12 +146,17 @@ export async function createRedisSessionStore(options: RedisSessionStoreOptions)
   const releases = `${prefix}session-releases`;
   const metaKey = (id: string) => taggedKey(prefix, "session", id);
   const msgsKey = (id: string) => taggedKey(prefix, "session", id, ":msgs");
-  // Messages waiting for the next append call, per session.
-  const batches = new Map<string, Buffer[]>();
+  // Messages waiting for the next flush, per session: the objects, encoded when written (off
+  // the per-message path; a ServerMessage is never changed once emitted).
+  const batches = new Map<string, ServerMessage[]>();
   async function writeBatch(sessionId: string): Promise<void> {
-    const bins = batches.get(sessionId);
+    const msgs = batches.get(sessionId);
     batches.delete(sessionId);
-    if (bins === undefined || bins.length === 0) return;
+    if (msgs === undefined || msgs.length === 0) return;
+    // One toBinary for the batch; each element a view of its range (no copy).
+    const { bytes, bounds } = encodeMessages(ServerMessageSchema, msgs);
+    const bins: Buffer[] = new Array<Buffer>(msgs.length);
+    for (let i = 0; i < msgs.length; i++) bins[i] = Buffer.from(bytes.buffer, bytes.byteOffset + bounds[2 * i]!, bounds[2 * i + 1]! - bounds[2 * i]!);
     const args = [APPEND_SHA, 2, metaKey(sessionId), msgsKey(sessionId), instanceId, ttlMs, maxMessages, ...bins];
     try {
       await redis.call("evalsha", args);
@@ -163,6 +181,33 @@ export async function createRedisSessionStore(options: RedisSessionStoreOptions)
     });
     return next;
   }
+  /** Writes `sessionId`'s batch now (after its earlier writes); resolves when it has nothing waiting. */
+  function flushSession(sessionId: string): Promise<void> {
+    return batches.has(sessionId) ? enqueue(sessionId, () => writeBatch(sessionId)) : (appending.get(sessionId) ?? Promise.resolve());
+  }
+  // One timer for every session: per interval, each session with messages gets one write.
+  const flushIntervalMs = options.flushIntervalMs ?? 5;
+  let flushTimer: NodeJS.Timeout | NodeJS.Immediate | undefined;
+  // What append() returns until the next flush: one promise per interval, not per message.
+  let flushed: Promise<void> | undefined;
+  let resolveFlushed: (() => void) | undefined;
+  function flushAll(): void {
+    flushTimer = undefined;
+    const done = resolveFlushed;
+    flushed = resolveFlushed = undefined;
+    const writes: Promise<void>[] = [];
+    for (const id of [...batches.keys()]) writes.push(flushSession(id));
+    void Promise.all(writes).then(done);
+  }
+  function scheduleFlush(): Promise<void> {
+    if (flushTimer === undefined) {
+      flushTimer = flushIntervalMs > 0 ? setTimeout(flushAll, flushIntervalMs) : setImmediate(flushAll);
+      // A pending flush must not hold the process open; close() writes what is left.
+      flushTimer.unref();
+      flushed = new Promise((resolve) => (resolveFlushed = resolve));
+    }
+    return flushed!; // set together with flushTimer
+  }
 
   await sub.subscribe(claims, releases);
   sub.on("message", (channel: string, text: string) => {
@@ -180,7 +225,7 @@ export async function createRedisSessionStore(options: RedisSessionStoreOptions)
     }
     if (channel === claims && msg.owner === instanceId && release !== undefined) {
       release(id)
-        .then(() => appending.get(id))
+        .then(() => flushSession(id)) // the last Responses land before the claimer reads
         .then(() => redis.publish(releases, JSON.stringify({ id })))
         .catch(() => {
           // The claimer waits out its timeout and takes what was parked.
@@ -203,6 +248,8 @@ export async function createRedisSessionStore(options: RedisSessionStoreOptions)
         ...(s.jti === undefined ? {} : { jti: s.jti }),
       };
       const bins = s.messages.map((x) => Buffer.from(toBinary(ServerMessageSchema, x)));
+      // The ring given here holds whatever was still waiting: it must not be written twice.
+      batches.delete(s.id);
       return enqueue(s.id, () => {
         const m = redis.multi().del(msgsKey(s.id));
         if (bins.length > 0) m.rpush(msgsKey(s.id), ...bins);
@@ -211,16 +258,11 @@ export async function createRedisSessionStore(options: RedisSessionStoreOptions)
       });
     },
     append(sessionId, message) {
-      const bin = Buffer.from(toBinary(ServerMessageSchema, message));
+      // Hot path (every message of every mirrored session): a push, and one timer per interval.
       const batch = batches.get(sessionId);
-      if (batch !== undefined) {
-        batch.push(bin);
-        return appending.get(sessionId) ?? Promise.resolve();
-      }
-      // The first message of a burst opens a batch; the write runs after the previous one, so
-      // everything emitted meanwhile goes in one call.
-      batches.set(sessionId, [bin]);
-      return enqueue(sessionId, () => writeBatch(sessionId));
+      if (batch !== undefined) batch.push(message);
+      else batches.set(sessionId, [message]);
+      return scheduleFlush();
     },
     async touch(sessionIds, ttl) {
       if (sessionIds.length === 0) return;
@@ -232,6 +274,7 @@ export async function createRedisSessionStore(options: RedisSessionStoreOptions)
       await redis.zadd(deadlines, "XX", ...sessionIds.flatMap((id) => [when, id])).catch(() => {});
     },
     unpark(sessionId) {
+      batches.delete(sessionId); // deleted with the rest
       return enqueue(sessionId, () => redis.del(metaKey(sessionId), msgsKey(sessionId)).then(() => redis.zrem(deadlines, sessionId)));
     },
     async reapOrphans(nowMs) {
@@ -290,6 +333,11 @@ export async function createRedisSessionStore(options: RedisSessionStoreOptions)
       release = handler;
     },
     async close() {
+      if (flushTimer !== undefined) {
+        if (flushIntervalMs > 0) clearTimeout(flushTimer as NodeJS.Timeout);
+        else clearImmediate(flushTimer as NodeJS.Immediate);
+        flushAll();
+      }
       await Promise.all(appending.values());
       sub.disconnect();
       await redis.quit().catch(() => {});
