@@ -16,6 +16,7 @@ import { createHash, randomUUID } from "node:crypto";
 import { checkKeyPrefix, createRedisClient, taggedKey } from "../context/redis-client.js";
 import { ServerMessageSchema, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import type { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
+import { createRedisRemoteCommands, type RemoteCommands } from "./remote-commands.js";
 
 /** What another instance needs to continue a session. */
 export interface ParkedSession {
@@ -64,6 +65,11 @@ export interface SessionStore {
    * local copy (appending the last Responses) and resolve; the claim proceeds after that.
    */
   onClaim(release: (sessionId: string) => Promise<void>): void;
+  /**
+   * Commands that keep running on this instance after their session moved to another (their
+   * Responses forwarded, their Cancels routed here). None: a move cancels them.
+   */
+  readonly remote?: RemoteCommands;
   close(): Promise<void>;
 }
 
@@ -165,6 +171,7 @@ export async function createRedisSessionStore(options: RedisSessionStoreOptions)
   }
 
   await sub.subscribe(claims, releases);
+  const remote = await createRedisRemoteCommands({ redis, sub, prefix, ttlMs });
   sub.on("message", (channel: string, text: string) => {
     let msg: { id?: unknown; owner?: unknown };
     try {
@@ -190,6 +197,7 @@ export async function createRedisSessionStore(options: RedisSessionStoreOptions)
 
   return {
     instanceId,
+    remote,
     park(s, ttlMs) {
       const meta: ParkedMeta = {
         id: s.id,
@@ -291,6 +299,7 @@ export async function createRedisSessionStore(options: RedisSessionStoreOptions)
     },
     async close() {
       await Promise.all(appending.values());
+      await remote.flush();
       sub.disconnect();
       await redis.quit().catch(() => {});
     },
