@@ -128,17 +128,24 @@ export async function startRedisCluster(dir: string): Promise<{ ports: number[];
   };
 }
 
+/** How HAProxy reaches the instances: h2c, or TLS verified against `caFile` (so a session may be HIGH). */
+export interface BackendTls {
+  caFile: string;
+}
+
 /** The HAProxy configuration of docs/deploy/haproxy.cfg for a frontend port and backend ports. */
-export function haproxyConfig(frontendPort: number, backendPorts: readonly number[]): string {
+export function haproxyConfig(frontendPort: number, backendPorts: readonly number[], tls?: BackendTls): string {
   const template = readFileSync(join(REPO, "docs/deploy/haproxy.cfg"), "utf8");
-  const servers = backendPorts.map((p, i) => `    server s${i + 1} 127.0.0.1:${p} proto h2 check inter 500 fall 1 rise 1`).join("\n");
+  // With TLS, ALPN picks h2 (docs/deploy.md "HAProxy": terminate TLS on the instances to grant HIGH).
+  const to = tls === undefined ? "proto h2" : `ssl verify required ca-file ${tls.caFile} alpn h2`;
+  const servers = backendPorts.map((p, i) => `    server s${i + 1} 127.0.0.1:${p} ${to} check inter 500 fall 1 rise 1`).join("\n");
   return template.replace("@FRONTEND@", `127.0.0.1:${frontendPort}`).replace("@SERVERS@", servers);
 }
 
 /** Runs HAProxy in the foreground with `haproxyConfig(...)` written into `dir`. */
-export async function startHaproxy(dir: string, frontendPort: number, backendPorts: readonly number[]): Promise<Proc> {
+export async function startHaproxy(dir: string, frontendPort: number, backendPorts: readonly number[], tls?: BackendTls): Promise<Proc> {
   const cfg = join(dir, "haproxy.cfg");
-  writeFileSync(cfg, haproxyConfig(frontendPort, backendPorts));
+  writeFileSync(cfg, haproxyConfig(frontendPort, backendPorts, tls));
   const check = spawnSync("haproxy", ["-c", "-f", cfg], { encoding: "utf8" });
   if (check.status !== 0) throw new Error(`haproxy rejected the configuration: ${check.stdout}${check.stderr}`);
   const p = startProc("haproxy", ["-db", "-f", cfg], dir);
