@@ -503,6 +503,9 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
       });
     }
     collectOthers(resends, acked, false);
+    // A server that does not count what it received continued a session parked by another
+    // instance: the watches lived there, so they start again here from their known versions.
+    if (acked === undefined) resyncWatches(resends);
     resends.sort((a, b) => a.key - b.key);
     for (const r of resends) r.go();
     // A Cancel may have been lost with the stream; cancelling twice is harmless.
@@ -568,17 +571,22 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
     }
     // Reads and pings are safe to repeat; an authentication is needed on the new session anyway.
     collectOthers(resends, undefined, true);
+    resyncWatches(resends);
+    resends.sort((a, b) => a.key - b.key);
+    for (const r of resends) r.go();
+    notify({ state: "open", resumed: false, sessionId, ...(expired === undefined ? {} : { expired }) });
+  }
+
+  /** Re-sends a watching StateSync from its known version for every watched context (after the re-sends). */
+  function resyncWatches(resends: { key: number; go: () => void }[]): void {
     for (const [contextId, known] of watched) {
-      if ((pendingSyncs.get(contextId) ?? []).some((p) => p.watch)) continue; // re-sent above
+      if ((pendingSyncs.get(contextId) ?? []).some((p) => p.watch)) continue; // re-sent with the others
       const p: PendingSync = { resolve: () => {}, reject: () => {}, knownVersion: known, watch: true, internal: true, sentAt: 0 };
       const list = pendingSyncs.get(contextId) ?? [];
       list.push(p);
       pendingSyncs.set(contextId, list);
       resends.push({ key: Number.MAX_SAFE_INTEGER, go: () => (p.sentAt = sendMessage(payload({ case: "sync", value: { contextId, knownVersion: known, watch: true } }))) });
     }
-    resends.sort((a, b) => a.key - b.key);
-    for (const r of resends) r.go();
-    notify({ state: "open", resumed: false, sessionId, ...(expired === undefined ? {} : { expired }) });
   }
 
   function becomeOpen(h: HandshakeResult): void {

@@ -52,6 +52,21 @@ export interface CommandRunner {
   readonly inflight: number;
   /** Ends every in-flight command with `reason` (session closed). */
   abortAll(reason: McpError): void;
+  /** Ids of the commands in flight and of the batch commands not started yet (a session's hand-off). */
+  pendingIds(): string[];
+  /**
+   * Commands of this session still running on the instance it moved from: their ids are refused
+   * (`duplicate_command_id`) and their Cancels go there. Set by the session registry.
+   */
+  elsewhere: ElsewhereCommands | undefined;
+}
+
+/** Commands of a session that run on another instance (src/session/remote-commands.ts). */
+export interface ElsewhereCommands {
+  /** Their ids; the registry removes one when its Response arrives. */
+  readonly ids: Set<string>;
+  /** Routes a Cancel to the instance running the command. */
+  cancel(commandId: string): void;
 }
 
 /**
@@ -264,6 +279,12 @@ class BatchRun {
       }
     } while (this.answeredInLoop);
     this.looping = false;
+    if (this.i >= commands.length) runner.batches.delete(this);
+  }
+
+  /** Ids of the commands not started yet. */
+  notStarted(): string[] {
+    return this.commands.slice(this.i).map((c) => c.id);
   }
 
   /** Sequential: one at a time; after the first error the rest answer `cancelled`. */
@@ -285,6 +306,9 @@ class BatchRun {
  */
 class Runner implements CommandRunner {
   readonly table = new Map<string, Inflight>();
+  /** Batches with commands not started yet (waiting for room, or sequential). */
+  readonly batches = new Set<BatchRun>();
+  elsewhere: ElsewhereCommands | undefined = undefined;
   private readonly deadlines = new DeadlineTimer(this);
 
   constructor(
@@ -333,6 +357,11 @@ class Runner implements CommandRunner {
     }
     if (table.has(id)) {
       this.refuse(command, onResponse, errorResponse(id, new McpError("duplicate_command_id", `command id "${id}" is already in flight`)));
+      return;
+    }
+    if (this.elsewhere !== undefined && this.elsewhere.ids.has(id)) {
+      const err = new McpError("duplicate_command_id", `command id "${id}" is still in flight on the server instance this session moved from`);
+      this.refuse(command, onResponse, errorResponse(id, err));
       return;
     }
     if (table.size >= limits.maxInflightCommands) {
@@ -433,20 +462,35 @@ class Runner implements CommandRunner {
         `batch of ${commands.length} commands exceeds max_batch_size ${this.limits.maxBatchSize}: none of them ran`,
         { field: "commands" },
       );
-      new BatchRun(this, commands, onResponse, "refuse", err).drive();
+      this.drive(new BatchRun(this, commands, onResponse, "refuse", err));
       return;
     }
-    new BatchRun(this, commands, onResponse, batch.mode === BatchMode.PARALLEL ? "parallel" : "sequential", undefined).drive();
+    this.drive(new BatchRun(this, commands, onResponse, batch.mode === BatchMode.PARALLEL ? "parallel" : "sequential", undefined));
+  }
+
+  private drive(run: BatchRun): void {
+    this.batches.add(run);
+    run.drive(); // removes it once every command started
   }
   cancel(commandId: string): boolean {
     const entry = this.table.get(commandId);
-    if (entry === undefined) return false;
+    if (entry === undefined) {
+      if (this.elsewhere === undefined || !this.elsewhere.ids.has(commandId)) return false;
+      this.elsewhere.cancel(commandId);
+      return true;
+    }
     this.cancelEntry(entry, new McpError("cancelled", `command "${commandId}" was cancelled by the client`));
     return true;
   }
 
   abortAll(reason: McpError): void {
     for (const entry of [...this.table.values()]) this.cancelEntry(entry, reason);
+  }
+
+  pendingIds(): string[] {
+    const ids = [...this.table.keys()];
+    for (const b of this.batches) ids.push(...b.notStarted());
+    return ids;
   }
 }
 

@@ -12,7 +12,8 @@ import type { ResolvedServerOptions } from "../config.js";
 import { McpError } from "../errors.js";
 import type { RevocationStore } from "../security/index.js";
 import type { CommandRunner } from "./command-runner.js";
-import { Session, type AuthState, type MessageSink } from "./session.js";
+import { Session, type AuthState, type MessageSink, type ServerPayload } from "./session.js";
+import type { RemoteCommands } from "./remote-commands.js";
 import type { ParkedSession, SessionStore } from "./session-store.js";
 import type { Telemetry } from "../observability/telemetry.js";
 
@@ -203,6 +204,7 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
       ? undefined
       : setInterval(() => {
           void sessionStore.touch([...parked.keys()], options.resumeTtlMs);
+          if (ghosts.size > 0) sessionStore.remote?.keepAlive([...ghosts.keys()]).catch(() => {}); // the next round retries
           sessionStore.reapOrphans(now()).then(
             (ids) => {
               for (const id of ids) if (!sessions.has(id)) init.onOrphanEnded?.(id);
@@ -221,15 +223,71 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
   }
 
   /** Lets a parked session go, leaving it in the store for whoever resumes it. */
-  function handOffParked(s: Session, reason: McpError): void {
+  function handOffParked(s: Session, reason: McpError, forward?: (payload: ServerPayload) => void): void {
     const tap = parked.get(s.id);
     if (tap === undefined) return;
     // Claimed while a stream is still attached here (a half-dead connection): end it first.
     s.release();
     parked.delete(s.id); // closing here must not delete what is parked
-    s.handOff(reason); // the commands' last Responses still go through the tap
+    s.handOff(reason, forward); // without forward, the commands' last Responses still go through the tap
     s.taps.delete(tap);
   }
+
+  // Sessions handed off while their commands still ran here (by id; a session may leave twice).
+  const ghosts = new Map<string, Set<Session>>();
+
+  /** Hands a claimed session off and keeps what it still runs running, for whoever holds it next. */
+  async function handOffRunning(s: Session, reason: McpError, remote: RemoteCommands): Promise<void> {
+    const running = s.runner.pendingIds();
+    if (running.length === 0) return handOffParked(s, reason);
+    let set = ghosts.get(s.id);
+    if (set === undefined) ghosts.set(s.id, (set = new Set()));
+    const mine = set;
+    mine.add(s);
+    // Recorded first (the same write chain as the forwards), so no forward overtakes it.
+    const recorded = remote.handedOff(s.id, running);
+    handOffParked(s, reason, (payload) => {
+      remote.forward(s.id, payload, payload.case === "response" ? payload.value.commandId : undefined);
+      if (payload.case === "response" && s.runner.pendingIds().length === 0) {
+        mine.delete(s);
+        if (mine.size === 0 && ghosts.get(s.id) === mine) ghosts.delete(s.id);
+      }
+    });
+    await recorded; // the claimer reads the ids once it has the session
+  }
+
+  /** Emits in `s` what ghosts elsewhere forwarded to it; gives it back when `s` left meanwhile. */
+  async function deliverForwarded(s: Session, remote: RemoteCommands): Promise<void> {
+    const payloads = await remote.take(s.id);
+    if (payloads.length === 0) return;
+    if (s.closed || sessions.get(s.id) !== s) return remote.giveBack(s.id, payloads);
+    for (const p of payloads) {
+      if (p.case === "response") s.runner.elsewhere?.ids.delete(p.value.commandId);
+      const msg = s.emit(p);
+      if (p.case === "event") p.value.seq = msg.seq; // an Event's seq is its carrier's, numbered here
+    }
+  }
+
+  /** A session restored from the store: what it still runs elsewhere, and what was forwarded meanwhile. */
+  async function adoptRemote(s: Session, remote: RemoteCommands): Promise<void> {
+    const ids = await remote.runningElsewhere(s.id).catch(() => [] as string[]);
+    if (ids.length > 0) {
+      s.runner.elsewhere = {
+        ids: new Set(ids),
+        cancel: (commandId) => void remote.cancel(s.id, commandId).catch(() => {}), // Redis down: the command's own deadline still ends it
+      };
+    }
+    deliverForwarded(s, remote).catch(() => {}); // the next announcement retries
+  }
+
+  const remoteCommands = sessionStore?.remote;
+  remoteCommands?.onForwarded((id) => {
+    const s = sessions.get(id);
+    if (s !== undefined && !s.closed) deliverForwarded(s, remoteCommands).catch(() => {}); // the next announcement retries
+  });
+  remoteCommands?.onCancel((id, commandId) => {
+    for (const g of ghosts.get(id) ?? []) g.runner.cancel(commandId);
+  });
 
   function make(auth: AuthState, stream?: { sink: MessageSink; owner: object }, restored?: ParkedSession): Session {
     const session = new Session(
@@ -282,7 +340,11 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
   sessionStore?.onClaim(async (id) => {
     const s = sessions.get(id);
     // Not here, or resumed here meanwhile (then not parked: the claimer finds nothing).
-    if (s !== undefined) handOffParked(s, new McpError("cancelled", "the session moved to another server instance before this command finished"));
+    if (s === undefined) return;
+    const reason = new McpError("cancelled", "the session moved to another server instance before this command finished");
+    // With remote commands, what runs here runs on: Cancels and deadlines still reach it.
+    if (remoteCommands !== undefined && parked.has(id)) await handOffRunning(s, reason, remoteCommands);
+    else handOffParked(s, reason);
   });
 
   // Every revocation — made here or through another instance sharing the store — ends the live
@@ -315,7 +377,9 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
       if (p.subject !== undefined) auth.principal = create(PrincipalSchema, { subject: p.subject, roles: p.roles });
       if (p.expiresAt !== undefined) auth.expiresAt = p.expiresAt;
       if (p.jti !== undefined) auth.jti = p.jti;
-      return make(auth, undefined, p);
+      const s = make(auth, undefined, p);
+      if (remoteCommands !== undefined) await adoptRemote(s, remoteCommands);
+      return s;
     },
     close(reason) {
       stopRevocationFeed();
@@ -326,6 +390,9 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
         if (parked.has(s.id)) handOffParked(s, new McpError("cancelled", "the server instance shut down before this command finished"));
         else s.close(reason);
       }
+      // Ghosts' commands end too; their Responses are forwarded before the store closes.
+      const shutDown = new McpError("cancelled", "the server instance shut down before this command finished");
+      for (const set of [...ghosts.values()]) for (const g of [...set]) g.runner.abortAll(shutDown);
     },
   };
 }

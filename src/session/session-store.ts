@@ -21,6 +21,7 @@ import { checkKeyPrefix, createRedisClient, taggedKey } from "../context/redis-c
 import { encodeMessages } from "../transport/grpc-frames.js";
 import { ServerMessageSchema, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import type { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
+import { createRedisRemoteCommands, type RemoteCommands } from "./remote-commands.js";
 
 /** What another instance needs to continue a session. */
 export interface ParkedSession {
@@ -70,6 +71,11 @@ export interface SessionStore {
    * local copy (appending the last Responses) and resolve; the claim proceeds after that.
    */
   onClaim(release: (sessionId: string) => Promise<void>): void;
+  /**
+   * Commands that keep running on this instance after their session moved to another (their
+   * Responses forwarded, their Cancels routed here). None: a move cancels them.
+   */
+  readonly remote?: RemoteCommands;
   close(): Promise<void>;
 }
 
@@ -210,6 +216,7 @@ export async function createRedisSessionStore(options: RedisSessionStoreOptions)
   }
 
   await sub.subscribe(claims, releases);
+  const remote = await createRedisRemoteCommands({ redis, sub, prefix, ttlMs });
   sub.on("message", (channel: string, text: string) => {
     let msg: { id?: unknown; owner?: unknown };
     try {
@@ -235,6 +242,7 @@ export async function createRedisSessionStore(options: RedisSessionStoreOptions)
 
   return {
     instanceId,
+    remote,
     park(s, ttlMs) {
       const meta: ParkedMeta = {
         id: s.id,
@@ -339,6 +347,7 @@ export async function createRedisSessionStore(options: RedisSessionStoreOptions)
         flushAll();
       }
       await Promise.all(appending.values());
+      await remote.flush();
       sub.disconnect();
       await redis.quit().catch(() => {});
     },

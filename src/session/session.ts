@@ -111,6 +111,11 @@ export class Session {
   readonly countsReceived: boolean;
 
   private seq = 0n;
+  /**
+   * Set on a session handed off while its commands still ran (a ghost): what they emit goes to
+   * the instance that holds the session now (src/session/remote-commands.ts), not numbered here.
+   */
+  private forwarding: ((payload: ServerPayload) => void) | undefined = undefined;
   /** What is kept for resume, bounded by count and bytes. */
   private readonly ring: ResumeRing;
   private pending: ServerMessage[] = [];
@@ -176,6 +181,10 @@ export class Session {
 
   /** Numbers a message, keeps it for resume and queues it for the attached stream. */
   emit(payload: ServerPayload): ServerMessage {
+    if (this.forwarding !== undefined) {
+      this.forwarding(payload);
+      return { $typeName: "mcp.v1.ServerMessage", seq: 0n, message: payload };
+    }
     const msg = this.numbered(payload);
     if (this.state.kind === "attached") {
       if (this.pending.length >= this.init.maxOutboundMessages) {
@@ -330,13 +339,15 @@ export class Session {
   }
 
   /**
-   * Another instance takes the session over (§8): what still runs here ends — each command
-   * still gets its one Response, `reason`, which the core forwards with the session — and the
-   * session lets go without a word to the client, who is now connected elsewhere.
+   * Another instance takes the session over (§8) and the session lets go without a word to the
+   * client, who is now connected elsewhere. Without `forward`, what still runs here ends — each
+   * command still gets its one Response, `reason`, which the core forwards with the session.
+   * With it, the commands run on and everything they emit goes to `forward`.
    */
-  handOff(reason: McpError): void {
+  handOff(reason: McpError, forward?: (payload: ServerPayload) => void): void {
     if (this.state.kind !== "detached") return;
-    this.runner.abortAll(reason);
+    if (forward !== undefined && this.runner.pendingIds().length > 0) this.forwarding = forward;
+    else this.runner.abortAll(reason);
     for (const w of this.watches.values()) w.abort(reason);
     this.watches.clear();
     this.setState({ kind: "closed", reason });

@@ -7,7 +7,11 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { createServer, connect } from "node:net";
 import { join } from "node:path";
-import { REPO } from "./helpers.js";
+import { createClient } from "@connectrpc/connect";
+import { AdminService } from "../../gen/mcp/v1/admin_pb.js";
+import { mintToken } from "../../src/security/index.js";
+import { selfSignedCert, transportFor } from "../security/e2e-helpers.js";
+import { REPO, startCli, tempDir, type CliServer } from "./helpers.js";
 
 /** Whether `program` is on PATH. Outside CI a missing one skips the test with a loud notice; in CI it fails. */
 export function haveProgram(program: string): boolean {
@@ -128,20 +132,108 @@ export async function startRedisCluster(dir: string): Promise<{ ports: number[];
   };
 }
 
+/** How HAProxy reaches the instances: h2c, or TLS verified against `caFile` (so a session may be HIGH). */
+export interface BackendTls {
+  caFile: string;
+}
+
 /** The HAProxy configuration of docs/deploy/haproxy.cfg for a frontend port and backend ports. */
-export function haproxyConfig(frontendPort: number, backendPorts: readonly number[]): string {
+export function haproxyConfig(frontendPort: number, backendPorts: readonly number[], tls?: BackendTls): string {
   const template = readFileSync(join(REPO, "docs/deploy/haproxy.cfg"), "utf8");
-  const servers = backendPorts.map((p, i) => `    server s${i + 1} 127.0.0.1:${p} proto h2 check inter 500 fall 1 rise 1`).join("\n");
+  // With TLS, ALPN picks h2 (docs/deploy.md "HAProxy": terminate TLS on the instances to grant HIGH).
+  const to = tls === undefined ? "proto h2" : `ssl verify required ca-file ${tls.caFile} alpn h2`;
+  const servers = backendPorts.map((p, i) => `    server s${i + 1} 127.0.0.1:${p} ${to} check inter 500 fall 1 rise 1`).join("\n");
   return template.replace("@FRONTEND@", `127.0.0.1:${frontendPort}`).replace("@SERVERS@", servers);
 }
 
 /** Runs HAProxy in the foreground with `haproxyConfig(...)` written into `dir`. */
-export async function startHaproxy(dir: string, frontendPort: number, backendPorts: readonly number[]): Promise<Proc> {
+export async function startHaproxy(dir: string, frontendPort: number, backendPorts: readonly number[], tls?: BackendTls): Promise<Proc> {
   const cfg = join(dir, "haproxy.cfg");
-  writeFileSync(cfg, haproxyConfig(frontendPort, backendPorts));
+  writeFileSync(cfg, haproxyConfig(frontendPort, backendPorts, tls));
   const check = spawnSync("haproxy", ["-c", "-f", cfg], { encoding: "utf8" });
   if (check.status !== 0) throw new Error(`haproxy rejected the configuration: ${check.stdout}${check.stderr}`);
   const p = startProc("haproxy", ["-db", "-f", cfg], dir);
   await waitForPort(frontendPort, "haproxy");
   return p;
+}
+
+/** Two (or more) `mcp serve` on one private Redis behind HAProxy, for the scale-out tests. */
+export interface Scaleout {
+  readonly dir: string;
+  /** The balancer's URL (h2c). */
+  readonly lb: string;
+  readonly instances: CliServer[];
+  /** The PEM of the instances' self-signed certificate (with `tls`). */
+  readonly ca: string | undefined;
+  readonly redisPort: number;
+  readonly redis: Proc;
+  /** (Re)starts instance `i` on its port. */
+  startInstance(i: number): Promise<void>;
+  /** Stops Redis (SIGTERM) and starts it again on its port and data; resolves with the old exit code. */
+  restartRedis(onDown?: () => Promise<void>): Promise<number | null>;
+  /** Which instance holds a session (ghosts running its commands do not count); -1 if none. */
+  holderOf(sessionId: string): Promise<number>;
+  token(subject?: string, roles?: string[]): Promise<string>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts Redis, `count` instances and HAProxy. With `tls`, the instances speak TLS and HAProxy
+ * verifies them (sessions may be HIGH, e.g. for `exec`; tokens then carry `mcp_level: high`).
+ */
+export async function startScaleout(options: { secret: string; tls?: boolean; args?: readonly string[]; count?: number }): Promise<Scaleout> {
+  const d = await tempDir("mcp-scaleout-");
+  const cert = options.tls === true ? await selfSignedCert(d.path) : undefined;
+  const redisPort = await freePort();
+  let redis = await startRedis(d.path, redisPort);
+  const ports: number[] = [];
+  for (let i = 0; i < (options.count ?? 2); i++) ports.push(await freePort());
+  const instances: CliServer[] = [];
+  const token = (subject = "dana", roles = ["developer"]) =>
+    mintToken({ secret: options.secret, subject, roles, ttlSec: 600, issuer: "mcp", audience: "mcp", ...(cert === undefined ? {} : { level: "high" as const }) });
+  const ca = cert === undefined ? undefined : readFileSync(cert.cert, "utf8");
+  async function startInstance(i: number): Promise<void> {
+    const tls = cert === undefined ? [] : ["--tls-cert", cert.cert, "--tls-key", cert.key];
+    instances[i] = await startCli(
+      ["--port", String(ports[i]), "--store", `redis://127.0.0.1:${redisPort}`, "--jwt-secret", options.secret, ...tls, ...(options.args ?? [])],
+      { cwd: d.path, timeoutMs: 30_000 },
+    );
+  }
+  await Promise.all(ports.map((_, i) => startInstance(i)));
+  const lbPort = await freePort();
+  const haproxy = await startHaproxy(d.path, lbPort, ports, cert === undefined ? undefined : { caFile: cert.cert });
+  const s: Scaleout = {
+    dir: d.path,
+    lb: `http://127.0.0.1:${lbPort}`,
+    instances,
+    ca,
+    redisPort,
+    get redis() {
+      return redis;
+    },
+    startInstance,
+    async restartRedis(onDown) {
+      const code = await redis.stop();
+      await onDown?.();
+      redis = await startRedis(d.path, redisPort);
+      return code;
+    },
+    async holderOf(sessionId) {
+      const admin = await token("root", ["admin"]);
+      for (let i = 0; i < instances.length; i++) {
+        const c = createClient(AdminService, transportFor("grpc-h2", instances[i]!.url, ca));
+        const r = await c.listSessions({}, { headers: { authorization: `Bearer ${admin}` } }).catch(() => undefined);
+        if (r?.sessions.some((x) => x.sessionId === sessionId)) return i;
+      }
+      return -1;
+    },
+    token,
+    async stop() {
+      await haproxy.stop();
+      await Promise.all(instances.map((i) => i.close()));
+      await redis.stop();
+      await d.remove();
+    },
+  };
+  return s;
 }
