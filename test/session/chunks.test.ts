@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { create, type JsonObject } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { CommandService } from "../../gen/mcp/v1/command_pb.js";
 import { ChunkSchema } from "../../gen/mcp/v1/event_pb.js";
@@ -121,6 +121,29 @@ describe("fs.read binary", () => {
     expect(last).toBe(true);
     expect(Buffer.concat(parts).equals(bytes)).toBe(true);
     expect(output).toMatchObject({ sha256: sha(bytes) });
+  });
+
+  test("round trip on the session stream over the Connect protocol (the connect-node path and its queue)", async () => {
+    const bytes = binary(1024 * 1024 + 5);
+    await writeFile(path.join(root, "r6.bin"), bytes);
+    const raw = openRawStream(t.url, {}, createConnectTransport({ baseUrl: t.url, httpVersion: "2" }));
+    try {
+      raw.send(handshake(token));
+      expect((await raw.next())?.message.case).toBe("handshakeResult");
+      raw.send({ case: "command", value: { id: "c6", tool: "fs.read", payload: { case: "arguments", value: { path: "r6.bin", binary: true } } } });
+      const parts: Uint8Array[] = [];
+      for (let i = 0; i < 100; i++) {
+        const m = await raw.next();
+        if (m === undefined || m.message.case === "response") break;
+        if (m.message.case === "event" && m.message.value.chunk !== undefined) {
+          expect(m.message.value.seq).toBe(m.seq);
+          parts.push(m.message.value.chunk.data);
+        }
+      }
+      expect(Buffer.concat(parts).equals(bytes)).toBe(true);
+    } finally {
+      raw.close();
+    }
   });
 
   test("64 MiB with a slow reader: the server (a child process) waits for it, its memory stays bounded", async () => {
