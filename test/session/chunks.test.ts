@@ -19,6 +19,7 @@ import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { createMcpClient, type McpSession } from "../../src/client/index.js";
 import { INPUT_WINDOW_BYTES, MAX_CHUNK_BYTES } from "../../src/session/chunks.js";
 import { createBuiltinTools, defineJsonTool, type RegisteredTool } from "../../src/tools/index.js";
+import { eventually } from "../helpers/eventually.js";
 import { startServerProcess, type ChildMemory } from "../helpers/server-process.js";
 import { handshake, openRawStream, startServer, type RawStream, type TestServer } from "../helpers/server.js";
 
@@ -252,6 +253,18 @@ describe("fs.write chunked", () => {
     expect(r.result.value).toMatchObject({ code: "cancelled" });
     expect(await readFile(target, "utf8")).toBe("old");
     expect((await readdir(root)).filter((f) => f.endsWith(".tmp"))).toEqual([]);
+  });
+
+  test("disconnected midway: the command ends at its timeout, the temporary file goes with it, the target is never created", async () => {
+    const raw = openRawStream(t.url);
+    raw.send(handshake(token));
+    expect((await raw.next())?.message.case).toBe("handshakeResult");
+    raw.send({ case: "command", value: { id: "gone", tool: "test.write", timeoutMs: 300, payload: { case: "arguments", value: { path: "gone.bin", chunked: true } } } });
+    raw.send({ case: "commandInput", value: { commandId: "gone", chunk: { data: new Uint8Array(1000), offset: 0n } } });
+    await eventually(async () => (await readdir(root)).some((f) => f.startsWith(".gone.bin.")), "the temporary file to appear");
+    raw.close();
+    await eventually(async () => !(await readdir(root)).some((f) => f.startsWith(".gone.bin.")), "the temporary file to be removed");
+    await expect(readFile(path.join(root, "gone.bin"))).rejects.toMatchObject({ code: "ENOENT" });
   });
 
   test("a size that differs from total_size fails with invalid_argument and leaves the target as it was", async () => {
