@@ -96,9 +96,9 @@ export type Chunk = Message<"mcp.v1.Chunk"> & {
   data: Uint8Array;
 
   /**
-   * Position of `data`'s first byte in the whole stream: the previous chunk's offset plus its
-   * length (the first chunk's is the stream's start, e.g. `fs.read`'s `offset`). Input whose
-   * offset is not the next expected byte fails the command with `invalid_argument`.
+   * Position of `data`'s first byte in the stream, counted from 0 (for `fs.read`, from the
+   * read's `offset`): the previous chunk's offset plus its length. Input whose offset is not the
+   * next expected byte fails the command with `invalid_argument`.
    *
    * @generated from field: uint64 offset = 2;
    */
