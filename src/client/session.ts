@@ -13,6 +13,7 @@ import type { Event } from "../../gen/mcp/v1/event_pb.js";
 import { ClientMessageSchema, type AuthenticationResult, type ClientMessage, type HandshakeResult, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import { ProtocolVersion, SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { McpError, fromProtoError } from "../errors.js";
+import { callChunks, uploadChunks, type ChunkReadOptions, type ChunkStream, type ChunkUploadOptions } from "./chunks.js";
 import { createPushable, type Pushable } from "../pushable.js";
 import { VERSION } from "../version.js";
 import { fromConnectError } from "./errors.js";
@@ -142,6 +143,10 @@ export interface McpSession {
   messages(): AsyncIterable<ServerMessage>;
   /** Events (command output and progress, session notices). */
   events(): AsyncIterable<Event>;
+  /** A tool's chunked output as bytes (e.g. `fs.read` with `binary`); breaking out of the loop cancels it (chunks.ts). */
+  callChunks(tool: string, args?: JsonObject, options?: ChunkReadOptions): ChunkStream;
+  /** Runs a tool and uploads `source` as its chunked input (e.g. `fs.write` with `chunked`); resolves with its Response (chunks.ts). */
+  upload(tool: string, args: JsonObject, source: AsyncIterable<Uint8Array> | Uint8Array, options?: ChunkUploadOptions): Promise<Response>;
   /** Resolves when the session is closed for good; with the error that ended it, if any. */
   readonly closed: Promise<McpError | undefined>;
   /** Ends the session's stream (the server keeps the session for resume) and stops reconnecting. */
@@ -913,6 +918,12 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
       if (link.kind === "closed") p.end();
       else eventReaders.add(p);
       return p;
+    },
+    callChunks(this: McpSession, tool: string, args: JsonObject = {}, co: ChunkReadOptions = {}) {
+      return callChunks(this, tool, args, co);
+    },
+    upload(this: McpSession, tool: string, args: JsonObject, source: AsyncIterable<Uint8Array> | Uint8Array, co: ChunkUploadOptions = {}) {
+      return uploadChunks(this, { tool, payload: { case: "arguments", value: args } }, source, co);
     },
     closed,
     close() {

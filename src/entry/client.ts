@@ -11,6 +11,8 @@
 export { createMcpClient, fromConnectError, builtinTools, callTyped } from "../client/index.js";
 export type { CallOptions, ClientPayload, McpClient, McpClientOptions, McpSession, SessionOptions } from "../client/index.js";
 export type { ReconnectOptions, SessionState, SessionStateChange } from "../client/index.js";
+export { callChunks, readChunks, uploadChunks } from "../client/index.js";
+export type { ChunkReadOptions, ChunkStream, ChunkUploadOptions } from "../client/index.js";
 export { McpError, ERROR_TABLE, isMcpError, toProtoError, fromProtoError } from "../errors.js";
 export type { McpErrorCode, McpErrorKind, McpErrorDetails } from "../errors.js";
 export { ProtocolVersion, SecurityLevel } from "../../gen/mcp/v1/types_pb.js";

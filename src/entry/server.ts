@@ -13,7 +13,7 @@ export type { McpErrorCode, McpErrorKind, McpErrorDetails } from "../errors.js";
 export { resolveServerOptions, loadServerOptions } from "../config.js";
 export type { ServerOptions, ResolvedServerOptions, ConfigSources, TransportConfig } from "../config.js";
 export { defineJsonTool, defineTypedTool, createToolRegistry, createBuiltinTools } from "../tools/index.js";
-export type { RegisteredTool, ToolContext, ToolRegistry } from "../tools/index.js";
+export type { RegisteredTool, ToolContext, ToolRegistry, WriteChunkOptions } from "../tools/index.js";
 export { mintToken } from "../security/index.js";
 export { ProtocolVersion, SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 // Symbols below matter to those assembling their own server from the parts.

@@ -5,6 +5,10 @@
  */
 import type { ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import type { MessageSink } from "../session/session.js";
+import { chunkBytesOf } from "../session/chunks.js";
+
+/** Chunk bytes (docs/streams.md "Bytes and chunks") queued before the sink reports congestion, whatever the message count. */
+const HIGH_WATER_CHUNK_BYTES = 1024 * 1024;
 
 export interface QueueSink {
   readonly sink: MessageSink;
@@ -18,17 +22,22 @@ export function createQueueSink(highWater: number): QueueSink {
   let closed = false;
   let wakeReader: (() => void) | undefined;
   let drainWaiters: (() => void)[] = [];
+  let chunkBytes = 0;
   const size = () => queue.length - head;
+  const below = () => size() < highWater / 2 && chunkBytes < HIGH_WATER_CHUNK_BYTES / 2;
 
   const sink: MessageSink = {
     write(batch) {
       if (closed) return true;
-      for (const m of batch) queue.push(m);
+      for (const m of batch) {
+        queue.push(m);
+        chunkBytes += chunkBytesOf(m);
+      }
       wakeReader?.();
-      return size() < highWater;
+      return size() < highWater && chunkBytes < HIGH_WATER_CHUNK_BYTES;
     },
     drain() {
-      if (closed || size() < highWater / 2) return Promise.resolve();
+      if (closed || below()) return Promise.resolve();
       return new Promise((resolve) => drainWaiters.push(resolve));
     },
     close() {
@@ -46,11 +55,12 @@ export function createQueueSink(highWater: number): QueueSink {
       for (;;) {
         if (head < queue.length) {
           const m = queue[head++]!; // head < length
+          chunkBytes -= chunkBytesOf(m);
           if (head > 1024 && head * 2 > queue.length) {
             queue = queue.slice(head);
             head = 0;
           }
-          if (drainWaiters.length > 0 && size() < highWater / 2) {
+          if (drainWaiters.length > 0 && below()) {
             for (const w of drainWaiters) w();
             drainWaiters = [];
           }

@@ -25,9 +25,10 @@ import { McpError, fromProtoError } from "../errors.js";
 import { openConnection, readError } from "../session/connection.js";
 import type { McpCore, TransportInfo } from "../session/core.js";
 import type { AuthState } from "../session/session.js";
-import type { CommandRunner } from "../session/command-runner.js";
+import type { CommandRunner, OutboundPace } from "../session/command-runner.js";
+import { chunkEvent } from "../session/chunks.js";
+import { createPacedStream } from "./paced-stream.js";
 import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
-import { createPushable } from "../pushable.js";
 import { toConnectError } from "./connect-error.js";
 import { createQueueSink } from "./queue-sink.js";
 import { kRequestRefusal } from "./request-check.js";
@@ -61,6 +62,13 @@ function transportOf(ctx: HandlerContext): TransportInfo {
   };
 }
 
+/** Chunk bytes an ExecuteStream answer may have queued before its command waits for the client. */
+const STREAM_HIGH_WATER_BYTES = 1024 * 1024;
+
+function streamChunkBytes(r: ExecuteStreamResponse): number {
+  return r.message.case === "event" ? (r.message.value.chunk?.data.length ?? 0) : 0;
+}
+
 /** Unary requests are authenticated by their Authorization header alone, at the highest level the token and transport allow. */
 async function unaryAuth(core: McpCore, ctx: HandlerContext): Promise<AuthState> {
   const transport = transportOf(ctx);
@@ -77,6 +85,7 @@ export function startCommand(
   command: Command,
   onResponse: (r: Response) => void,
   onEvent?: (r: ExecuteStreamResponse) => void,
+  pace?: OutboundPace,
 ): CommandRunner {
   if (command.id === "") command.id = randomUUID();
   const runner = core.createRunner(
@@ -89,6 +98,11 @@ export function startCommand(
               message: { case: "event", value: create(EventSchema, { type, commandId, data, time: timestampFromMs(core.now()) }) },
             }),
           ),
+    undefined,
+    pace,
+    onEvent === undefined
+      ? undefined
+      : (commandId, chunk) => onEvent(create(ExecuteStreamResponseSchema, { message: { case: "event", value: chunkEvent(commandId, chunk, core.now()) } })),
   );
   runner.start(command, onResponse);
   return runner;
@@ -140,8 +154,15 @@ function untilDone<T>(signal: AbortSignal, start: (done: (value: T) => void) => 
 }
 
 /** Runs one command through the core's runner — the same one sessions use — and returns its Response. */
-function runCommand(core: McpCore, auth: AuthState, command: Command, signal: AbortSignal, onEvent?: (r: ExecuteStreamResponse) => void): Promise<Response> {
-  return untilDone(signal, (done) => startCommand(core, auth, command, done, onEvent));
+function runCommand(
+  core: McpCore,
+  auth: AuthState,
+  command: Command,
+  signal: AbortSignal,
+  onEvent?: (r: ExecuteStreamResponse) => void,
+  pace?: OutboundPace,
+): Promise<Response> {
+  return untilDone(signal, (done) => startCommand(core, auth, command, done, onEvent, pace));
 }
 
 /** A failed Response becomes the RPC's error (with the §7 status); a good one is returned. */
@@ -217,8 +238,9 @@ export function registerRoutes(router: ConnectRouter, core: McpCore): void {
       inheritTraceparent(command, ctx.requestHeader.get("traceparent"), ctx.requestHeader.get("tracestate"));
       const auth = await unaryAuth(core, ctx);
       // Events as they come, then the Response (or its error as the RPC's error).
-      const out = createPushable<ExecuteStreamResponse>();
-      void runCommand(core, auth, command, ctx.signal, (r) => out.push(r)).then((r) => {
+      // Paced: a command streaming chunks waits while the client has not read what is queued.
+      const out = createPacedStream<ExecuteStreamResponse>(streamChunkBytes, STREAM_HIGH_WATER_BYTES);
+      void runCommand(core, auth, command, ctx.signal, (r) => out.push(r), out).then((r) => {
         try {
           out.push(create(ExecuteStreamResponseSchema, { message: { case: "response", value: unwrap(r) } }));
           out.end();

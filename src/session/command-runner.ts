@@ -6,8 +6,10 @@
  */
 import { create, type JsonObject } from "@bufbuild/protobuf";
 import { BatchMode, ResponseSchema, type Command, type CommandBatch, type Response } from "../../gen/mcp/v1/command_pb.js";
-import { McpError, toMcpError, toProtoError } from "../errors.js";
-import type { ToolContext } from "../tools/registered-tool.js";
+import { McpError, fromProtoError, toMcpError, toProtoError } from "../errors.js";
+import type { ToolContext, WriteChunkOptions } from "../tools/registered-tool.js";
+import type { CommandInput } from "../../gen/mcp/v1/session_pb.js";
+import { abortInput, inputAckData, INPUT_EVENT, pushInput, readChunks, writeChunk, type CommandChunks, type EmitChunk } from "./chunks.js";
 import type { CommandObserver } from "../observability/telemetry.js";
 import type { Span } from "@opentelemetry/api";
 
@@ -19,6 +21,10 @@ export interface CommandHost {
   checkPrecondition(contextId: string, version: bigint): Promise<void>;
   /** Publishes an event of a running command (progress, output). */
   emitEvent(commandId: string, type: string, data: JsonObject): void;
+  /** Publishes a running command's output chunk (src/session/chunks.ts); none = the call cannot stream bytes (unary Execute). */
+  emitChunk?: EmitChunk;
+  /** The call can carry `CommandInput` (the session stream). @default false */
+  acceptsInput?: boolean;
 }
 
 /** A command that passed its checks and is ready to run. */
@@ -59,6 +65,11 @@ export interface CommandRunner {
    * (`duplicate_command_id`) and their Cancels go there. Set by the session registry.
    */
   elsewhere: ElsewhereCommands | undefined;
+  /**
+   * Hands a CommandInput's chunk to its command. An McpError when no such command is in flight
+   * (the caller reports it); a chunk that breaks the rules fails its command instead.
+   */
+  input(input: CommandInput): McpError | undefined;
 }
 
 /** Commands of a session that run on another instance (src/session/remote-commands.ts). */
@@ -85,6 +96,8 @@ class Inflight implements ToolContext {
   /** The tool's name and the command's span (tracing only), for the runner's observer. */
   tool = "";
   span: Span | undefined = undefined;
+  /** Chunked output/input state, made by the first chunk (src/session/chunks.ts). */
+  chunks: CommandChunks | undefined = undefined;
 
   constructor(
     readonly commandId: string,
@@ -95,8 +108,17 @@ class Inflight implements ToolContext {
     private readonly host: CommandHost,
     readonly onResponse: (response: Response) => void,
     subject: string | undefined,
+    private readonly pace: OutboundPace | undefined,
   ) {
     if (subject !== undefined) this.subject = subject;
+  }
+
+  writeChunk(data: Uint8Array, options?: WriteChunkOptions): Promise<void> {
+    return writeChunk(this, this.host.emitChunk, this.pace, data, options);
+  }
+
+  readChunks(): AsyncIterable<Uint8Array> {
+    return readChunks(this, this.host.acceptsInput === true, (consumed) => this.emit(INPUT_EVENT, inputAckData(consumed)));
   }
 
   get signal(): AbortSignal {
@@ -335,6 +357,7 @@ class Runner implements CommandRunner {
   private settle(entry: Inflight, response: Response): void {
     if (entry.settled) return;
     entry.settled = true;
+    if (entry.chunks !== undefined) abortInput(entry, errorOf(response));
     this.table.delete(entry.commandId);
     if (this.table.size === 0) this.deadlines.idle();
     this.observer?.settled(entry.tool, response, entry.span);
@@ -386,7 +409,7 @@ class Runner implements CommandRunner {
     }
     const startedAt = this.now();
     const timeoutMs = Math.min(command.timeoutMs === 0 ? limits.defaultTimeoutMs : command.timeoutMs, limits.maxTimeoutMs);
-    const entry = new Inflight(id, startedAt, startedAt + timeoutMs, timeoutMs, this.host, onResponse, prepared.subject);
+    const entry = new Inflight(id, startedAt, startedAt + timeoutMs, timeoutMs, this.host, onResponse, prepared.subject, this.pace);
     table.set(id, entry);
     if (this.observer !== undefined) {
       entry.tool = command.tool;
@@ -492,6 +515,20 @@ class Runner implements CommandRunner {
     for (const b of this.batches) ids.push(...b.notStarted());
     return ids;
   }
+  input(input: CommandInput): McpError | undefined {
+    const entry = this.table.get(input.commandId);
+    if (entry === undefined) {
+      return new McpError("invalid_message", `CommandInput for "${input.commandId}": no such command is in flight`, { commandId: input.commandId });
+    }
+    const refused = pushInput(entry, input.chunk);
+    if (refused !== undefined) this.cancelEntry(entry, refused);
+    return undefined;
+  }
+}
+
+/** What an input reader still waiting is told when its command settled. */
+function errorOf(response: Response): unknown {
+  return response.result.case === "error" ? fromProtoError(response.result.value) : new McpError("cancelled", `command "${response.commandId}" already answered`);
 }
 
 function errorResponse(commandId: string, err: McpError, durationMs = 0): Response {

@@ -20,6 +20,7 @@ import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { protocolVersionName } from "../config.js";
 import { McpError, toMcpError, toProtoError } from "../errors.js";
 import type { McpCore, TransportInfo } from "./core.js";
+import { INPUT_WINDOW_BYTES, MAX_CHUNK_BYTES } from "./chunks.js";
 import type { AuthState, MessageSink, Session } from "./session.js";
 import type { StreamObservation } from "../observability/telemetry.js";
 
@@ -310,6 +311,8 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
         heartbeatIntervalMs: opts.heartbeatIntervalMs,
         defaultTimeoutMs: opts.defaultTimeoutMs,
         maxTimeoutMs: opts.maxTimeoutMs,
+        maxChunkBytes: MAX_CHUNK_BYTES,
+        inputWindowBytes: INPUT_WINDOW_BYTES,
       },
       ...(auth.principal === undefined ? {} : { principal: auth.principal }),
       ...(auth.expiresAt === undefined ? {} : { expiresAt: timestampFromMs(auth.expiresAt) }),
@@ -369,6 +372,12 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
             });
           },
         );
+        return;
+      }
+      case "commandInput": {
+        // Input for a command in flight (src/session/chunks.ts); one that is not is the client's mistake, not fatal.
+        const refused = session.runner.input(m.value);
+        if (refused !== undefined) sendError(session, refused);
         return;
       }
       case "handshake":

@@ -21,6 +21,7 @@ import type { RegisteredTool, ToolContext } from "../tools/registered-tool.js";
 import { createCommandRunner, type CommandHost, type CommandRunner, type OutboundPace, type PreparedCommand } from "./command-runner.js";
 import type { AuthState, MessageSink, Session } from "./session.js";
 import { createPushable } from "../pushable.js";
+import { emitSessionChunk, type EmitChunk } from "./chunks.js";
 import { createSessionRegistry } from "./session-registry.js";
 import { drainSessions } from "./shutdown.js";
 import type { SessionStore } from "./session-store.js";
@@ -78,6 +79,7 @@ export interface McpCore {
     emitEvent: (commandId: string, type: string, data: JsonObject) => void,
     sessionId?: string,
     pace?: OutboundPace,
+    emitChunk?: EmitChunk,
   ): CommandRunner;
   /** The tools `auth` may use. */
   listTools(auth: AuthState): ToolDescriptor[];
@@ -215,6 +217,7 @@ export function createCore(deps: CoreDeps): McpCore {
     emitEvent: (commandId: string, type: string, data: JsonObject) => void,
     sessionId?: string,
     pace?: OutboundPace,
+    emitChunk?: EmitChunk,
   ): CommandRunner {
     const host: CommandHost = {
       prepare(command: Command) {
@@ -244,6 +247,9 @@ export function createCore(deps: CoreDeps): McpCore {
         }
       },
       emitEvent,
+      // Sessions carry chunks both ways; a unary call streams them only when its RPC does (ExecuteStream).
+      ...(emitChunk === undefined ? {} : { emitChunk }),
+      acceptsInput: sessionId !== undefined,
     };
     return createCommandRunner(host, options, now, pace, telemetry.commandObserver(sessionId, getAuth));
   }
@@ -273,6 +279,7 @@ export function createCore(deps: CoreDeps): McpCore {
         (commandId, type, data) => session.emitEvent(type, data, { commandId }),
         session.id,
         session,
+        (commandId, chunk) => emitSessionChunk(session, commandId, chunk, now()),
       ),
   });
   const sessions = registry.sessions;

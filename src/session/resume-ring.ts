@@ -54,6 +54,10 @@ export class ResumeRing {
     const old = this.slots[slot];
     if (old instanceof Uint8Array) this.heldBytes -= this.bounds[2 * slot + 1]! - this.bounds[2 * slot]!;
     this.slots[slot] = msg;
+    // A chunk (bytes output, src/session/chunks.ts) counts against the byte bound from the start:
+    // held as an object it would count 0 until sent, and a transport that does not encode
+    // (connect-node) would let a long stream's chunks pile up here by count alone.
+    if (msg.message.case === "event" && msg.message.value.chunk !== undefined) this.compactLast();
   }
 
   /**

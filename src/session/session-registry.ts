@@ -6,6 +6,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
+import { chunkBytesOf } from "./chunks.js";
 import type { ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import { PrincipalSchema } from "../../gen/mcp/v1/types_pb.js";
 import type { ResolvedServerOptions } from "../config.js";
@@ -177,9 +178,14 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
 
   function park(s: Session): void {
     if (sessionStore === undefined || parked.has(s.id)) return;
-    const tap = (m: ServerMessage) => void sessionStore.append(s.id, m);
+    // Chunks (bytes output, src/session/chunks.ts) stay out of the mirror: a 256 MiB read must not
+    // go through Redis. A resume elsewhere from before them finds the gap and reports
+    // session_expired (never a silent gap); the client re-reads from the offset it has.
+    const tap = (m: ServerMessage) => {
+      if (chunkBytesOf(m) === 0) void sessionStore.append(s.id, m);
+    };
     const ring = BigInt(options.resumeBufferMessages);
-    const held = s.messagesAfter(s.lastSeq > ring ? s.lastSeq - ring : 0n) ?? [];
+    const held = (s.messagesAfter(s.lastSeq > ring ? s.lastSeq - ring : 0n) ?? []).filter((m) => chunkBytesOf(m) === 0);
     parked.set(s.id, tap);
     s.taps.add(tap);
     void sessionStore.park(

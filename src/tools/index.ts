@@ -12,7 +12,7 @@
  */
 export { createToolRegistry } from "./registry.js";
 export type { ToolRegistry } from "./registry.js";
-export type { RegisteredTool, ToolContext } from "./registered-tool.js";
+export type { RegisteredTool, ToolContext, WriteChunkOptions } from "./registered-tool.js";
 export { defineJsonTool, defineTypedTool } from "./define-tool.js";
 export type { JsonToolDefinition, ToolAnnotationsInit, ToolDefinitionBase, TypedToolDefinition } from "./define-tool.js";
 export { deriveJsonSchema, JSON_SCHEMA_DRAFT } from "./json-schema.js";

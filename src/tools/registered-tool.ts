@@ -29,6 +29,37 @@ export interface ToolContext {
    * `command.progress` `{ … }` (PROTOCOL.md §3 `Event`). The core stamps seq, command id and time.
    */
   emit(type: string, data: JsonObject): void;
+  /**
+   * Streams `data` as the command's next `command.output` chunk(s) (`Event.chunk`, offsets counted
+   * here, pieces over `max_chunk_bytes` split) and resolves when the client may take more: await
+   * it before making the next chunk, and memory stays at about one chunk times the outbound buffer
+   * whatever the total (docs/streams.md "Bytes and chunks"). Rejects with `invalid_argument` when
+   * the call has no stream to carry chunks (unary Execute), and with `signal.reason` once aborted.
+   * Absent in contexts made by hand.
+   */
+  writeChunk?(data: Uint8Array, options?: WriteChunkOptions): Promise<void>;
+  /**
+   * The command's uploaded input (`CommandInput` chunks on the session stream), in order, ending
+   * after the chunk marked `last`; readable once. Throws `invalid_argument` when the call cannot
+   * carry input (unary RPCs); iteration throws `signal.reason` once aborted, and the command fails
+   * (`invalid_argument`, `message_too_large`, `overloaded`) when the client breaks the chunk rules.
+   * Absent in contexts made by hand.
+   */
+  readChunks?(): AsyncIterable<Uint8Array>;
+}
+
+/** Options of `ToolContext.writeChunk`. */
+export interface WriteChunkOptions {
+  /**
+   * This is the stream's final chunk (`Chunk.last`).
+   * @default false
+   */
+  last?: boolean;
+  /**
+   * The whole stream's size in bytes, when known (`Chunk.total_size`).
+   * @default unset
+   */
+  totalSize?: bigint;
 }
 
 /** A tool ready for the registry. */

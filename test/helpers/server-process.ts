@@ -15,6 +15,8 @@ import { SECRET } from "./server.js";
 /** What the child reports for `mem`. */
 export interface ChildMemory {
   heapUsed: number;
+  /** Buffers outside the heap (file reads, chunks). */
+  arrayBuffers: number;
   rss: number;
   /** Sessions held (attached and detached), and of those detached. */
   sessions: number;
@@ -111,7 +113,7 @@ async function main(): Promise<void> {
       detached++;
       detachedHeldBytes += s.heldBytes;
     }
-    const report: ChildMemory = { heapUsed: m.heapUsed, rss: m.rss, sessions: server.core.sessions.size, detached, detachedHeldBytes };
+    const report: ChildMemory = { heapUsed: m.heapUsed, arrayBuffers: m.arrayBuffers, rss: m.rss, sessions: server.core.sessions.size, detached, detachedHeldBytes };
     process.stdout.write(`${JSON.stringify(report)}\n`);
   });
   // The parent closed our stdin: shut down cleanly.

@@ -99,3 +99,22 @@ test("restore: a ring another instance held continues from its last seq", () => 
   expect(seqs(ring.after(19n))).toEqual([20, 21]);
   expect(ring.after(16n)).toBeUndefined();
 });
+
+describe("chunks (src/session/chunks.ts)", () => {
+  const chunkMsg = (seq: number): ServerMessage =>
+    create(ServerMessageSchema, {
+      seq: BigInt(seq),
+      message: { case: "event", value: { seq: BigInt(seq), type: "command.output", commandId: "c", chunk: { data: new Uint8Array(64 * 1024).fill(seq), offset: BigInt(seq) } } },
+    });
+
+  test("a chunk counts against the byte bound as it is put, before any transport encoded it: a long stream keeps the last 1 MiB", () => {
+    const ring = new ResumeRing(4096, 1024 * 1024);
+    fill(ring, 1, 100, chunkMsg);
+    expect(ring.heldBytes).toBeLessThanOrEqual(1024 * 1024);
+    expect(ring.oldest).toBeGreaterThan(80);
+    // What is held replays byte for byte.
+    const replay = ring.after(99n);
+    expect(replay?.[0]?.message.case === "event" && replay[0].message.value.chunk?.data[0]).toBe(100);
+    expect(ring.after(10n)).toBeUndefined();
+  });
+});

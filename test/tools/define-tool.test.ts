@@ -48,7 +48,7 @@ describe("defineTypedTool", () => {
     });
     expect(d.inputSchema).toMatchObject({ type: "object", properties: { createParents: { type: "boolean" } } });
     // Published schemas show one spelling per field; proto names are accepted but not advertised.
-    expect(Object.keys((d.inputSchema?.["properties"] ?? {}) as JsonObject)).toEqual(["path", "content", "createParents"]);
+    expect(Object.keys((d.inputSchema?.["properties"] ?? {}) as JsonObject)).toEqual(["path", "content", "createParents", "chunked", "totalSize"]);
     expect(d.outputSchema).toMatchObject({ title: "mcp.tools.v1.FsReadOutput" });
     expect(d.annotations).toEqual(create(ToolAnnotationsSchema, {}));
   });

@@ -98,7 +98,7 @@ describe("deriveJsonSchema", () => {
 
   test("protoNames adds the proto spelling of multi-word fields only", () => {
     const keys = Object.keys(deriveJsonSchema(FsWriteInputSchema, { protoNames: true })["properties"] as JsonObject);
-    expect(keys).toEqual(["path", "content", "createParents", "create_parents"]);
+    expect(keys).toEqual(["path", "content", "createParents", "create_parents", "chunked", "totalSize", "total_size"]);
   });
 
   test("protobuf JSON of real messages validates against the derived schema", async () => {
@@ -131,7 +131,7 @@ describe("deriveJsonSchema", () => {
         properties: {
           path: { type: "string", description: "Path relative to the workspace root." },
           offset: { description: "Byte offset to start at." },
-          length: { description: "Bytes to read at most (0 = up to the server's cap)." },
+          length: { description: "Bytes to read at most (0 = up to the server's cap; with `binary`, to the end of the file)." },
         },
       });
       const nested = registry.getMessage("mcp.tools.v1.FsListOutput");

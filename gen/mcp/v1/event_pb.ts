@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file mcp/v1/event.proto.
  */
 export const file_mcp_v1_event: GenFile = /*@__PURE__*/
-  fileDesc("ChJtY3AvdjEvZXZlbnQucHJvdG8SBm1jcC52MSKbAQoFRXZlbnQSCwoDc2VxGAEgASgEEgwKBHR5cGUYAiABKAkSEgoKY29tbWFuZF9pZBgDIAEoCRISCgpjb250ZXh0X2lkGAQgASgJEiUKBGRhdGEYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EigKBHRpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkgKEFN1YnNjcmliZVJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIRCglhZnRlcl9zZXEYAiABKAQSDQoFdHlwZXMYAyADKAkyRgoMRXZlbnRTZXJ2aWNlEjYKCVN1YnNjcmliZRIYLm1jcC52MS5TdWJzY3JpYmVSZXF1ZXN0Gg0ubWNwLnYxLkV2ZW50MAFiBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChJtY3AvdjEvZXZlbnQucHJvdG8SBm1jcC52MSK5AQoFRXZlbnQSCwoDc2VxGAEgASgEEgwKBHR5cGUYAiABKAkSEgoKY29tbWFuZF9pZBgDIAEoCRISCgpjb250ZXh0X2lkGAQgASgJEiUKBGRhdGEYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EigKBHRpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKBWNodW5rGAcgASgLMg0ubWNwLnYxLkNodW5rIlsKBUNodW5rEgwKBGRhdGEYASABKAwSDgoGb2Zmc2V0GAIgASgEEgwKBGxhc3QYAyABKAgSFwoKdG90YWxfc2l6ZRgEIAEoBEgAiAEBQg0KC190b3RhbF9zaXplIkgKEFN1YnNjcmliZVJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIRCglhZnRlcl9zZXEYAiABKAQSDQoFdHlwZXMYAyADKAkyRgoMRXZlbnRTZXJ2aWNlEjYKCVN1YnNjcmliZRIYLm1jcC52MS5TdWJzY3JpYmVSZXF1ZXN0Gg0ubWNwLnYxLkV2ZW50MAFiBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * Something that happened: progress, output, a context change, a notice.
@@ -62,6 +62,15 @@ export type Event = Message<"mcp.v1.Event"> & {
    * @generated from field: google.protobuf.Timestamp time = 6;
    */
   time?: Timestamp | undefined;
+
+  /**
+   * Bytes of a command's binary output, on `command.output` events (docs/streams.md "Bytes and
+   * chunks"). A command's chunks come in offset order, each right after the one before, and end
+   * before its Response; `data` may then say which output they belong to (e.g. `{stream: "file"}`).
+   *
+   * @generated from field: mcp.v1.Chunk chunk = 7;
+   */
+  chunk?: Chunk | undefined;
 };
 
 /**
@@ -70,6 +79,52 @@ export type Event = Message<"mcp.v1.Event"> & {
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
   messageDesc(file_mcp_v1_event, 0);
+
+/**
+ * One bounded piece of a byte stream: a command's binary output (`Event.chunk`) or its uploaded
+ * input (`CommandInput.chunk`). Large data travels as many chunks, each well under
+ * `Limits.max_message_bytes`, so neither side ever builds the whole stream in memory.
+ *
+ * @generated from message mcp.v1.Chunk
+ */
+export type Chunk = Message<"mcp.v1.Chunk"> & {
+  /**
+   * The bytes; at most `Limits.max_chunk_bytes` of them (larger input fails with `message_too_large`).
+   *
+   * @generated from field: bytes data = 1;
+   */
+  data: Uint8Array;
+
+  /**
+   * Position of `data`'s first byte in the stream, counted from 0 (for `fs.read`, from the
+   * read's `offset`): the previous chunk's offset plus its length. Input whose offset is not the
+   * next expected byte fails the command with `invalid_argument`.
+   *
+   * @generated from field: uint64 offset = 2;
+   */
+  offset: bigint;
+
+  /**
+   * True on the stream's final chunk (its data may be empty). Output also ends with the Response.
+   *
+   * @generated from field: bool last = 3;
+   */
+  last: boolean;
+
+  /**
+   * Size of the whole stream in bytes, when known (set on the first and the last chunk at least).
+   *
+   * @generated from field: optional uint64 total_size = 4;
+   */
+  totalSize?: bigint | undefined;
+};
+
+/**
+ * Describes the message mcp.v1.Chunk.
+ * Use `create(ChunkSchema)` to create a new message.
+ */
+export const ChunkSchema: GenMessage<Chunk> = /*@__PURE__*/
+  messageDesc(file_mcp_v1_event, 1);
 
 /**
  * What to subscribe to.
@@ -104,7 +159,7 @@ export type SubscribeRequest = Message<"mcp.v1.SubscribeRequest"> & {
  * Use `create(SubscribeRequestSchema)` to create a new message.
  */
 export const SubscribeRequestSchema: GenMessage<SubscribeRequest> = /*@__PURE__*/
-  messageDesc(file_mcp_v1_event, 1);
+  messageDesc(file_mcp_v1_event, 2);
 
 /**
  * Server-pushed events outside a session stream.

@@ -12,7 +12,7 @@ import type { ContextSync, ContextUpdate, ContextUpdateResult, StateSync } from 
 import { file_mcp_v1_context } from "./context_pb.js";
 import type { Error } from "./error_pb.js";
 import { file_mcp_v1_error } from "./error_pb.js";
-import type { Event } from "./event_pb.js";
+import type { Chunk, Event } from "./event_pb.js";
 import { file_mcp_v1_event } from "./event_pb.js";
 import type { Principal, ProtocolVersion, SecurityLevel } from "./types_pb.js";
 import { file_mcp_v1_types } from "./types_pb.js";
@@ -22,7 +22,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mcp/v1/session.proto.
  */
 export const file_mcp_v1_session: GenFile = /*@__PURE__*/
-  fileDesc("ChRtY3AvdjEvc2Vzc2lvbi5wcm90bxIGbWNwLnYxIikKCFBlZXJJbmZvEgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCSIuCgZSZXN1bWUSEgoKc2Vzc2lvbl9pZBgBIAEoCRIQCghsYXN0X3NlcRgCIAEoBCL0AQoJSGFuZHNoYWtlEjIKEXByb3RvY29sX3ZlcnNpb25zGAEgAygOMhcubWNwLnYxLlByb3RvY29sVmVyc2lvbhIgCgZjbGllbnQYAiABKAsyEC5tY3AudjEuUGVlckluZm8SLQoOc2VjdXJpdHlfbGV2ZWwYAyABKA4yFS5tY3AudjEuU2VjdXJpdHlMZXZlbBISCgV0b2tlbhgEIAEoCUgAiAEBEiMKBnJlc3VtZRgFIAEoCzIOLm1jcC52MS5SZXN1bWVIAYgBARIUCgxjYXBhYmlsaXRpZXMYBiADKAlCCAoGX3Rva2VuQgkKB19yZXN1bWUirQEKBkxpbWl0cxIZChFtYXhfbWVzc2FnZV9ieXRlcxgBIAEoDRIdChVtYXhfaW5mbGlnaHRfY29tbWFuZHMYAiABKA0SFgoObWF4X2JhdGNoX3NpemUYAyABKA0SHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAQgASgNEhoKEmRlZmF1bHRfdGltZW91dF9tcxgFIAEoDRIWCg5tYXhfdGltZW91dF9tcxgGIAEoDSL8AgoPSGFuZHNoYWtlUmVzdWx0EjEKEHByb3RvY29sX3ZlcnNpb24YASABKA4yFy5tY3AudjEuUHJvdG9jb2xWZXJzaW9uEhIKCnNlc3Npb25faWQYAiABKAkSIAoGc2VydmVyGAMgASgLMhAubWNwLnYxLlBlZXJJbmZvEi0KDnNlY3VyaXR5X2xldmVsGAQgASgOMhUubWNwLnYxLlNlY3VyaXR5TGV2ZWwSHgoGbGltaXRzGAUgASgLMg4ubWNwLnYxLkxpbWl0cxIkCglwcmluY2lwYWwYBiABKAsyES5tY3AudjEuUHJpbmNpcGFsEg8KB3Jlc3VtZWQYByABKAgSLgoKZXhwaXJlc19hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMY2FwYWJpbGl0aWVzGAkgAygJEh4KEXJlY2VpdmVkX21lc3NhZ2VzGAogASgESACIAQFCFAoSX3JlY2VpdmVkX21lc3NhZ2VzIh8KDkF1dGhlbnRpY2F0aW9uEg0KBXRva2VuGAEgASgJIpsBChRBdXRoZW50aWNhdGlvblJlc3VsdBIkCglwcmluY2lwYWwYASABKAsyES5tY3AudjEuUHJpbmNpcGFsEi4KCmV4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KDnNlY3VyaXR5X2xldmVsGAMgASgOMhUubWNwLnYxLlNlY3VyaXR5TGV2ZWwiEgoEUGluZxIKCgJpZBgBIAEoBCISCgRQb25nEgoKAmlkGAEgASgEIssCCg1DbGllbnRNZXNzYWdlEiYKCWhhbmRzaGFrZRgBIAEoCzIRLm1jcC52MS5IYW5kc2hha2VIABIwCg5hdXRoZW50aWNhdGlvbhgCIAEoCzIWLm1jcC52MS5BdXRoZW50aWNhdGlvbkgAEiEKBHN5bmMYAyABKAsyES5tY3AudjEuU3RhdGVTeW5jSAASJwoGdXBkYXRlGAQgASgLMhUubWNwLnYxLkNvbnRleHRVcGRhdGVIABIiCgdjb21tYW5kGAUgASgLMg8ubWNwLnYxLkNvbW1hbmRIABIlCgViYXRjaBgGIAEoCzIULm1jcC52MS5Db21tYW5kQmF0Y2hIABIgCgZjYW5jZWwYByABKAsyDi5tY3AudjEuQ2FuY2VsSAASHAoEcGluZxgIIAEoCzIMLm1jcC52MS5QaW5nSABCCQoHbWVzc2FnZSKCAwoNU2VydmVyTWVzc2FnZRILCgNzZXEYASABKAQSMwoQaGFuZHNoYWtlX3Jlc3VsdBgCIAEoCzIXLm1jcC52MS5IYW5kc2hha2VSZXN1bHRIABI9ChVhdXRoZW50aWNhdGlvbl9yZXN1bHQYAyABKAsyHC5tY3AudjEuQXV0aGVudGljYXRpb25SZXN1bHRIABIrCgxjb250ZXh0X3N5bmMYBCABKAsyEy5tY3AudjEuQ29udGV4dFN5bmNIABI0Cg11cGRhdGVfcmVzdWx0GAUgASgLMhsubWNwLnYxLkNvbnRleHRVcGRhdGVSZXN1bHRIABIkCghyZXNwb25zZRgGIAEoCzIQLm1jcC52MS5SZXNwb25zZUgAEh4KBWV2ZW50GAcgASgLMg0ubWNwLnYxLkV2ZW50SAASHgoFZXJyb3IYCCABKAsyDS5tY3AudjEuRXJyb3JIABIcCgRwb25nGAkgASgLMgwubWNwLnYxLlBvbmdIAEIJCgdtZXNzYWdlMk0KDlNlc3Npb25TZXJ2aWNlEjsKB0Nvbm5lY3QSFS5tY3AudjEuQ2xpZW50TWVzc2FnZRoVLm1jcC52MS5TZXJ2ZXJNZXNzYWdlKAEwAWIGcHJvdG8z", [file_google_protobuf_timestamp, file_mcp_v1_command, file_mcp_v1_context, file_mcp_v1_error, file_mcp_v1_event, file_mcp_v1_types]);
+  fileDesc("ChRtY3AvdjEvc2Vzc2lvbi5wcm90bxIGbWNwLnYxIikKCFBlZXJJbmZvEgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCSIuCgZSZXN1bWUSEgoKc2Vzc2lvbl9pZBgBIAEoCRIQCghsYXN0X3NlcRgCIAEoBCL0AQoJSGFuZHNoYWtlEjIKEXByb3RvY29sX3ZlcnNpb25zGAEgAygOMhcubWNwLnYxLlByb3RvY29sVmVyc2lvbhIgCgZjbGllbnQYAiABKAsyEC5tY3AudjEuUGVlckluZm8SLQoOc2VjdXJpdHlfbGV2ZWwYAyABKA4yFS5tY3AudjEuU2VjdXJpdHlMZXZlbBISCgV0b2tlbhgEIAEoCUgAiAEBEiMKBnJlc3VtZRgFIAEoCzIOLm1jcC52MS5SZXN1bWVIAYgBARIUCgxjYXBhYmlsaXRpZXMYBiADKAlCCAoGX3Rva2VuQgkKB19yZXN1bWUi4gEKBkxpbWl0cxIZChFtYXhfbWVzc2FnZV9ieXRlcxgBIAEoDRIdChVtYXhfaW5mbGlnaHRfY29tbWFuZHMYAiABKA0SFgoObWF4X2JhdGNoX3NpemUYAyABKA0SHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAQgASgNEhoKEmRlZmF1bHRfdGltZW91dF9tcxgFIAEoDRIWCg5tYXhfdGltZW91dF9tcxgGIAEoDRIXCg9tYXhfY2h1bmtfYnl0ZXMYByABKA0SGgoSaW5wdXRfd2luZG93X2J5dGVzGAggASgNIvwCCg9IYW5kc2hha2VSZXN1bHQSMQoQcHJvdG9jb2xfdmVyc2lvbhgBIAEoDjIXLm1jcC52MS5Qcm90b2NvbFZlcnNpb24SEgoKc2Vzc2lvbl9pZBgCIAEoCRIgCgZzZXJ2ZXIYAyABKAsyEC5tY3AudjEuUGVlckluZm8SLQoOc2VjdXJpdHlfbGV2ZWwYBCABKA4yFS5tY3AudjEuU2VjdXJpdHlMZXZlbBIeCgZsaW1pdHMYBSABKAsyDi5tY3AudjEuTGltaXRzEiQKCXByaW5jaXBhbBgGIAEoCzIRLm1jcC52MS5QcmluY2lwYWwSDwoHcmVzdW1lZBgHIAEoCBIuCgpleHBpcmVzX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxjYXBhYmlsaXRpZXMYCSADKAkSHgoRcmVjZWl2ZWRfbWVzc2FnZXMYCiABKARIAIgBAUIUChJfcmVjZWl2ZWRfbWVzc2FnZXMiHwoOQXV0aGVudGljYXRpb24SDQoFdG9rZW4YASABKAkimwEKFEF1dGhlbnRpY2F0aW9uUmVzdWx0EiQKCXByaW5jaXBhbBgBIAEoCzIRLm1jcC52MS5QcmluY2lwYWwSLgoKZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoOc2VjdXJpdHlfbGV2ZWwYAyABKA4yFS5tY3AudjEuU2VjdXJpdHlMZXZlbCISCgRQaW5nEgoKAmlkGAEgASgEIhIKBFBvbmcSCgoCaWQYASABKAQiQAoMQ29tbWFuZElucHV0EhIKCmNvbW1hbmRfaWQYASABKAkSHAoFY2h1bmsYAiABKAsyDS5tY3AudjEuQ2h1bmsi+gIKDUNsaWVudE1lc3NhZ2USJgoJaGFuZHNoYWtlGAEgASgLMhEubWNwLnYxLkhhbmRzaGFrZUgAEjAKDmF1dGhlbnRpY2F0aW9uGAIgASgLMhYubWNwLnYxLkF1dGhlbnRpY2F0aW9uSAASIQoEc3luYxgDIAEoCzIRLm1jcC52MS5TdGF0ZVN5bmNIABInCgZ1cGRhdGUYBCABKAsyFS5tY3AudjEuQ29udGV4dFVwZGF0ZUgAEiIKB2NvbW1hbmQYBSABKAsyDy5tY3AudjEuQ29tbWFuZEgAEiUKBWJhdGNoGAYgASgLMhQubWNwLnYxLkNvbW1hbmRCYXRjaEgAEiAKBmNhbmNlbBgHIAEoCzIOLm1jcC52MS5DYW5jZWxIABIcCgRwaW5nGAggASgLMgwubWNwLnYxLlBpbmdIABItCg1jb21tYW5kX2lucHV0GAkgASgLMhQubWNwLnYxLkNvbW1hbmRJbnB1dEgAQgkKB21lc3NhZ2UiggMKDVNlcnZlck1lc3NhZ2USCwoDc2VxGAEgASgEEjMKEGhhbmRzaGFrZV9yZXN1bHQYAiABKAsyFy5tY3AudjEuSGFuZHNoYWtlUmVzdWx0SAASPQoVYXV0aGVudGljYXRpb25fcmVzdWx0GAMgASgLMhwubWNwLnYxLkF1dGhlbnRpY2F0aW9uUmVzdWx0SAASKwoMY29udGV4dF9zeW5jGAQgASgLMhMubWNwLnYxLkNvbnRleHRTeW5jSAASNAoNdXBkYXRlX3Jlc3VsdBgFIAEoCzIbLm1jcC52MS5Db250ZXh0VXBkYXRlUmVzdWx0SAASJAoIcmVzcG9uc2UYBiABKAsyEC5tY3AudjEuUmVzcG9uc2VIABIeCgVldmVudBgHIAEoCzINLm1jcC52MS5FdmVudEgAEh4KBWVycm9yGAggASgLMg0ubWNwLnYxLkVycm9ySAASHAoEcG9uZxgJIAEoCzIMLm1jcC52MS5Qb25nSABCCQoHbWVzc2FnZTJNCg5TZXNzaW9uU2VydmljZRI7CgdDb25uZWN0EhUubWNwLnYxLkNsaWVudE1lc3NhZ2UaFS5tY3AudjEuU2VydmVyTWVzc2FnZSgBMAFiBnByb3RvMw", [file_google_protobuf_timestamp, file_mcp_v1_command, file_mcp_v1_context, file_mcp_v1_error, file_mcp_v1_event, file_mcp_v1_types]);
 
 /**
  * Identifies the software on one end of a session.
@@ -184,6 +184,22 @@ export type Limits = Message<"mcp.v1.Limits"> & {
    * @generated from field: uint32 max_timeout_ms = 6;
    */
   maxTimeoutMs: number;
+
+  /**
+   * Largest `Chunk.data` the server accepts in a CommandInput, in bytes (and the most it sends).
+   *
+   * @generated from field: uint32 max_chunk_bytes = 7;
+   */
+  maxChunkBytes: number;
+
+  /**
+   * Input bytes a command buffers before its tool consumes them: a client keeps at most this many
+   * bytes sent beyond the last `command.input` event's `consumed` (more fails the command with
+   * `overloaded`). Flow control for uploads, docs/streams.md "Bytes and chunks".
+   *
+   * @generated from field: uint32 input_window_bytes = 8;
+   */
+  inputWindowBytes: number;
 };
 
 /**
@@ -379,6 +395,38 @@ export const PongSchema: GenMessage<Pong> = /*@__PURE__*/
   messageDesc(file_mcp_v1_session, 8);
 
 /**
+ * Input bytes for a running command (client → server), e.g. a chunked `fs.write`: send the
+ * Command first, then its input as chunks in offset order, the final one with `last`. The tool
+ * reports what it consumed with `command.input` events (`data.consumed`, bytes); keep at most
+ * `Limits.input_window_bytes` unconsumed. A chunk for a command that is not in flight is answered
+ * with `Error{PROTOCOL, invalid_message}` naming the command; the stream goes on.
+ *
+ * @generated from message mcp.v1.CommandInput
+ */
+export type CommandInput = Message<"mcp.v1.CommandInput"> & {
+  /**
+   * The Command's id.
+   *
+   * @generated from field: string command_id = 1;
+   */
+  commandId: string;
+
+  /**
+   * The next piece of its input.
+   *
+   * @generated from field: mcp.v1.Chunk chunk = 2;
+   */
+  chunk?: Chunk | undefined;
+};
+
+/**
+ * Describes the message mcp.v1.CommandInput.
+ * Use `create(CommandInputSchema)` to create a new message.
+ */
+export const CommandInputSchema: GenMessage<CommandInput> = /*@__PURE__*/
+  messageDesc(file_mcp_v1_session, 9);
+
+/**
  * Everything a client sends on a session stream.
  *
  * @generated from message mcp.v1.ClientMessage
@@ -435,6 +483,12 @@ export type ClientMessage = Message<"mcp.v1.ClientMessage"> & {
      */
     value: Ping;
     case: "ping";
+  } | {
+    /**
+     * @generated from field: mcp.v1.CommandInput command_input = 9;
+     */
+    value: CommandInput;
+    case: "commandInput";
   } | { case: undefined; value?: undefined };
 };
 
@@ -443,7 +497,7 @@ export type ClientMessage = Message<"mcp.v1.ClientMessage"> & {
  * Use `create(ClientMessageSchema)` to create a new message.
  */
 export const ClientMessageSchema: GenMessage<ClientMessage> = /*@__PURE__*/
-  messageDesc(file_mcp_v1_session, 9);
+  messageDesc(file_mcp_v1_session, 10);
 
 /**
  * Everything a server sends on a session stream.
@@ -517,7 +571,7 @@ export type ServerMessage = Message<"mcp.v1.ServerMessage"> & {
  * Use `create(ServerMessageSchema)` to create a new message.
  */
 export const ServerMessageSchema: GenMessage<ServerMessage> = /*@__PURE__*/
-  messageDesc(file_mcp_v1_session, 10);
+  messageDesc(file_mcp_v1_session, 11);
 
 /**
  * The full protocol on one bidirectional stream (PROTOCOL.md §4).

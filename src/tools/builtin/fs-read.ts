@@ -1,29 +1,36 @@
-/** The `fs.read` tool: reads a UTF-8 text range of a file inside the workspace root. */
-import { open } from "node:fs/promises";
+/**
+ * The `fs.read` tool: reads a UTF-8 text range of a file inside the workspace root, or — with
+ * `binary` — streams any byte range of any size as chunks (docs/streams.md "Bytes and chunks").
+ */
+import { createHash } from "node:crypto";
+import { open, type FileHandle } from "node:fs/promises";
 import { FsReadInputSchema, FsReadOutputSchema } from "../../../gen/mcp/tools/v1/tools_pb.js";
 import { McpError } from "../../errors.js";
 import { defineTypedTool } from "../define-tool.js";
-import type { RegisteredTool } from "../registered-tool.js";
+import type { RegisteredTool, ToolContext } from "../registered-tool.js";
 import { resolveInRoot } from "../workspace.js";
 import { fsError } from "./fs-errors.js";
 import type { ResolvedBuiltinToolsOptions } from "./options.js";
 
 /** Creates `fs.read`; reads at most `maxReadBytes` per call (the rest via `next_offset`). */
 export function createFsReadTool(options: ResolvedBuiltinToolsOptions): RegisteredTool {
-  const { root, maxReadBytes } = options;
+  const { root, maxReadBytes, readChunkBytes } = options;
   return defineTypedTool({
     name: "fs.read",
     description:
       `Reads a text file (UTF-8) relative to the workspace root, from byte \`offset\`, at most \`length\` bytes ` +
-      `(and at most ${maxReadBytes} per call). \`truncated\` is set when the file goes on; continue from \`next_offset\`.`,
+      `(and at most ${maxReadBytes} per call). \`truncated\` is set when the file goes on; continue from \`next_offset\`. ` +
+      `With \`binary\`, streams the bytes as they are — any content, any size — in chunks on command.output events ` +
+      `(ExecuteStream or the session stream); the output then carries their sha256.`,
     input: FsReadInputSchema,
     output: FsReadOutputSchema,
     securityLevel: options.securityLevels["fs.read"],
-    annotations: { readOnly: true, idempotent: true },
+    annotations: { readOnly: true, idempotent: true, streaming: true },
     async handler(input, ctx) {
       const file = await resolveInRoot(root, input.path);
       const offset = safeNumber(input.offset, "offset");
-      const wanted = input.length === 0n ? maxReadBytes : Math.min(safeNumber(input.length, "length"), maxReadBytes);
+      const cap = input.binary ? Number.MAX_SAFE_INTEGER : maxReadBytes;
+      const wanted = input.length === 0n ? cap : Math.min(safeNumber(input.length, "length"), cap);
       const handle = await open(file, "r").catch((e: unknown) => {
         throw fsError(e, "path", input.path);
       });
@@ -35,6 +42,7 @@ export function createFsReadTool(options: ResolvedBuiltinToolsOptions): Register
           throw new McpError("invalid_argument", `offset ${offset} is past the end of the file (${size} bytes)`, { field: "offset" });
         }
         ctx.signal.throwIfAborted();
+        if (input.binary) return await streamRange(handle, offset, Math.min(wanted, size - offset), size, readChunkBytes, ctx);
         const buffer = Buffer.alloc(Math.min(wanted, size - offset));
         let filled = 0;
         // read() may return fewer bytes than asked; loop until the range is full or the file ends.
@@ -62,6 +70,35 @@ export function createFsReadTool(options: ResolvedBuiltinToolsOptions): Register
       }
     },
   });
+}
+
+/**
+ * Streams `length` bytes from `offset` as chunks, one buffer per chunk (a chunk is referenced
+ * until the transport sent it, so buffers are not reused), each read only after the previous
+ * one's `writeChunk` resolved: the file is read as fast as the client takes it.
+ */
+async function streamRange(handle: FileHandle, offset: number, length: number, size: number, chunkBytes: number, ctx: ToolContext) {
+  const write = ctx.writeChunk;
+  if (write === undefined) throw new McpError("invalid_argument", "binary reads need a context that streams chunks", { field: "binary" });
+  const hash = createHash("sha256");
+  const totalSize = BigInt(length);
+  let done = 0;
+  do {
+    const buffer = Buffer.allocUnsafe(Math.min(chunkBytes, length - done));
+    let filled = 0;
+    while (filled < buffer.length) {
+      const { bytesRead } = await handle.read(buffer, filled, buffer.length - filled, offset + done + filled);
+      if (bytesRead === 0) break; // the file shrank meanwhile: stream what there is
+      filled += bytesRead;
+    }
+    done += filled;
+    const last = filled < buffer.length || done >= length;
+    const data = buffer.subarray(0, filled);
+    hash.update(data);
+    await write.call(ctx, data, last ? { last, totalSize: BigInt(done) } : done === filled ? { totalSize } : undefined);
+    if (last) break;
+  } while (done < length);
+  return { content: "", size: BigInt(size), nextOffset: BigInt(offset + done), truncated: offset + done < size, sha256: hash.digest("hex") };
 }
 
 function safeNumber(value: bigint, field: string): number {

@@ -45,6 +45,11 @@ export interface BuiltinToolsOptions {
    */
   maxReadBytes?: number;
   /**
+   * Bytes per chunk `fs.read` streams in binary mode (at most 1 MiB, `Limits.max_chunk_bytes`).
+   * @default 262144 (256 KiB)
+   */
+  readChunkBytes?: number;
+  /**
    * Entries per `fs.list` page, and the most a command may ask for.
    * @default 1000
    */
@@ -85,6 +90,7 @@ export interface ResolvedExecToolOptions {
 export interface ResolvedBuiltinToolsOptions {
   root: string;
   maxReadBytes: number;
+  readChunkBytes: number;
   listPageSize: number;
   maxSearchResults: number;
   maxSearchFileBytes: number;
@@ -101,6 +107,7 @@ export function resolveBuiltinToolsOptions(options: BuiltinToolsOptions = {}): R
   return {
     root: options.root ?? process.cwd(),
     maxReadBytes: positiveInteger("maxReadBytes", options.maxReadBytes ?? MIB),
+    readChunkBytes: atMost("readChunkBytes", positiveInteger("readChunkBytes", options.readChunkBytes ?? 256 * 1024), MIB),
     listPageSize: positiveInteger("listPageSize", options.listPageSize ?? 1000),
     maxSearchResults: positiveInteger("maxSearchResults", options.maxSearchResults ?? 1000),
     maxSearchFileBytes: positiveInteger("maxSearchFileBytes", options.maxSearchFileBytes ?? 8 * MIB),
@@ -125,6 +132,11 @@ export function resolveBuiltinToolsOptions(options: BuiltinToolsOptions = {}): R
 
 function positiveInteger(name: string, value: number): number {
   if (!Number.isSafeInteger(value) || value <= 0) throw new TypeError(`"${name}" option must be a positive integer`);
+  return value;
+}
+
+function atMost(name: string, value: number, max: number): number {
+  if (value > max) throw new TypeError(`"${name}" option must be at most ${max}`);
   return value;
 }
 

@@ -6,7 +6,8 @@ describe("createBuiltinTools", () => {
   // Default level, permission and hints of each built-in.
   const defaults: { name: string; level: SecurityLevel; readOnly: boolean; destructive: boolean; streaming: boolean; inputType: string }[] = [
     { name: "echo", level: SecurityLevel.STANDARD, readOnly: true, destructive: false, streaming: false, inputType: "mcp.tools.v1.EchoInput" },
-    { name: "fs.read", level: SecurityLevel.STANDARD, readOnly: true, destructive: false, streaming: false, inputType: "mcp.tools.v1.FsReadInput" },
+    // fs.read streams chunks in binary mode (command.output events).
+    { name: "fs.read", level: SecurityLevel.STANDARD, readOnly: true, destructive: false, streaming: true, inputType: "mcp.tools.v1.FsReadInput" },
     { name: "fs.write", level: SecurityLevel.HIGH, readOnly: false, destructive: true, streaming: false, inputType: "mcp.tools.v1.FsWriteInput" },
     { name: "fs.list", level: SecurityLevel.STANDARD, readOnly: true, destructive: false, streaming: false, inputType: "mcp.tools.v1.FsListInput" },
     { name: "fs.search", level: SecurityLevel.STANDARD, readOnly: true, destructive: false, streaming: false, inputType: "mcp.tools.v1.FsSearchInput" },

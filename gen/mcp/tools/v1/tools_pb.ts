@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mcp/tools/v1/tools.proto.
  */
 export const file_mcp_tools_v1_tools: GenFile = /*@__PURE__*/
-  fileDesc("ChhtY3AvdG9vbHMvdjEvdG9vbHMucHJvdG8SDG1jcC50b29scy52MSIZCglFY2hvSW5wdXQSDAoEdGV4dBgBIAEoCSIaCgpFY2hvT3V0cHV0EgwKBHRleHQYASABKAkiOwoLRnNSZWFkSW5wdXQSDAoEcGF0aBgBIAEoCRIOCgZvZmZzZXQYAiABKAQSDgoGbGVuZ3RoGAMgASgEIlUKDEZzUmVhZE91dHB1dBIPCgdjb250ZW50GAEgASgJEgwKBHNpemUYAiABKAQSEwoLbmV4dF9vZmZzZXQYAyABKAQSEQoJdHJ1bmNhdGVkGAQgASgIIkUKDEZzV3JpdGVJbnB1dBIMCgRwYXRoGAEgASgJEg8KB2NvbnRlbnQYAiABKAkSFgoOY3JlYXRlX3BhcmVudHMYAyABKAgiJgoNRnNXcml0ZU91dHB1dBIVCg1ieXRlc193cml0dGVuGAEgASgEIlUKC0ZzTGlzdElucHV0EgwKBHBhdGgYASABKAkSEQoJcmVjdXJzaXZlGAIgASgIEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJIjMKB0ZzRW50cnkSDAoEcGF0aBgBIAEoCRIMCgR0eXBlGAIgASgJEgwKBHNpemUYAyABKAQiTwoMRnNMaXN0T3V0cHV0EiYKB2VudHJpZXMYASADKAsyFS5tY3AudG9vbHMudjEuRnNFbnRyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkifwoNRnNTZWFyY2hJbnB1dBIPCgdwYXR0ZXJuGAEgASgJEgwKBHBhdGgYAiABKAkSDwoHaW5jbHVkZRgDIAMoCRIPCgdleGNsdWRlGAQgAygJEhMKC21heF9yZXN1bHRzGAUgASgNEhgKEGNhc2VfaW5zZW5zaXRpdmUYBiABKAgiSQoNRnNTZWFyY2hNYXRjaBIMCgRwYXRoGAEgASgJEgwKBGxpbmUYAiABKA0SDgoGY29sdW1uGAMgASgNEgwKBHRleHQYBCABKAkiaQoORnNTZWFyY2hPdXRwdXQSLAoHbWF0Y2hlcxgBIAMoCzIbLm1jcC50b29scy52MS5Gc1NlYXJjaE1hdGNoEhEKCXRydW5jYXRlZBgCIAEoCBIWCg5maWxlc19zZWFyY2hlZBgDIAEoDSKQAQoJRXhlY0lucHV0EgwKBGFyZ3YYASADKAkSCwoDY3dkGAIgASgJEi0KA2VudhgDIAMoCzIgLm1jcC50b29scy52MS5FeGVjSW5wdXQuRW52RW50cnkSDQoFc3RkaW4YBCABKAkaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJiCgpFeGVjT3V0cHV0EhEKCWV4aXRfY29kZRgBIAEoBRIOCgZzaWduYWwYAiABKAkSDgoGc3Rkb3V0GAMgASgJEg4KBnN0ZGVychgEIAEoCRIRCgl0cnVuY2F0ZWQYBSABKAhiBnByb3RvMw");
+  fileDesc("ChhtY3AvdG9vbHMvdjEvdG9vbHMucHJvdG8SDG1jcC50b29scy52MSIZCglFY2hvSW5wdXQSDAoEdGV4dBgBIAEoCSIaCgpFY2hvT3V0cHV0EgwKBHRleHQYASABKAkiSwoLRnNSZWFkSW5wdXQSDAoEcGF0aBgBIAEoCRIOCgZvZmZzZXQYAiABKAQSDgoGbGVuZ3RoGAMgASgEEg4KBmJpbmFyeRgEIAEoCCJ1CgxGc1JlYWRPdXRwdXQSDwoHY29udGVudBgBIAEoCRIMCgRzaXplGAIgASgEEhMKC25leHRfb2Zmc2V0GAMgASgEEhEKCXRydW5jYXRlZBgEIAEoCBITCgZzaGEyNTYYBSABKAlIAIgBAUIJCgdfc2hhMjU2In4KDEZzV3JpdGVJbnB1dBIMCgRwYXRoGAEgASgJEg8KB2NvbnRlbnQYAiABKAkSFgoOY3JlYXRlX3BhcmVudHMYAyABKAgSDwoHY2h1bmtlZBgEIAEoCBIXCgp0b3RhbF9zaXplGAUgASgESACIAQFCDQoLX3RvdGFsX3NpemUiRgoNRnNXcml0ZU91dHB1dBIVCg1ieXRlc193cml0dGVuGAEgASgEEhMKBnNoYTI1NhgCIAEoCUgAiAEBQgkKB19zaGEyNTYiVQoLRnNMaXN0SW5wdXQSDAoEcGF0aBgBIAEoCRIRCglyZWN1cnNpdmUYAiABKAgSEQoJcGFnZV9zaXplGAMgASgNEhIKCnBhZ2VfdG9rZW4YBCABKAkiMwoHRnNFbnRyeRIMCgRwYXRoGAEgASgJEgwKBHR5cGUYAiABKAkSDAoEc2l6ZRgDIAEoBCJPCgxGc0xpc3RPdXRwdXQSJgoHZW50cmllcxgBIAMoCzIVLm1jcC50b29scy52MS5Gc0VudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJ/Cg1Gc1NlYXJjaElucHV0Eg8KB3BhdHRlcm4YASABKAkSDAoEcGF0aBgCIAEoCRIPCgdpbmNsdWRlGAMgAygJEg8KB2V4Y2x1ZGUYBCADKAkSEwoLbWF4X3Jlc3VsdHMYBSABKA0SGAoQY2FzZV9pbnNlbnNpdGl2ZRgGIAEoCCJJCg1Gc1NlYXJjaE1hdGNoEgwKBHBhdGgYASABKAkSDAoEbGluZRgCIAEoDRIOCgZjb2x1bW4YAyABKA0SDAoEdGV4dBgEIAEoCSJpCg5Gc1NlYXJjaE91dHB1dBIsCgdtYXRjaGVzGAEgAygLMhsubWNwLnRvb2xzLnYxLkZzU2VhcmNoTWF0Y2gSEQoJdHJ1bmNhdGVkGAIgASgIEhYKDmZpbGVzX3NlYXJjaGVkGAMgASgNIpABCglFeGVjSW5wdXQSDAoEYXJndhgBIAMoCRILCgNjd2QYAiABKAkSLQoDZW52GAMgAygLMiAubWNwLnRvb2xzLnYxLkV4ZWNJbnB1dC5FbnZFbnRyeRINCgVzdGRpbhgEIAEoCRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImIKCkV4ZWNPdXRwdXQSEQoJZXhpdF9jb2RlGAEgASgFEg4KBnNpZ25hbBgCIAEoCRIOCgZzdGRvdXQYAyABKAkSDgoGc3RkZXJyGAQgASgJEhEKCXRydW5jYXRlZBgFIAEoCGIGcHJvdG8z");
 
 /**
  * Input of `echo`: returns its input; for tests and benchmarks.
@@ -71,11 +71,20 @@ export type FsReadInput = Message<"mcp.tools.v1.FsReadInput"> & {
   offset: bigint;
 
   /**
-   * Bytes to read at most (0 = up to the server's cap).
+   * Bytes to read at most (0 = up to the server's cap; with `binary`, to the end of the file).
    *
    * @generated from field: uint64 length = 3;
    */
   length: bigint;
+
+  /**
+   * Stream the bytes as they are, in `Chunk`s on `command.output` events (ExecuteStream or the
+   * session stream), instead of returning UTF-8 text: any file content, any size, no cap. The
+   * Response then has an empty `content` and the bytes' `sha256`.
+   *
+   * @generated from field: bool binary = 4;
+   */
+  binary: boolean;
 };
 
 /**
@@ -118,6 +127,13 @@ export type FsReadOutput = Message<"mcp.tools.v1.FsReadOutput"> & {
    * @generated from field: bool truncated = 4;
    */
   truncated: boolean;
+
+  /**
+   * With `binary`: lowercase hex SHA-256 of the bytes streamed.
+   *
+   * @generated from field: optional string sha256 = 5;
+   */
+  sha256?: string | undefined;
 };
 
 /**
@@ -149,6 +165,22 @@ export type FsWriteInput = Message<"mcp.tools.v1.FsWriteInput"> & {
    * @generated from field: bool create_parents = 3;
    */
   createParents: boolean;
+
+  /**
+   * The content arrives as `CommandInput` chunks on the session stream (`content` stays empty):
+   * any bytes, any size. It goes to a temporary file beside the target, renamed over it after the
+   * last chunk; on cancel, error or disconnect the target is unchanged and the temporary removed.
+   *
+   * @generated from field: bool chunked = 4;
+   */
+  chunked: boolean;
+
+  /**
+   * With `chunked`: the size the upload must have; a different size fails with `invalid_argument`.
+   *
+   * @generated from field: optional uint64 total_size = 5;
+   */
+  totalSize?: bigint | undefined;
 };
 
 /**
@@ -168,6 +200,13 @@ export type FsWriteOutput = Message<"mcp.tools.v1.FsWriteOutput"> & {
    * @generated from field: uint64 bytes_written = 1;
    */
   bytesWritten: bigint;
+
+  /**
+   * With `chunked`: lowercase hex SHA-256 of the bytes written.
+   *
+   * @generated from field: optional string sha256 = 2;
+   */
+  sha256?: string | undefined;
 };
 
 /**

@@ -1,0 +1,196 @@
+/**
+ * Bytes on a client session (docs/streams.md "Bytes and chunks"): a command's chunked output as an
+ * `AsyncIterable<Uint8Array>` (`readChunks` / `callChunks`), and an upload of any size sent as
+ * `CommandInput` chunks within the server's input window (`uploadChunks`), e.g. `fs.write` with
+ * `chunked`. Built on the public `McpSession` API only.
+ */
+import { create, type JsonObject, type MessageInitShape } from "@bufbuild/protobuf";
+import { CommandSchema, type Response } from "../../gen/mcp/v1/command_pb.js";
+import type { Event } from "../../gen/mcp/v1/event_pb.js";
+import { McpError, fromProtoError } from "../errors.js";
+import { createPushable } from "../pushable.js";
+import type { McpSession } from "./session.js";
+
+/** A command's chunked output. Breaking out of `for await` (or `return()`) cancels the command. */
+export interface ChunkStream extends AsyncIterable<Uint8Array> {
+  /** The command's id. */
+  readonly commandId: string;
+  /**
+   * The command's Response once it answered (after the last chunk), e.g. `fs.read`'s size and
+   * sha256. A failed command's error is in the Response (iteration throws it as an McpError);
+   * rejects only when the session closed first.
+   */
+  readonly response: Promise<Response>;
+}
+
+/** Options of `readChunks` / `callChunks`. */
+export interface ChunkReadOptions {
+  /** Time allowed, in ms; 0 = the server's default. @default 0 */
+  timeoutMs?: number;
+  /** Aborting cancels the command (iteration then throws `cancelled`). @default undefined */
+  signal?: AbortSignal;
+}
+
+/** Options of `uploadChunks`. */
+export interface ChunkUploadOptions extends ChunkReadOptions {
+  /**
+   * Bytes per CommandInput chunk (capped by the server's `Limits.max_chunk_bytes`).
+   * @default 262144 (256 KiB)
+   */
+  chunkBytes?: number;
+}
+
+const DEFAULT_CHUNK_BYTES = 256 * 1024;
+/** What a server that does not say (`Limits.input_window_bytes` = 0) is assumed to take. */
+const FALLBACK_WINDOW_BYTES = 1024 * 1024;
+
+let counter = 0;
+const freshId = () => `chunks-${Date.now().toString(36)}-${(++counter).toString(36)}`;
+
+/**
+ * Runs `command` and yields its output chunks' bytes in order; iteration ends after the Response,
+ * or throws its error. The command starts on the first `next()`.
+ *
+ * @example
+ * const file = session.callChunks("fs.read", { path: "big.bin", binary: true });
+ * for await (const bytes of file) out.write(bytes);
+ * console.log((await file.response).result);
+ */
+export function readChunks(session: McpSession, command: MessageInitShape<typeof CommandSchema>, options: ChunkReadOptions = {}): ChunkStream {
+  const id = command.id !== undefined && command.id !== "" ? command.id : freshId();
+  const chunks = createPushable<Uint8Array>();
+  let resolveResponse!: (r: Response) => void;
+  let rejectResponse!: (e: unknown) => void;
+  const response = new Promise<Response>((resolve, reject) => {
+    resolveResponse = resolve;
+    rejectResponse = reject;
+  });
+  // Callers that only iterate never look at it: its rejection must not float.
+  response.catch(() => {});
+  let started = false;
+  let done = false;
+  let expected: bigint | undefined;
+  const start = () => {
+    started = true;
+    const onEvent = (e: Event) => {
+      const c = e.chunk;
+      if (c === undefined || done) return;
+      // Offsets must follow on: a gap would be silent corruption, so it is an error instead.
+      if (expected !== undefined && c.offset !== expected) {
+        chunks.end(new McpError("invalid_message", `chunk at offset ${c.offset}, expected ${expected}`));
+        done = true;
+        session.cancel(id);
+        return;
+      }
+      expected = c.offset + BigInt(c.data.length);
+      if (c.data.length > 0) chunks.push(c.data);
+    };
+    session
+      .execute(create(CommandSchema, { ...command, id, timeoutMs: options.timeoutMs ?? command.timeoutMs ?? 0 }), {
+        onEvent,
+        ...(options.signal === undefined ? {} : { signal: options.signal }),
+      })
+      .then(
+        (r) => {
+          done = true;
+          resolveResponse(r);
+          chunks.end(r.result.case === "error" ? fromProtoError(r.result.value) : undefined);
+        },
+        (e: unknown) => {
+          done = true;
+          chunks.end(e);
+          rejectResponse(e);
+        },
+      );
+  };
+  return {
+    commandId: id,
+    response,
+    [Symbol.asyncIterator]() {
+      if (!started) start();
+      const it = chunks[Symbol.asyncIterator]();
+      return {
+        next: () => it.next(),
+        return: async () => {
+          // The caller stopped reading: the rest is not wanted.
+          if (!done) session.cancel(id);
+          done = true;
+          chunks.end();
+          await it.return?.();
+          return { done: true, value: undefined };
+        },
+      };
+    },
+  };
+}
+
+/** `readChunks` for a tool with JSON arguments, e.g. `callChunks(session, "fs.read", { path, binary: true })`. */
+export function callChunks(session: McpSession, tool: string, args: JsonObject = {}, options: ChunkReadOptions = {}): ChunkStream {
+  return readChunks(session, { tool, payload: { case: "arguments", value: args } }, options);
+}
+
+/**
+ * Runs `command` and sends `source` as its input in CommandInput chunks, keeping at most the
+ * server's input window unconsumed (it acknowledges with `command.input` events), then a final
+ * chunk marked `last`. Resolves with the command's Response. Aborting, a failed Response, or the
+ * session losing its stream stop the upload (the command is cancelled; `fs.write` then leaves the
+ * target as it was). An upload does not continue across a reconnect.
+ */
+export async function uploadChunks(
+  session: McpSession,
+  command: MessageInitShape<typeof CommandSchema>,
+  source: AsyncIterable<Uint8Array> | Uint8Array,
+  options: ChunkUploadOptions = {},
+): Promise<Response> {
+  const id = command.id !== undefined && command.id !== "" ? command.id : freshId();
+  const limits = session.handshake.limits;
+  const window = limits?.inputWindowBytes || FALLBACK_WINDOW_BYTES;
+  const maxChunk = Math.min(options.chunkBytes ?? DEFAULT_CHUNK_BYTES, limits?.maxChunkBytes || DEFAULT_CHUNK_BYTES);
+  if (!Number.isSafeInteger(maxChunk) || maxChunk <= 0) throw new TypeError('"chunkBytes" option must be a positive integer');
+  let consumed = 0;
+  let answered: Response | undefined;
+  let wake: (() => void) | undefined;
+  const responded = session
+    .execute(create(CommandSchema, { ...command, id, timeoutMs: options.timeoutMs ?? command.timeoutMs ?? 0 }), {
+      onEvent(e) {
+        const n = e.type === "command.input" ? e.data?.["consumed"] : undefined;
+        if (typeof n === "number" && n > consumed) {
+          consumed = n;
+          wake?.();
+        }
+      },
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    })
+    .then((r) => {
+      answered = r;
+      wake?.();
+      return r;
+    });
+  // A failed send loop still settles `responded`; this keeps a rejection from floating meanwhile.
+  responded.catch(() => {});
+  let offset = 0;
+  const stopped = () => answered !== undefined || options.signal?.aborted === true;
+  const send = async (data: Uint8Array, last: boolean): Promise<boolean> => {
+    while (!stopped() && offset + data.length - consumed > window) {
+      await new Promise<void>((resolve) => (wake = resolve));
+      wake = undefined;
+    }
+    if (stopped()) return false;
+    if (session.state !== "open") {
+      // Chunks sent while reconnecting would be dropped: the upload cannot go on whole.
+      session.cancel(id);
+      return false;
+    }
+    session.send({ case: "commandInput", value: { commandId: id, chunk: { data, offset: BigInt(offset), last } } });
+    offset += data.length;
+    return true;
+  };
+  const pieces = source instanceof Uint8Array ? [source] : source;
+  let going = true;
+  for await (const piece of pieces) {
+    for (let from = 0; going && from < piece.length; from += maxChunk) going = await send(piece.subarray(from, from + maxChunk), false);
+    if (!going) break;
+  }
+  if (going) await send(new Uint8Array(0), true);
+  return responded;
+}
