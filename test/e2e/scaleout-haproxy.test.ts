@@ -4,7 +4,7 @@
  * docs/deploy/haproxy.cfg). A session resumes through the balancer on whichever instance is
  * left after its holder is killed (SIGKILL or SIGTERM) and receives every message it missed,
  * once, in order; watches and broadcast events reach sessions on both instances; a revoked
- * token is refused everywhere; a Redis restart under both instances loses no acknowledged update.
+ * token is refused everywhere; a Redis restart under both instances loses no acknowledged update, and each instance reports not ready (/readyz 503) until Redis is back.
  */
 import { fromBinary } from "@bufbuild/protobuf";
 import { Redis } from "ioredis";
@@ -206,8 +206,14 @@ describe.runIf(ok)("two mcp serve instances on one Redis behind HAProxy", () => 
     watcher.send({ case: "sync", value: { contextId: "durable", knownVersion: 5n, watch: true } });
     await watcher.waitFor((m) => m.message.case === "contextSync", "the watch to start");
 
+    const ready = async (url: string) => (await fetch(`${url}/readyz`)).status;
+    expect(await Promise.all(instances.map((i) => ready(i.url)))).toEqual([200, 200]);
     expect(await redis.stop()).toBe(0);
+    // Both instances report themselves not ready while their shared store is gone (a balancer's
+    // health check takes them out of rotation), and ready again once it is back.
+    for (const inst of instances) await eventually(async () => (await ready(inst.url)) === 503, `${inst.url}/readyz to say 503`, 10_000);
     redis = await startRedis(dir.path, redisPort);
+    for (const inst of instances) await eventually(async () => (await ready(inst.url)) === 200, `${inst.url}/readyz to say 200 again`, 20_000);
 
     // Each instance, asked directly, takes updates again without being restarted.
     let version = 5n;
