@@ -20,12 +20,12 @@
  *
  * Memory needs no quiet machine; the times do (bench/README.md "Scale").
  */
-import { execFileSync, fork, type ChildProcess } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { createRequire } from "node:module";
 import { connect as h2connect, type ClientHttp2Session } from "node:http2";
-import { fileURLToPath } from "node:url";
 import { createMcpClient, type McpClient, type McpSession } from "../src/client/index.js";
 import { mintToken } from "../src/security/index.js";
+import { startChild as startLibChild, type Child } from "./lib/child.js";
 
 /** Also in bench/server.ts. */
 const BENCH_SECRET = "bench-secret-0123456789-0123456789-abcdef";
@@ -50,35 +50,8 @@ interface Memory {
   external: number;
 }
 
-interface Child {
-  port: number;
-  ask<T>(op: string): Promise<T>;
-  stop(): Promise<void>;
-}
-
-async function startChild(kind: string): Promise<Child> {
-  const proc: ChildProcess = fork(fileURLToPath(new URL("./server.ts", import.meta.url)), [kind], {
-    execArgv: ["--expose-gc", "--import", "tsx", ...(process.env["BENCH_SERVER_PROF"] === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir=bench/.prof"])],
-    env: { ...process.env, BENCH_SERVER_FROM: FROM },
-    stdio: ["ignore", "inherit", "inherit", "ipc"],
-  });
-  const port = await new Promise<number>((resolve, reject) => {
-    proc.once("message", (m: { port: number }) => resolve(m.port));
-    proc.once("exit", (code) => reject(new Error(`bench server ${kind} exited with ${String(code)}`)));
-  });
-  return {
-    port,
-    ask: <T>(op: string) =>
-      new Promise<T>((resolve) => {
-        proc.once("message", (m: T) => resolve(m));
-        proc.send({ op });
-      }),
-    stop: () =>
-      new Promise<void>((resolve) => {
-        proc.once("exit", () => resolve());
-        proc.send({ op: "exit" });
-      }),
-  };
+function startChild(kind: string): Promise<Child> {
+  return startLibChild(kind, [], { execArgv: ["--expose-gc"], env: { ...process.env, BENCH_SERVER_FROM: FROM } });
 }
 
 /** Runs `open(i)` for i in [0, n) with at most `concurrency` pending at once. */

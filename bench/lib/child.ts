@@ -1,6 +1,6 @@
 /**
  * A bench server in a child process of its own (bench/server.ts, forked with IPC), so that on a
- * 2-core machine server and load each get a core. Used by bench/run.ts and bench/compare.ts.
+ * 2-core machine server and load each get a core. Used by bench/run.ts, bench/compare.ts and bench/scale.ts.
  */
 import { fork, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
@@ -14,14 +14,24 @@ export interface Child {
   pid: number;
   /** Sends `{ op }` and resolves with the next message (see bench/server.ts for the ops). */
   ask<T>(op: string): Promise<T>;
-  stop(): void;
+  /** Asks it to exit; resolves once it has. */
+  stop(): Promise<void>;
   proc: ChildProcess;
 }
 
+/** Extra Node flags and environment for the child (bench:scale: `--expose-gc`, which build to load). */
+export interface ChildOptions {
+  /** @default [] */
+  execArgv?: string[];
+  /** @default process.env */
+  env?: NodeJS.ProcessEnv;
+}
+
 /** Forks bench/server.ts as `kind` (BENCH_SERVER_PROF=<kind> runs it with --cpu-prof into bench/.prof). */
-export async function startChild(kind: string, args: string[] = []): Promise<Child> {
+export async function startChild(kind: string, args: string[] = [], options: ChildOptions = {}): Promise<Child> {
   const proc = fork(SERVER_SCRIPT, [kind, ...args], {
-    execArgv: ["--import", "tsx", ...(process.env["BENCH_SERVER_PROF"] === kind ? ["--cpu-prof", "--cpu-prof-dir=bench/.prof"] : [])],
+    execArgv: [...(options.execArgv ?? []), "--import", "tsx", ...(process.env["BENCH_SERVER_PROF"] === kind ? ["--cpu-prof", "--cpu-prof-dir=bench/.prof"] : [])],
+    env: options.env ?? process.env,
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });
   const port = await new Promise<number>((resolve, reject) => {
@@ -37,8 +47,10 @@ export async function startChild(kind: string, args: string[] = []): Promise<Chi
         proc.once("message", (m: T) => resolve(m));
         proc.send({ op });
       }),
-    stop: () => {
-      proc.send({ op: "exit" });
-    },
+    stop: () =>
+      new Promise<void>((resolve) => {
+        proc.once("exit", () => resolve());
+        proc.send({ op: "exit" });
+      }),
   };
 }
