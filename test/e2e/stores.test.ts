@@ -16,6 +16,7 @@ import { createTestTools } from "../helpers/command-tools.js";
 import { eventually } from "../helpers/eventually.js";
 import { handshake, openRawStream, openSession, startServer } from "../helpers/server.js";
 import { startCli, tempDir } from "./helpers.js";
+import { redisDatabase } from "../helpers/redis-db.js";
 
 const SECRET = "e2e-stores-secret-0123456789-abcdefgh";
 const token = () => mintToken({ secret: SECRET, subject: "carol", roles: ["developer"], ttlSec: 600 });
@@ -57,28 +58,7 @@ describe("SQLite durability", () => {
   });
 });
 
-const REDIS_URL = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379";
-// A database of its own, emptied first, so earlier runs leave nothing behind.
-const DB_URL = `${REDIS_URL.replace(/\/\d+$/, "")}/5`;
-
-async function redisAvailable(): Promise<boolean> {
-  const r = new Redis(DB_URL, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-  try {
-    await r.connect();
-    await r.flushdb();
-    return true;
-  } catch {
-    return false;
-  } finally {
-    r.disconnect();
-  }
-}
-
-const haveRedis = await redisAvailable();
-if (!haveRedis) {
-  if (process.env["CI"] !== undefined) throw new Error(`CI needs Redis at ${DB_URL}: .ci/run starts one`);
-  console.warn(`\n*** SKIPPING the two-instance Redis test: no Redis answers at ${DB_URL} (set REDIS_URL) ***\n`);
-}
+const { url: DB_URL, available: haveRedis } = await redisDatabase(5, "the two-instance Redis test");
 
 describe.runIf(haveRedis)("two server processes on one Redis", () => {
   test("an update through instance A reaches a watcher connected to instance B", async () => {

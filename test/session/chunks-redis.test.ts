@@ -11,27 +11,9 @@ import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { eventually } from "../helpers/eventually.js";
 import { handshake, openRawStream, openSession, startServer, type TestServer } from "../helpers/server.js";
+import { redisDatabase } from "../helpers/redis-db.js";
 
-const REDIS_URL = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379";
-const DB_URL = `${REDIS_URL.replace(/\/\d+$/, "")}/13`;
-
-async function redisAvailable(): Promise<boolean> {
-  const r = new Redis(DB_URL, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-  try {
-    await r.connect();
-    await r.flushdb();
-    return true;
-  } catch {
-    return false;
-  } finally {
-    r.disconnect();
-  }
-}
-const haveRedis = await redisAvailable();
-if (!haveRedis) {
-  if (process.env["CI"] !== undefined) throw new Error(`CI needs Redis at ${DB_URL}: .ci/run starts one`);
-  console.warn(`\n*** SKIPPING the chunks-and-Redis test: no Redis answers at ${DB_URL} (set REDIS_URL) ***\n`);
-}
+const { url: DB_URL, available: haveRedis } = await redisDatabase(13, "the chunks-and-Redis test");
 
 describe.runIf(haveRedis)("chunks with a shared session store", () => {
   let root = "";
