@@ -276,7 +276,7 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
   async function resume(h: Handshake, auth: AuthState, version: number): Promise<Session> {
     const r = h.resume!; // checked by the caller
     const session = await core.findForResume(r.sessionId, auth);
-    const replay = session.messagesAfter(r.lastSeq);
+    const replay = session.replayFor(r.lastSeq);
     if (replay === undefined) {
       throw new McpError(
         "session_expired",

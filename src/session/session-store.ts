@@ -5,9 +5,10 @@
  * messages it emits appended in batches — every `flushIntervalMs` one script call per session
  * that emitted anything, never one per message (a busy session emits thousands a second). So a
  * session survives its instance: a graceful shutdown writes every batch first; a crash loses at
- * most the last `flushIntervalMs` of messages plus the batch being written, and a client that had
- * already received one of those is told `session_expired` on resume (its seq is past the
- * mirror's), never handed a different message under a seq it has seen. A resume that reaches another
+ * most the last `flushIntervalMs` of messages plus the batch being written. A client that had
+ * already received some of those resumes after them (`Session.replayFor`: the session's seq moves
+ * on to the client's), never handed a different message under a seq it has seen; what it had not
+ * received of them is gone, and its watches re-sync from their versions. A resume that reaches another
  * instance *claims* it: a live owner ends the commands still running there (each gets its one
  * Response, `cancelled`, appended), releases the session, and the claimer rebuilds it from the
  * mirror; a dead owner releases nothing and the claimer proceeds after `releaseTimeoutMs`.

@@ -127,6 +127,8 @@ export class Session {
   private readonly init: SessionInit;
   /** Queued messages at which `isCongested` turns true: half the hard bound. */
   private readonly backlogLimit: number;
+  /** Restored from a mirror and not attached since (see `replayFor`). */
+  private mirrorMayLag = false;
 
   /** A new session attached to `stream`, or — without one — a restored session waiting for its resume. */
   constructor(init: SessionInit, stream?: { sink: MessageSink; owner: object }) {
@@ -138,6 +140,7 @@ export class Session {
     this.countsReceived = init.restored === undefined;
     this.ring = new ResumeRing(init.resumeBufferMessages, init.resumeBufferBytes);
     if (init.restored !== undefined) {
+      this.mirrorMayLag = true;
       this.seq = init.restored.lastSeq;
       this.ring.restore(Number(init.restored.lastSeq), init.restored.messages);
     }
@@ -297,9 +300,26 @@ export class Session {
     return this.ring.after(lastSeq);
   }
 
+  /**
+   * What a resume from `lastSeq` replays. A restored session's mirror may end before what its
+   * client received: a crash loses the batch not yet written (session-store.ts). The client holds
+   * those messages, so the session goes on after them — the next message gets a seq the client has
+   * not seen — rather than expiring a session it could continue. Only the first resume of a
+   * restored session can be ahead; later, a seq past the last one sent is the client's mistake.
+   */
+  replayFor(lastSeq: bigint): ServerMessage[] | undefined {
+    if (this.mirrorMayLag && lastSeq > this.seq) {
+      this.seq = lastSeq;
+      this.ring.restore(Number(lastSeq), []);
+      return [];
+    }
+    return this.ring.after(lastSeq);
+  }
+
   /** Attaches a (new) stream; the previous one, if any, is closed. Returns the replay. */
   attach(sink: MessageSink, owner: object): void {
     if (this.state.kind === "closed") throw this.state.reason;
+    this.mirrorMayLag = false;
     this.setState({ kind: "attached", sink, owner });
     this.init.onAttached?.(this);
   }
