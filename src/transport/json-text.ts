@@ -14,18 +14,19 @@ import { McpError } from "../errors.js";
 export const OUTPUT_JSON_CAPABILITY = "output_json";
 
 /**
- * Parses JSON text that must be one object. Anything else is COMMAND `invalid_argument` naming
- * `field`, as a Struct `arguments` that fails its tool's checks is.
+ * Parses JSON text that must be one object. Anything else is an McpError of `code` naming
+ * `field`: by default COMMAND `invalid_argument`, as for a Struct `arguments` that fails its
+ * tool's checks; a client reading a server's `output_json` passes `invalid_message`.
  */
-export function parseJsonObject(text: string, field: string): JsonObject {
+export function parseJsonObject(text: string, field: string, code: "invalid_argument" | "invalid_message" = "invalid_argument"): JsonObject {
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch (e) {
-    throw new McpError("invalid_argument", `${field} is not valid JSON: ${e instanceof Error ? e.message : String(e)}`, { field, cause: e });
+    throw new McpError(code, `${field} is not valid JSON: ${e instanceof Error ? e.message : String(e)}`, { field, cause: e });
   }
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new McpError("invalid_argument", `${field} must be a JSON object, got ${value === null ? "null" : Array.isArray(value) ? "an array" : typeof value}`, {
+    throw new McpError(code, `${field} must be a JSON object, got ${value === null ? "null" : Array.isArray(value) ? "an array" : typeof value}`, {
       field,
     });
   }
