@@ -12,7 +12,12 @@ import { BatchMode, CommandService, type Response } from "../../gen/mcp/v1/comma
 import { ErrorKind, ErrorSchema } from "../../gen/mcp/v1/error_pb.js";
 import { createMcpClient } from "../../src/client/index.js";
 import { errorOf, openReader, outputOf, sessionIdOf, startWithTestTools, type SessionReader } from "../helpers/command-tools.js";
-import { handshake, type TestServer } from "../helpers/server.js";
+import { handshake, startServer, type TestServer } from "../helpers/server.js";
+import { redisDatabase } from "../helpers/redis-db.js";
+import { eventually } from "../helpers/eventually.js";
+import { Redis } from "ioredis";
+
+const { url: DB_URL, available: haveRedis } = await redisDatabase(20, "the output_json-across-instances test");
 
 let t: TestServer;
 beforeAll(async () => {
@@ -177,4 +182,31 @@ describe("our client", () => {
       }
     });
   }
+});
+
+describe.runIf(haveRedis)("with the Redis session mirror", () => {
+  test("a session resumed on another instance keeps output_json", async () => {
+    const [a, b] = await Promise.all([startServer({ store: DB_URL }), startServer({ store: DB_URL })]);
+    const redis = new Redis(DB_URL);
+    try {
+      const tok = await a.token();
+      const first = await openReader(a.url, handshake(tok, { capabilities: ["output_json"] }));
+      const sessionId = sessionIdOf(first);
+      await first.roundTrip();
+      const lastSeq = first.messages.reduce((max, m) => (m.seq > max ? m.seq : max), 0n);
+      first.close();
+      await eventually(async () => (await redis.exists(`mcp:session:{${sessionId}}`)) === 1, "instance A to park the session");
+      const again = await openReader(b.url, handshake(tok, { resume: { sessionId, lastSeq } }));
+      const hr = await again.waitFor((m) => m.message.case === "handshakeResult", "the resume's HandshakeResult");
+      if (hr.message.case !== "handshakeResult") throw new Error("unreachable");
+      expect([hr.message.value.resumed, hr.message.value.capabilities]).toEqual([true, ["output_json"]]);
+      const id = nextId("moved");
+      again.send({ case: "command", value: { id, tool: "echo", payload: text('{"text":"elsewhere"}') } });
+      expect(JSON.parse(outputJsonOf(await again.response(id)))).toEqual({ text: "elsewhere" });
+      again.close();
+    } finally {
+      redis.disconnect();
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
 });
