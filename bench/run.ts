@@ -31,7 +31,7 @@ const SEQ_MS = Number(process.env["BENCH_SEQ_MS"] ?? 2000);
  * ±10 % while the machine's speed drifts, and interleaving makes the columns see the same drift.
  */
 const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 3);
-/** `--only stream|stream-typed|updates|unary|unary-grpcjs|raw` (or BENCH_ONLY): one figure, for iterating on a change. */
+/** `--only stream|stream-struct|stream-typed|updates|unary|unary-grpcjs|raw` (or BENCH_ONLY): one figure, for iterating on a change. */
 const onlyFlag = process.argv.indexOf("--only");
 const ONLY = onlyFlag >= 0 ? process.argv[onlyFlag + 1] : process.env["BENCH_ONLY"];
 const STREAM_INFLIGHT = 64;
@@ -194,8 +194,9 @@ if (ONLY === "updates") {
   console.log(`updates / echo = ${(upd.perSec / echo.perSec).toFixed(2)}`);
   await onlyDone(mcp);
 }
-if (ONLY === "stream") {
-  const r = await withCpu(mcp, async () => drive(await mcpSessionOpener(mcp.port, token, TEXT), STREAM_INFLIGHT, MEASURE_MS));
+if (ONLY === "stream" || ONLY === "stream-struct") {
+  const struct = ONLY === "stream-struct"; // JSON as Struct both ways (jsonText: false), for comparison
+  const r = await withCpu(mcp, async () => drive(await mcpSessionOpener(mcp.port, token, TEXT, { struct }), STREAM_INFLIGHT, MEASURE_MS));
   console.log(`stream calls/s ${Math.round(r.perSec)}  (CPU µs per call: server ${r.serverUs.toFixed(2)}, client ${r.clientUs.toFixed(2)})`);
   await onlyDone(mcp);
 }
@@ -222,6 +223,7 @@ const oursUpdates = medianRun(rounds.map((r) => r.updates));
 const oursUnaryGrpc = medianRun(rounds.map((r) => r.oursUnary));
 const gjUnary = medianRun(rounds.map((r) => r.gjUnary));
 
+const oursStructStream = await withCpu(mcp, async () => drive(await mcpSessionOpener(mcp.port, token, TEXT, { struct: true }), STREAM_INFLIGHT, MEASURE_MS));
 const oursTypedStream = await drive(await mcpSessionOpener(mcp.port, token, TEXT, { typed: true }), STREAM_INFLIGHT, MEASURE_MS);
 const oursSeq = await drive(await mcpSessionOpener(mcp.port, token, TEXT), 1, SEQ_MS);
 const perMessageStream = await drive(await mcpSessionOpener(mcp.port, token, TEXT, { perMessage: true }), STREAM_INFLIGHT, MEASURE_MS);
@@ -245,6 +247,11 @@ const mark = (ok: boolean) => (ok ? "met" : "MISSED");
 console.log(pad("", LABEL) + pad("ours", 14) + pad("grpc-js", 14) + pad("raw http2", 14));
 console.log(
   pad(`(a) stream calls/s, ${STREAM_INFLIGHT} in flight, one stream`, LABEL) + pad(f0(oursStream.perSec), 14) + pad(f0(gjStream.perSec), 14) + pad(f0(rawStream.perSec), 14),
+);
+console.log(
+  pad("    same, JSON as Struct (client jsonText: false)", LABEL) +
+    pad(f0(oursStructStream.perSec), 14) +
+    `(CPU µs per call: server ${oursStructStream.serverUs.toFixed(2)}, client ${oursStructStream.clientUs.toFixed(2)})`,
 );
 console.log(pad("    same, typed echo (Command.input Any)", LABEL) + pad(f0(oursTypedStream.perSec), 14));
 console.log(pad("    same, Connect protocol via connect-node", LABEL) + pad(f0(perMessageStream.perSec), 14) + "(per-message plumbing, for comparison)");

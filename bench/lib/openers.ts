@@ -33,6 +33,12 @@ function fail(what: string): (e: unknown) => never {
 
 export interface SessionOpenerOptions {
   /**
+   * JSON as `google.protobuf.Struct` both ways (`SessionOptions.jsonText: false`), the form every
+   * call took before `arguments_json` / `output_json`.
+   * @default false
+   */
+  struct?: boolean;
+  /**
    * The Connect protocol through connect-es and connect-node, one promise per message on both
    * sides — the path every session stream took before the node:http2 fast path.
    * @default false
@@ -52,7 +58,7 @@ export async function mcpSessionOpener(port: number, token: string, text: string
   const transport = options.perMessage
     ? createConnectTransport({ baseUrl, httpVersion: "2", interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${token}`), next(req))] })
     : undefined;
-  const session = await createMcpClient({ baseUrl, token, ...(transport === undefined ? {} : { transport }) }).connect({ heartbeatIntervalMs: 0 });
+  const session = await createMcpClient({ baseUrl, token, ...(transport === undefined ? {} : { transport }) }).connect({ heartbeatIntervalMs: 0, jsonText: options.struct !== true });
   const failed = fail("session call");
   const typed = options.typed === true;
   return (done) => ({

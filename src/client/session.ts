@@ -12,7 +12,8 @@ import { ContextUpdateSchema, type ContextSync, type ContextUpdate, type Context
 import type { Event } from "../../gen/mcp/v1/event_pb.js";
 import { ClientMessageSchema, type AuthenticationResult, type ClientMessage, type HandshakeResult, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import { ProtocolVersion, SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
-import { McpError, fromProtoError } from "../errors.js";
+import { McpError, fromProtoError, toMcpError, toProtoError } from "../errors.js";
+import { OUTPUT_JSON_CAPABILITY, parseJsonObject } from "../transport/json-text.js";
 import { callChunks, uploadChunks, type ChunkReadOptions, type ChunkStream, type ChunkUploadOptions } from "./chunks.js";
 import { createPushable, type Pushable } from "../pushable.js";
 import { VERSION } from "../version.js";
@@ -80,6 +81,16 @@ export interface SessionOptions {
   protocolVersions?: ProtocolVersion[];
   /** Client name for the Handshake. @default "mcp-client-ts" */
   clientName?: string;
+  /**
+   * Carry JSON as text: ask for `Response.output_json` (Handshake capability `output_json`) and,
+   * once the server confirmed it in its HandshakeResult, send `call()` arguments as
+   * `Command.arguments_json`. Both sides then use native `JSON.parse`/`JSON.stringify` instead of
+   * a `google.protobuf.Struct` tree. What `call()`, `execute()` and `batch()` return is the same
+   * either way (an `output_json` answer is handed on as `output`); `false` keeps Struct both ways.
+   * A server that does not know the capability gets Struct (it would not understand the text).
+   * @default true
+   */
+  jsonText?: boolean;
   /**
    * Aborting closes the session for good and stops any reconnecting.
    * @default undefined
@@ -269,6 +280,8 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
   let link: Link = { kind: "connecting" };
   let current: SessionStream | undefined;
   let handshake: HandshakeResult | undefined;
+  /** call() sends `arguments_json` (SessionOptions.jsonText, confirmed by the server). */
+  let argumentsAsText = false;
   let sessionId = o.resume?.sessionId ?? "";
   let lastSeq = o.resume?.lastSeq ?? 0n;
   // Messages sent on this session (Handshakes excluded), to compare with the server's count.
@@ -377,6 +390,7 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
             securityLevel: o.securityLevel ?? SecurityLevel.UNSPECIFIED,
             ...(token === undefined ? {} : { token }),
             ...(resume === undefined ? {} : { resume }),
+            capabilities: o.jsonText === false ? [] : [OUTPUT_JSON_CAPABILITY],
           },
         }),
       );
@@ -596,6 +610,8 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
 
   function becomeOpen(h: HandshakeResult): void {
     handshake = h;
+    // Only a server that confirmed it reads arguments_json: an older one would see no arguments.
+    argumentsAsText = h.capabilities.includes(OUTPUT_JSON_CAPABILITY);
     sessionId = h.sessionId;
     setLink({ kind: "open" });
     startHeartbeat(h);
@@ -648,8 +664,10 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
   }
 
   function dispatch(m: ServerMessage): void {
-    if (readers.size > 0) for (const r of readers) r.push(m);
     const msg = m.message;
+    // Every reader — messages(), execute(), batch(), the bridge — sees JSON as `output`.
+    if (msg.case === "response" && msg.value.result.case === "outputJson") msg.value.result = outputFromText(msg.value.result.value);
+    if (readers.size > 0) for (const r of readers) r.push(m);
     switch (msg.case) {
       case "handshakeResult":
         attempt?.resolve(msg.value);
@@ -819,7 +837,7 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
         $typeName: "mcp.v1.Command",
         id: co.id ?? freshId(),
         tool,
-        payload: { case: "arguments", value: args },
+        payload: argumentsAsText ? { case: "argumentsJson", value: JSON.stringify(args) } : { case: "arguments", value: args },
         timeoutMs: co.timeoutMs ?? 0,
         contextId: "",
         contextVersion: 0n,
@@ -937,11 +955,22 @@ export function outputOf(r: Response): JsonObject {
   switch (r.result.case) {
     case "output":
       return r.result.value;
+    case "outputJson":
+      return parseJsonObject(r.result.value, "output_json", "invalid_message");
     case "error":
       throw fromProtoError(r.result.value);
     case "typedOutput":
       throw new TypeError(`command ${r.commandId} returned a typed output (${r.result.value.typeUrl}); use execute() for typed tools`);
     default:
       return {};
+  }
+}
+
+/** An `output_json` answer as the `output` it stands for; text that is no JSON object is a PROTOCOL `invalid_message` error. */
+function outputFromText(text: string): Response["result"] {
+  try {
+    return { case: "output", value: parseJsonObject(text, "output_json", "invalid_message") };
+  } catch (e) {
+    return { case: "error", value: toProtoError(toMcpError(e)) };
   }
 }

@@ -25,6 +25,11 @@ export interface CommandHost {
   emitChunk?: EmitChunk;
   /** The call can carry `CommandInput` (the session stream). @default false */
   acceptsInput?: boolean;
+  /**
+   * Answer JSON outputs as `Response.output_json` text instead of an `output` Struct: the session's
+   * client asked for it (capability `output_json`, src/transport/json-text.ts). @default false
+   */
+  outputJson?: boolean;
 }
 
 /** A command that passed its checks and is ready to run. */
@@ -456,6 +461,7 @@ class Runner implements CommandRunner {
   }
 
   private succeed(entry: Inflight, result: Response["result"]): void {
+    if (result.case === "output" && this.host.outputJson === true) result = { case: "outputJson", value: JSON.stringify(result.value) };
     // A literal, not create(): every field is given, and this runs once per command (hot path).
     this.settle(entry, {
       $typeName: "mcp.v1.Response",

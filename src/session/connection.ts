@@ -21,6 +21,7 @@ import { protocolVersionName } from "../config.js";
 import { McpError, toMcpError, toProtoError } from "../errors.js";
 import type { McpCore, TransportInfo } from "./core.js";
 import { INPUT_WINDOW_BYTES, MAX_CHUNK_BYTES } from "./chunks.js";
+import { OUTPUT_JSON_CAPABILITY } from "../transport/json-text.js";
 import type { AuthState, MessageSink, Session } from "./session.js";
 import type { StreamObservation } from "../observability/telemetry.js";
 
@@ -267,7 +268,7 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
     if (h.resume !== undefined && h.resume.sessionId !== "") {
       return resume(h, auth, version);
     }
-    const session = core.newSession(auth, { sink, owner: self });
+    const session = core.newSession(auth, { sink, owner: self }, h.capabilities.includes(OUTPUT_JSON_CAPABILITY));
     session.emit({ case: "handshakeResult", value: handshakeResult(session, auth, version, false) });
     observed = core.telemetry.streamOpened(session, transport, false, 0);
     return session;
@@ -317,6 +318,8 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
       ...(auth.principal === undefined ? {} : { principal: auth.principal }),
       ...(auth.expiresAt === undefined ? {} : { expiresAt: timestampFromMs(auth.expiresAt) }),
       resumed,
+      // The session's, not this Handshake's: a resumed session keeps the form it started with.
+      capabilities: session.outputJson ? [OUTPUT_JSON_CAPABILITY] : [],
     });
   }
 

@@ -24,6 +24,7 @@ import { createPushable } from "../pushable.js";
 import { emitSessionChunk, type EmitChunk } from "./chunks.js";
 import { createSessionRegistry } from "./session-registry.js";
 import { drainSessions } from "./shutdown.js";
+import { parseJsonObject } from "../transport/json-text.js";
 import type { SessionStore } from "./session-store.js";
 import { createTelemetry, observeContextOperations, type PeerFacts, type Telemetry } from "../observability/telemetry.js";
 
@@ -90,7 +91,8 @@ export interface McpCore {
   watchContext(auth: AuthState, sync: StateSync, signal: AbortSignal): AsyncIterable<ContextSync>;
   /** Sessions: registry for resume and administration. */
   readonly sessions: Map<string, Session>;
-  newSession(auth: AuthState, init: { sink: MessageSink; owner: object }): Session;
+  /** `outputJson`: the client asked for `Response.output_json` (Handshake capability `output_json`). */
+  newSession(auth: AuthState, init: { sink: MessageSink; owner: object }, outputJson?: boolean): Session;
   /** Finds a session to resume; throws session_expired / token_revoked / permission_denied. */
   findForResume(sessionId: string, auth: AuthState): Promise<Session>;
   /** Session events (from a seq) or broadcast events, for EventService/Subscribe. */
@@ -140,7 +142,16 @@ class PreparedToolRun implements PreparedCommand {
   }
 
   run(ctx: ToolContext): Response["result"] | Promise<Response["result"]> {
-    return this.tool.run(this.command, ctx);
+    const command = this.command;
+    // JSON text is parsed here, once, and the tool sees plain `arguments`: every tool takes both
+    // forms without knowing of them. The decoded Command is the core's own (nothing else reads
+    // its payload after this), so it is updated in place rather than copied per command. A
+    // throw here is the command's Response (the runner's `fail`), as a tool's own check is.
+    const payload = command.payload;
+    if (payload.case === "argumentsJson") {
+      command.payload = { case: "arguments", value: parseJsonObject(payload.value, "arguments_json") };
+    }
+    return this.tool.run(command, ctx);
   }
 }
 
@@ -218,6 +229,7 @@ export function createCore(deps: CoreDeps): McpCore {
     sessionId?: string,
     pace?: OutboundPace,
     emitChunk?: EmitChunk,
+    outputJson = false,
   ): CommandRunner {
     const host: CommandHost = {
       prepare(command: Command) {
@@ -250,6 +262,7 @@ export function createCore(deps: CoreDeps): McpCore {
       // Sessions carry chunks both ways; a unary call streams them only when its RPC does (ExecuteStream).
       ...(emitChunk === undefined ? {} : { emitChunk }),
       acceptsInput: sessionId !== undefined,
+      outputJson,
     };
     return createCommandRunner(host, options, now, pace, telemetry.commandObserver(sessionId, getAuth));
   }
@@ -280,6 +293,7 @@ export function createCore(deps: CoreDeps): McpCore {
         session.id,
         session,
         (commandId, chunk) => emitSessionChunk(session, commandId, chunk, now()),
+        session.outputJson,
       ),
   });
   const sessions = registry.sessions;
@@ -304,7 +318,7 @@ export function createCore(deps: CoreDeps): McpCore {
     requireReady,
     createRunner,
     sessions,
-    newSession: (auth, stream) => registry.create(auth, stream),
+    newSession: (auth, stream, outputJson) => registry.create(auth, stream, outputJson),
 
     listTools(auth) {
       // "No token" must not look like "no tools": unauthenticated like every other RPC (issue 13).

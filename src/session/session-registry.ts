@@ -53,7 +53,8 @@ export interface SessionRegistry {
    * A new session attached to `stream`. Throws `overloaded` when its principal holds
    * `maxSessionsPerPrincipal` sessions that are all attached (a detached one is evicted instead).
    */
-  create(auth: AuthState, stream: { sink: MessageSink; owner: object }): Session;
+  /** `outputJson`: see SessionInit.outputJson. */
+  create(auth: AuthState, stream: { sink: MessageSink; owner: object }, outputJson?: boolean): Session;
   /** Bytes the detached sessions held here are charged (resume buffers plus a fixed overhead each). */
   readonly detachedBytes: number;
   /**
@@ -196,6 +197,7 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
         createdAt: s.createdAt,
         lastSeq: s.lastSeq,
         messages: held,
+        outputJson: s.outputJson,
         ...(s.auth.principal === undefined ? {} : { subject: s.auth.principal.subject }),
         ...(s.auth.expiresAt === undefined ? {} : { expiresAt: s.auth.expiresAt }),
         ...(s.auth.jti === undefined ? {} : { jti: s.auth.jti }),
@@ -295,7 +297,7 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
     for (const g of ghosts.get(id) ?? []) g.runner.cancel(commandId);
   });
 
-  function make(auth: AuthState, stream?: { sink: MessageSink; owner: object }, restored?: ParkedSession): Session {
+  function make(auth: AuthState, stream?: { sink: MessageSink; owner: object }, restored?: ParkedSession, outputJson = false): Session {
     const session = new Session(
       {
         id: restored?.id ?? randomUUID(),
@@ -328,6 +330,7 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
         onAttached: uncharge,
         onHeldBytesChanged: recharge,
         ...(restored === undefined ? {} : { restored }),
+        outputJson: restored?.outputJson ?? outputJson,
       },
       stream,
     );
@@ -367,9 +370,9 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
 
   return {
     sessions,
-    create(auth, stream) {
+    create(auth, stream, outputJson) {
       admit(auth.principal?.subject ?? "");
-      return make(auth, stream);
+      return make(auth, stream, undefined, outputJson);
     },
     get detachedBytes() {
       return detachedBytes;

@@ -36,6 +36,8 @@ export interface ParkedSession {
   /** The last seq assigned, and the messages still held for resume, in seq order. */
   lastSeq: bigint;
   messages: ServerMessage[];
+  /** The client takes `Response.output_json` (SessionInit.outputJson): kept so a resume elsewhere answers in the same form. */
+  outputJson?: boolean;
 }
 
 /** Where parked sessions live. */
@@ -133,6 +135,8 @@ interface ParkedMeta {
   jti?: string;
   createdAt: number;
   lastSeq: string;
+  /** Absent in a mirror written before the field existed: false. */
+  outputJson?: boolean;
 }
 
 /** Parked sessions in Redis: a JSON meta key and a list of binary messages, both with a TTL. */
@@ -252,6 +256,7 @@ export async function createRedisSessionStore(options: RedisSessionStoreOptions)
         level: s.level,
         createdAt: s.createdAt,
         lastSeq: s.lastSeq.toString(),
+        ...(s.outputJson === true ? { outputJson: true } : {}),
         ...(s.subject === undefined ? {} : { subject: s.subject }),
         ...(s.expiresAt === undefined ? {} : { expiresAt: s.expiresAt }),
         ...(s.jti === undefined ? {} : { jti: s.jti }),
@@ -333,6 +338,7 @@ export async function createRedisSessionStore(options: RedisSessionStoreOptions)
         createdAt: m.createdAt,
         lastSeq,
         messages,
+        ...(m.outputJson === true ? { outputJson: true } : {}),
         ...(m.subject === undefined ? {} : { subject: m.subject }),
         ...(m.expiresAt === undefined ? {} : { expiresAt: m.expiresAt }),
         ...(m.jti === undefined ? {} : { jti: m.jti }),

@@ -84,6 +84,12 @@ export interface SessionInit {
   onDropped?: (session: Session, err: McpError) => void;
   /** Continue a session another instance parked: its creation time, last seq and the messages held for resume. */
   restored?: { createdAt: number; lastSeq: bigint; messages: readonly ServerMessage[] };
+  /**
+   * JSON outputs go to this session's client as `Response.output_json` text (it asked with the
+   * Handshake capability `output_json`). Fixed for the session's life: resumed streams get the
+   * same form, as the resume ring replays the bytes already encoded. @default false
+   */
+  outputJson?: boolean;
 }
 
 /**
@@ -109,6 +115,8 @@ export class Session {
   received = 0;
   /** False for a session continued from another instance's parking, which does not carry `received`. */
   readonly countsReceived: boolean;
+  /** See `SessionInit.outputJson`. */
+  readonly outputJson: boolean;
 
   private seq = 0n;
   /**
@@ -138,6 +146,7 @@ export class Session {
     this.auth = init.auth;
     this.createdAt = init.restored?.createdAt ?? init.now();
     this.countsReceived = init.restored === undefined;
+    this.outputJson = init.outputJson === true;
     this.ring = new ResumeRing(init.resumeBufferMessages, init.resumeBufferBytes);
     if (init.restored !== undefined) {
       this.mirrorMayLag = true;

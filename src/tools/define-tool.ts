@@ -26,6 +26,7 @@ import {
 } from "../../gen/mcp/v1/command_pb.js";
 import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { McpError, isMcpError } from "../errors.js";
+import { parseJsonObject } from "../transport/json-text.js";
 import { deriveJsonSchema } from "./json-schema.js";
 import type { RegisteredTool, ToolContext } from "./registered-tool.js";
 
@@ -177,6 +178,13 @@ export function defineTypedTool<I extends DescMessage, O extends DescMessage>(de
             checkArguments(validate, payload.value);
             message = parseArguments(payload.value);
             break;
+          case "argumentsJson": {
+            // The core hands tools `arguments` only; this is for a caller of run() itself.
+            const args = parseJsonObject(payload.value, "arguments_json");
+            checkArguments(validate, args);
+            message = parseArguments(args);
+            break;
+          }
           case undefined:
             message = create(input);
             break;
@@ -220,7 +228,7 @@ export function defineJsonTool(def: JsonToolDefinition): RegisteredTool {
       if (payload.case === "input") {
         throw new McpError("invalid_argument", `tool ${base.name} takes JSON arguments, not a typed input`, { field: "input" });
       }
-      const args = payload.case === "arguments" ? payload.value : {};
+      const args = payload.case === "arguments" ? payload.value : payload.case === "argumentsJson" ? parseJsonObject(payload.value, "arguments_json") : {};
       checkArguments(validateInput, args);
       try {
         const value = await handler(args, ctx);

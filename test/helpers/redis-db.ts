@@ -13,6 +13,9 @@ export async function redisDatabase(db: number, what: string): Promise<{ url: st
   let available = false;
   try {
     await r.connect();
+    // ioredis reports a failed SELECT (a db past the server's `databases`) only as an error
+    // event and stays on db 0: select explicitly, or flushdb would empty db 0.
+    await r.select(db);
     await r.flushdb();
     available = true;
   } catch {

@@ -18,7 +18,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file mcp/v1/command.proto.
  */
 export const file_mcp_v1_command: GenFile = /*@__PURE__*/
-  fileDesc("ChRtY3AvdjEvY29tbWFuZC5wcm90bxIGbWNwLnYxIu0BCgdDb21tYW5kEgoKAmlkGAEgASgJEgwKBHRvb2wYAiABKAkSLAoJYXJndW1lbnRzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdEgAEiUKBWlucHV0GAQgASgLMhQuZ29vZ2xlLnByb3RvYnVmLkFueUgAEhIKCnRpbWVvdXRfbXMYBSABKA0SEgoKY29udGV4dF9pZBgGIAEoCRIXCg9jb250ZXh0X3ZlcnNpb24YByABKAQSEwoLdHJhY2VwYXJlbnQYDiABKAkSEgoKdHJhY2VzdGF0ZRgPIAEoCUIJCgdwYXlsb2FkIlIKDENvbW1hbmRCYXRjaBIhCghjb21tYW5kcxgBIAMoCzIPLm1jcC52MS5Db21tYW5kEh8KBG1vZGUYAiABKA4yES5tY3AudjEuQmF0Y2hNb2RlIrYBCghSZXNwb25zZRISCgpjb21tYW5kX2lkGAEgASgJEikKBm91dHB1dBgCIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3RIABIsCgx0eXBlZF9vdXRwdXQYAyABKAsyFC5nb29nbGUucHJvdG9idWYuQW55SAASHgoFZXJyb3IYBCABKAsyDS5tY3AudjEuRXJyb3JIABITCgtkdXJhdGlvbl9tcxgFIAEoDUIICgZyZXN1bHQiHAoGQ2FuY2VsEhIKCmNvbW1hbmRfaWQYASABKAkiOwoURXhlY3V0ZUJhdGNoUmVzcG9uc2USIwoJcmVzcG9uc2VzGAEgAygLMhAubWNwLnYxLlJlc3BvbnNlImgKFUV4ZWN1dGVTdHJlYW1SZXNwb25zZRIeCgVldmVudBgBIAEoCzINLm1jcC52MS5FdmVudEgAEiQKCHJlc3BvbnNlGAIgASgLMhAubWNwLnYxLlJlc3BvbnNlSABCCQoHbWVzc2FnZSISChBMaXN0VG9vbHNSZXF1ZXN0IjoKEUxpc3RUb29sc1Jlc3BvbnNlEiUKBXRvb2xzGAEgAygLMhYubWNwLnYxLlRvb2xEZXNjcmlwdG9yImAKD1Rvb2xBbm5vdGF0aW9ucxIRCglyZWFkX29ubHkYASABKAgSEwoLZGVzdHJ1Y3RpdmUYAiABKAgSEgoKaWRlbXBvdGVudBgDIAEoCBIRCglzdHJlYW1pbmcYBCABKAgirAIKDlRvb2xEZXNjcmlwdG9yEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSLQoMaW5wdXRfc2NoZW1hGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIuCg1vdXRwdXRfc2NoZW1hGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBISCgppbnB1dF90eXBlGAUgASgJEi0KDnNlY3VyaXR5X2xldmVsGAYgASgOMhUubWNwLnYxLlNlY3VyaXR5TGV2ZWwSEgoKcGVybWlzc2lvbhgHIAEoCRIsCgthbm5vdGF0aW9ucxgIIAEoCzIXLm1jcC52MS5Ub29sQW5ub3RhdGlvbnMSEwoLb3V0cHV0X3R5cGUYCSABKAkqWwoJQmF0Y2hNb2RlEhoKFkJBVENIX01PREVfVU5TUEVDSUZJRUQQABIZChVCQVRDSF9NT0RFX1NFUVVFTlRJQUwQARIXChNCQVRDSF9NT0RFX1BBUkFMTEVMEAIyhwIKDkNvbW1hbmRTZXJ2aWNlEiwKB0V4ZWN1dGUSDy5tY3AudjEuQ29tbWFuZBoQLm1jcC52MS5SZXNwb25zZRJCCgxFeGVjdXRlQmF0Y2gSFC5tY3AudjEuQ29tbWFuZEJhdGNoGhwubWNwLnYxLkV4ZWN1dGVCYXRjaFJlc3BvbnNlEkEKDUV4ZWN1dGVTdHJlYW0SDy5tY3AudjEuQ29tbWFuZBodLm1jcC52MS5FeGVjdXRlU3RyZWFtUmVzcG9uc2UwARJACglMaXN0VG9vbHMSGC5tY3AudjEuTGlzdFRvb2xzUmVxdWVzdBoZLm1jcC52MS5MaXN0VG9vbHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_any, file_google_protobuf_struct, file_mcp_v1_error, file_mcp_v1_event, file_mcp_v1_types]);
+  fileDesc("ChRtY3AvdjEvY29tbWFuZC5wcm90bxIGbWNwLnYxIocCCgdDb21tYW5kEgoKAmlkGAEgASgJEgwKBHRvb2wYAiABKAkSLAoJYXJndW1lbnRzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdEgAEiUKBWlucHV0GAQgASgLMhQuZ29vZ2xlLnByb3RvYnVmLkFueUgAEhgKDmFyZ3VtZW50c19qc29uGAggASgJSAASEgoKdGltZW91dF9tcxgFIAEoDRISCgpjb250ZXh0X2lkGAYgASgJEhcKD2NvbnRleHRfdmVyc2lvbhgHIAEoBBITCgt0cmFjZXBhcmVudBgOIAEoCRISCgp0cmFjZXN0YXRlGA8gASgJQgkKB3BheWxvYWQiUgoMQ29tbWFuZEJhdGNoEiEKCGNvbW1hbmRzGAEgAygLMg8ubWNwLnYxLkNvbW1hbmQSHwoEbW9kZRgCIAEoDjIRLm1jcC52MS5CYXRjaE1vZGUizQEKCFJlc3BvbnNlEhIKCmNvbW1hbmRfaWQYASABKAkSKQoGb3V0cHV0GAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdEgAEiwKDHR5cGVkX291dHB1dBgDIAEoCzIULmdvb2dsZS5wcm90b2J1Zi5BbnlIABIeCgVlcnJvchgEIAEoCzINLm1jcC52MS5FcnJvckgAEhUKC291dHB1dF9qc29uGAYgASgJSAASEwoLZHVyYXRpb25fbXMYBSABKA1CCAoGcmVzdWx0IhwKBkNhbmNlbBISCgpjb21tYW5kX2lkGAEgASgJIjsKFEV4ZWN1dGVCYXRjaFJlc3BvbnNlEiMKCXJlc3BvbnNlcxgBIAMoCzIQLm1jcC52MS5SZXNwb25zZSJoChVFeGVjdXRlU3RyZWFtUmVzcG9uc2USHgoFZXZlbnQYASABKAsyDS5tY3AudjEuRXZlbnRIABIkCghyZXNwb25zZRgCIAEoCzIQLm1jcC52MS5SZXNwb25zZUgAQgkKB21lc3NhZ2UiEgoQTGlzdFRvb2xzUmVxdWVzdCI6ChFMaXN0VG9vbHNSZXNwb25zZRIlCgV0b29scxgBIAMoCzIWLm1jcC52MS5Ub29sRGVzY3JpcHRvciJgCg9Ub29sQW5ub3RhdGlvbnMSEQoJcmVhZF9vbmx5GAEgASgIEhMKC2Rlc3RydWN0aXZlGAIgASgIEhIKCmlkZW1wb3RlbnQYAyABKAgSEQoJc3RyZWFtaW5nGAQgASgIIqwCCg5Ub29sRGVzY3JpcHRvchIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEi0KDGlucHV0X3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLgoNb3V0cHV0X3NjaGVtYRgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKaW5wdXRfdHlwZRgFIAEoCRItCg5zZWN1cml0eV9sZXZlbBgGIAEoDjIVLm1jcC52MS5TZWN1cml0eUxldmVsEhIKCnBlcm1pc3Npb24YByABKAkSLAoLYW5ub3RhdGlvbnMYCCABKAsyFy5tY3AudjEuVG9vbEFubm90YXRpb25zEhMKC291dHB1dF90eXBlGAkgASgJKlsKCUJhdGNoTW9kZRIaChZCQVRDSF9NT0RFX1VOU1BFQ0lGSUVEEAASGQoVQkFUQ0hfTU9ERV9TRVFVRU5USUFMEAESFwoTQkFUQ0hfTU9ERV9QQVJBTExFTBACMocCCg5Db21tYW5kU2VydmljZRIsCgdFeGVjdXRlEg8ubWNwLnYxLkNvbW1hbmQaEC5tY3AudjEuUmVzcG9uc2USQgoMRXhlY3V0ZUJhdGNoEhQubWNwLnYxLkNvbW1hbmRCYXRjaBocLm1jcC52MS5FeGVjdXRlQmF0Y2hSZXNwb25zZRJBCg1FeGVjdXRlU3RyZWFtEg8ubWNwLnYxLkNvbW1hbmQaHS5tY3AudjEuRXhlY3V0ZVN0cmVhbVJlc3BvbnNlMAESQAoJTGlzdFRvb2xzEhgubWNwLnYxLkxpc3RUb29sc1JlcXVlc3QaGS5tY3AudjEuTGlzdFRvb2xzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_any, file_google_protobuf_struct, file_mcp_v1_error, file_mcp_v1_event, file_mcp_v1_types]);
 
 /**
  * One tool call.
@@ -41,7 +41,8 @@ export type Command = Message<"mcp.v1.Command"> & {
   tool: string;
 
   /**
-   * The input: JSON `arguments` or a typed protobuf `input` (the tool's input message in an Any).
+   * The input: JSON `arguments` (as a Struct or as JSON text) or a typed protobuf `input` (the
+   * tool's input message in an Any).
    *
    * @generated from oneof mcp.v1.Command.payload
    */
@@ -57,6 +58,18 @@ export type Command = Message<"mcp.v1.Command"> & {
      */
     value: Any;
     case: "input";
+  } | {
+    /**
+     * The same as `arguments`, as UTF-8 JSON text of one object (RFC 8259), e.g. `{"text":"hi"}`.
+     * For clients that parse and write JSON natively: no Struct/Value tree is built on either
+     * side. Accepted wherever `arguments` is (session stream, Execute, ExecuteBatch,
+     * ExecuteStream). Text that is not JSON, or JSON that is not an object, fails the command with
+     * COMMAND `invalid_argument` (field `arguments_json`). Added in 0.1 (field 8: the next free).
+     *
+     * @generated from field: string arguments_json = 8;
+     */
+    value: string;
+    case: "argumentsJson";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -172,6 +185,16 @@ export type Response = Message<"mcp.v1.Response"> & {
      */
     value: Error;
     case: "error";
+  } | {
+    /**
+     * The same as `output`, as UTF-8 JSON text of one object. Sent only on a session whose
+     * Handshake listed the capability `output_json` (echoed in HandshakeResult.capabilities);
+     * every other caller — unary RPCs included — gets `output`. Field 6: the next free.
+     *
+     * @generated from field: string output_json = 6;
+     */
+    value: string;
+    case: "outputJson";
   } | { case: undefined; value?: undefined };
 
   /**
