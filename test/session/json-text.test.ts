@@ -17,7 +17,7 @@ import { redisDatabase } from "../helpers/redis-db.js";
 import { eventually } from "../helpers/eventually.js";
 import { Redis } from "ioredis";
 
-const { url: DB_URL, available: haveRedis } = await redisDatabase(20, "the output_json-across-instances test");
+const { url: DB_URL, available: haveRedis } = await redisDatabase(12, "the output_json-across-instances test");
 
 let t: TestServer;
 beforeAll(async () => {
