@@ -1,7 +1,8 @@
 /**
  * Outside programs for the scale-out tests: a private `redis-server` (or a three-master Redis
- * Cluster) on free ports in a temp dir, and HAProxy running docs/deploy/haproxy.cfg. Each is
- * started by the test, stopped after it, and every wait is bounded.
+ * Cluster) on free ports in a temp dir, and HAProxy running docs/deploy/haproxy.cfg or nginx
+ * running docs/deploy/nginx.conf. Each is started by the test, stopped after it, and every wait
+ * is bounded.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
@@ -18,7 +19,7 @@ export function haveProgram(program: string): boolean {
   const found = spawnSync("sh", ["-c", `command -v ${program}`]).status === 0;
   if (!found) {
     if (process.env["CI"] === "true") throw new Error(`${program} is required in CI (see .ci/run's system packages)`);
-    process.stderr.write(`\n*** SKIPPING: ${program} is not installed (apt-get install ${program === "haproxy" ? "haproxy" : "redis-server"}) ***\n\n`);
+    process.stderr.write(`\n*** SKIPPING: ${program} is not installed (apt-get install ${program === "redis-server" ? "redis-server" : program}) ***\n\n`);
   }
   return found;
 }
@@ -157,7 +158,50 @@ export async function startHaproxy(dir: string, frontendPort: number, backendPor
   return p;
 }
 
-/** Two (or more) `mcp serve` on one private Redis behind HAProxy, for the scale-out tests. */
+/** The nginx configuration of docs/deploy/nginx.conf for a listen port and backend ports. */
+export function nginxConfig(listenPort: number, backendPorts: readonly number[]): string {
+  const template = readFileSync(join(REPO, "docs/deploy/nginx.conf"), "utf8");
+  // max_fails=1: one refused connection takes a dead instance out for 2 s (passive health,
+  // nginx's only kind without nginx Plus), so a resume goes to the other at once.
+  const servers = backendPorts.map((p) => `    server 127.0.0.1:${p} max_fails=1 fail_timeout=2s;`).join("\n");
+  return template.replace("@LISTEN@", `127.0.0.1:${listenPort}`).replace("@SERVERS@", servers);
+}
+
+/**
+ * Runs nginx in the foreground (`-p dir -g 'daemon off;'`) with `nginxConfig(...)` included
+ * from a main configuration whose pid file, logs and temp paths are all in `dir`.
+ */
+export async function startNginx(dir: string, listenPort: number, backendPorts: readonly number[]): Promise<Proc> {
+  writeFileSync(join(dir, "mcp.conf"), nginxConfig(listenPort, backendPorts));
+  const main = join(dir, "nginx.conf");
+  writeFileSync(
+    main,
+    [
+      "pid nginx.pid;",
+      "error_log stderr notice;",
+      "worker_processes 1;",
+      "events { worker_connections 1024; }",
+      "http {",
+      "    access_log off;",
+      ...["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].map((t) => `    ${t}_temp_path ${join(dir, `${t}_temp`)};`),
+      `    include ${join(dir, "mcp.conf")};`,
+      "}",
+      "",
+    ].join("\n"),
+  );
+  // `-e`: nginx opens its compiled-in error log before reading the configuration.
+  const base = ["-p", dir, "-e", "stderr", "-c", main];
+  const check = spawnSync("nginx", [...base, "-t"], { encoding: "utf8" });
+  if (check.status !== 0) throw new Error(`nginx rejected the configuration: ${check.stdout}${check.stderr}`);
+  const p = startProc("nginx", [...base, "-g", "daemon off;"], dir);
+  await waitForPort(listenPort, "nginx");
+  return p;
+}
+
+/** Which load balancer `startScaleout` puts in front of the instances. */
+export type Balancer = "haproxy" | "nginx";
+
+/** Two (or more) `mcp serve` on one private Redis behind HAProxy or nginx, for the scale-out tests. */
 export interface Scaleout {
   readonly dir: string;
   /** The balancer's URL (h2c). */
@@ -178,10 +222,13 @@ export interface Scaleout {
 }
 
 /**
- * Starts Redis, `count` instances and HAProxy. With `tls`, the instances speak TLS and HAProxy
- * verifies them (sessions may be HIGH, e.g. for `exec`; tokens then carry `mcp_level: high`).
+ * Starts Redis, `count` instances and the balancer (`balancer`, default HAProxy). With `tls`
+ * (HAProxy only), the instances speak TLS and HAProxy verifies them (sessions may be HIGH, e.g.
+ * for `exec`; tokens then carry `mcp_level: high`).
  */
-export async function startScaleout(options: { secret: string; tls?: boolean; args?: readonly string[]; count?: number }): Promise<Scaleout> {
+export async function startScaleout(options: { secret: string; tls?: boolean; args?: readonly string[]; count?: number; balancer?: Balancer }): Promise<Scaleout> {
+  const balancer = options.balancer ?? "haproxy";
+  if (balancer === "nginx" && options.tls === true) throw new Error("startScaleout: tls is tested with HAProxy only");
   const d = await tempDir("mcp-scaleout-");
   const cert = options.tls === true ? await selfSignedCert(d.path) : undefined;
   const redisPort = await freePort();
@@ -201,7 +248,8 @@ export async function startScaleout(options: { secret: string; tls?: boolean; ar
   }
   await Promise.all(ports.map((_, i) => startInstance(i)));
   const lbPort = await freePort();
-  const haproxy = await startHaproxy(d.path, lbPort, ports, cert === undefined ? undefined : { caFile: cert.cert });
+  const lbProc =
+    balancer === "nginx" ? await startNginx(d.path, lbPort, ports) : await startHaproxy(d.path, lbPort, ports, cert === undefined ? undefined : { caFile: cert.cert });
   const s: Scaleout = {
     dir: d.path,
     lb: `http://127.0.0.1:${lbPort}`,
@@ -229,7 +277,7 @@ export async function startScaleout(options: { secret: string; tls?: boolean; ar
     },
     token,
     async stop() {
-      await haproxy.stop();
+      await lbProc.stop();
       await Promise.all(instances.map((i) => i.close()));
       await redis.stop();
       await d.remove();
