@@ -31,6 +31,18 @@ export interface ChunkReadOptions {
   signal?: AbortSignal;
 }
 
+/** Options of `readChunks` / `callChunks` (reading only). */
+export interface ChunkStreamOptions extends ChunkReadOptions {
+  /**
+   * Received bytes the reader has not taken yet from which the session stops reading its stream
+   * (`McpSession.holdReading`) until the reader took them down to half: the server then waits,
+   * bounded, instead of this process buffering the file. Everything else on the session waits
+   * meanwhile (one stream, head-of-line); `Infinity` never holds.
+   * @default 4194304 (4 MiB)
+   */
+  highWaterBytes?: number;
+}
+
 /** Options of `uploadChunks`. */
 export interface ChunkUploadOptions extends ChunkReadOptions {
   /**
@@ -41,6 +53,8 @@ export interface ChunkUploadOptions extends ChunkReadOptions {
 }
 
 const DEFAULT_CHUNK_BYTES = 256 * 1024;
+const DEFAULT_HIGH_WATER_BYTES = 4 * 1024 * 1024;
+const byteLength = (b: Uint8Array) => b.length;
 /** What a server that does not say (`Limits.input_window_bytes` = 0) is assumed to take. */
 const FALLBACK_WINDOW_BYTES = 1024 * 1024;
 
@@ -56,9 +70,17 @@ const freshId = () => `chunks-${Date.now().toString(36)}-${(++counter).toString(
  * for await (const bytes of file) out.write(bytes);
  * console.log((await file.response).result);
  */
-export function readChunks(session: McpSession, command: MessageInitShape<typeof CommandSchema>, options: ChunkReadOptions = {}): ChunkStream {
+export function readChunks(session: McpSession, command: MessageInitShape<typeof CommandSchema>, options: ChunkStreamOptions = {}): ChunkStream {
   const id = command.id !== undefined && command.id !== "" ? command.id : freshId();
-  const chunks = createPushable<Uint8Array>();
+  const highWaterBytes = options.highWaterBytes ?? DEFAULT_HIGH_WATER_BYTES;
+  if (!(highWaterBytes > 0)) throw new TypeError('"highWaterBytes" option must be > 0');
+  const chunks = createPushable<Uint8Array>({ sizeOf: byteLength, highWaterBytes });
+  let release: (() => void) | undefined;
+  const unhold = () => {
+    const r = release;
+    release = undefined;
+    r?.();
+  };
   let resolveResponse!: (r: Response) => void;
   let rejectResponse!: (e: unknown) => void;
   const response = new Promise<Response>((resolve, reject) => {
@@ -83,7 +105,13 @@ export function readChunks(session: McpSession, command: MessageInitShape<typeof
         return;
       }
       expected = c.offset + BigInt(c.data.length);
-      if (c.data.length > 0) chunks.push(c.data);
+      if (c.data.length === 0) return;
+      chunks.push(c.data);
+      if (release === undefined && chunks.isCongested) {
+        release = session.holdReading();
+        // Resolves once drained to half, or ended (done, failed, the reader left): read on.
+        void chunks.writable().then(unhold);
+      }
     };
     session
       .execute(create(CommandSchema, { ...command, id, timeoutMs: options.timeoutMs ?? command.timeoutMs ?? 0 }), {
@@ -125,7 +153,7 @@ export function readChunks(session: McpSession, command: MessageInitShape<typeof
 }
 
 /** `readChunks` for a tool with JSON arguments, e.g. `callChunks(session, "fs.read", { path, binary: true })`. */
-export function callChunks(session: McpSession, tool: string, args: JsonObject = {}, options: ChunkReadOptions = {}): ChunkStream {
+export function callChunks(session: McpSession, tool: string, args: JsonObject = {}, options: ChunkStreamOptions = {}): ChunkStream {
   return readChunks(session, { tool, payload: { case: "arguments", value: args } }, options);
 }
 

@@ -59,6 +59,7 @@ export function h2SessionStream(options: H2SessionStreamOptions): OpenSessionStr
     let failure: unknown;
     let out: ClientMessage[] = [];
     let flushScheduled = false;
+    let holds = 0;
 
     const opened = channel.open({
       ":method": "POST",
@@ -159,6 +160,18 @@ export function h2SessionStream(options: H2SessionStreamOptions): OpenSessionStr
         ended = true;
         closedByUs = true;
         if (!stream.destroyed) stream.close(constants.NGHTTP2_CANCEL);
+      },
+      hold() {
+        // pause() stops 'data' events; unread bytes are then not acknowledged (no WINDOW_UPDATE),
+        // so the server's writes on this stream stop once its window is used up — this stream
+        // only: other sessions are other streams of the connection (docs/streams.md).
+        if (holds++ === 0) stream.pause();
+        let released = false;
+        return () => {
+          if (released) return;
+          released = true;
+          if (--holds === 0 && !over) stream.resume();
+        };
       },
     };
     return self;

@@ -29,6 +29,11 @@ export interface SessionStream {
    * (the server went silent), so a transport sharing its connection sends no new stream there.
    */
   close(broken?: boolean): void;
+  /**
+   * Stops reading the stream until every hold is released (HTTP/2 flow control then holds the
+   * server back on this stream only); absent where the transport cannot pause.
+   */
+  hold?(): () => void;
 }
 
 /** Opens a session stream. */

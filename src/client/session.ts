@@ -14,7 +14,7 @@ import { ClientMessageSchema, type AuthenticationResult, type ClientMessage, typ
 import { ProtocolVersion, SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { McpError, fromProtoError, toMcpError, toProtoError } from "../errors.js";
 import { OUTPUT_JSON_CAPABILITY, parseJsonObject } from "../transport/json-text.js";
-import { callChunks, uploadChunks, type ChunkReadOptions, type ChunkStream, type ChunkUploadOptions } from "./chunks.js";
+import { callChunks, uploadChunks, type ChunkStream, type ChunkStreamOptions, type ChunkUploadOptions } from "./chunks.js";
 import { createPushable, type Pushable } from "../pushable.js";
 import { VERSION } from "../version.js";
 import { fromConnectError } from "./errors.js";
@@ -155,9 +155,16 @@ export interface McpSession {
   /** Events (command output and progress, session notices). */
   events(): AsyncIterable<Event>;
   /** A tool's chunked output as bytes (e.g. `fs.read` with `binary`); breaking out of the loop cancels it (chunks.ts). */
-  callChunks(tool: string, args?: JsonObject, options?: ChunkReadOptions): ChunkStream;
+  callChunks(tool: string, args?: JsonObject, options?: ChunkStreamOptions): ChunkStream;
   /** Runs a tool and uploads `source` as its chunked input (e.g. `fs.write` with `chunked`); resolves with its Response (chunks.ts). */
   upload(tool: string, args: JsonObject, source: AsyncIterable<Uint8Array> | Uint8Array, options?: ChunkUploadOptions): Promise<Response>;
+  /**
+   * Stops reading the session stream until the returned function is called (holds nest): what the
+   * server sends then waits in its bounded outbound buffer (PROTOCOL.md §6) instead of this
+   * process. Everything on the session waits too (head-of-line); heartbeat silence is not counted
+   * while held. `callChunks` holds while its reader is behind (docs/streams.md "Bytes and chunks").
+   */
+  holdReading(): () => void;
   /** Resolves when the session is closed for good; with the error that ended it, if any. */
   readonly closed: Promise<McpError | undefined>;
   /** Ends the session's stream (the server keeps the session for resume) and stops reconnecting. */
@@ -342,6 +349,10 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
    * The stream gets dropped without telling it again (its end callback is ignored from now on).
    * `silent`: dropped because the server went quiet, so its connection is suspect (h2-channel.ts).
    */
+  /** Holds taken by holdReading, and the release of the stream they pause. */
+  let readHolds = 0;
+  let releaseStream: (() => void) | undefined;
+
   function dropStream(silent = false): void {
     const s = current;
     current = undefined;
@@ -472,6 +483,11 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
     if (interval === 0) return;
     heartbeat = setInterval(() => {
       if (link.kind !== "open") return;
+      // Held by this side: the server's Pongs wait unread, its silence means nothing.
+      if (readHolds > 0) {
+        silentTicks = 0;
+        return;
+      }
       // Counted, not timed, like the server: no clock read per message. More than two silent
       // ticks = silent for more than twice the interval (§4 step 6); a live server answers each Ping.
       if (++silentTicks > 2) {
@@ -615,6 +631,8 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
     sessionId = h.sessionId;
     setLink({ kind: "open" });
     startHeartbeat(h);
+    // A new stream starts unpaused (its HandshakeResult had to come through): pause it now.
+    releaseStream = readHolds > 0 ? current?.hold?.() : undefined;
   }
 
   /** Closed for good: every pending call rejects with `error`, readers end. */
@@ -925,6 +943,19 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
       if (link.kind === "closed") throw link.error;
       sendMessage(payload(message));
     },
+    holdReading() {
+      if (link.kind === "closed") return () => {};
+      if (readHolds++ === 0) releaseStream = link.kind === "open" ? current?.hold?.() : undefined;
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        if (--readHolds > 0) return;
+        const r = releaseStream;
+        releaseStream = undefined;
+        r?.();
+      };
+    },
     messages() {
       const p = createPushable<ServerMessage>();
       if (link.kind === "closed") p.end();
@@ -937,7 +968,7 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
       else eventReaders.add(p);
       return p;
     },
-    callChunks(this: McpSession, tool: string, args: JsonObject = {}, co: ChunkReadOptions = {}) {
+    callChunks(this: McpSession, tool: string, args: JsonObject = {}, co: ChunkStreamOptions = {}) {
       return callChunks(this, tool, args, co);
     },
     upload(this: McpSession, tool: string, args: JsonObject, source: AsyncIterable<Uint8Array> | Uint8Array, co: ChunkUploadOptions = {}) {

@@ -27,8 +27,8 @@ import type { McpCore, TransportInfo } from "../session/core.js";
 import type { AuthState } from "../session/session.js";
 import type { CommandRunner, OutboundPace } from "../session/command-runner.js";
 import { chunkEvent } from "../session/chunks.js";
-import { createPacedStream } from "./paced-stream.js";
 import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
+import { createPushable } from "../pushable.js";
 import { toConnectError } from "./connect-error.js";
 import { createQueueSink } from "./queue-sink.js";
 import { kRequestRefusal } from "./request-check.js";
@@ -239,7 +239,7 @@ export function registerRoutes(router: ConnectRouter, core: McpCore): void {
       const auth = await unaryAuth(core, ctx);
       // Events as they come, then the Response (or its error as the RPC's error).
       // Paced: a command streaming chunks waits while the client has not read what is queued.
-      const out = createPacedStream<ExecuteStreamResponse>(streamChunkBytes, STREAM_HIGH_WATER_BYTES);
+      const out = createPushable<ExecuteStreamResponse>({ sizeOf: streamChunkBytes, highWaterBytes: STREAM_HIGH_WATER_BYTES });
       void runCommand(core, auth, command, ctx.signal, (r) => out.push(r), out).then((r) => {
         try {
           out.push(create(ExecuteStreamResponseSchema, { message: { case: "response", value: unwrap(r) } }));
