@@ -119,6 +119,19 @@ export interface ServerOptions {
    */
   resumeTtlMs?: number;
   /**
+   * With a Redis store: how often this instance refreshes its liveness key, in milliseconds
+   * (docs/deploy.md "When an instance dies or drains").
+   * @default 1000
+   */
+  instanceHeartbeatMs?: number;
+  /**
+   * With a Redis store: how long after its last heartbeat an instance counts as dead, in
+   * milliseconds; the commands it still ran for sessions that moved away are then answered
+   * `TRANSPORT connection_lost` (outcome unknown) by the instance holding the session.
+   * @default 3000
+   */
+  instanceDeadAfterMs?: number;
+  /**
    * Graceful shutdown (SIGTERM, `server.close()`): how long in-flight commands may still run
    * before they are cancelled, in milliseconds. A second SIGTERM exits at once.
    * @default 10000
@@ -264,6 +277,8 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
   { key: "maxWatchesPerSession", type: "int", fallback: () => 64, help: "context watches per session" },
   { key: "maxSubscriptionsPerSession", type: "int", fallback: () => 16, help: "event subscriptions per session" },
   { key: "resumeTtlMs", type: "int", fallback: () => 60_000, help: "how long a disconnected session is kept, ms" },
+  { key: "instanceHeartbeatMs", type: "int", fallback: () => 1000, help: "with a Redis store: liveness heartbeat interval, ms" },
+  { key: "instanceDeadAfterMs", type: "int", fallback: () => 3000, help: "with a Redis store: an instance silent this long is dead, ms" },
   { key: "shutdownGraceMs", type: "int", fallback: () => 10_000, help: "on SIGTERM, time in-flight commands get to finish, ms" },
   { key: "expiryWarningMs", type: "int", fallback: () => 60_000, help: "session.expiring lead time, ms" },
   { key: "tlsCert", type: "string", help: "TLS certificate PEM file" },

@@ -179,7 +179,13 @@ export function createMcpServer(options: McpServerOptions = {}): McpServer {
       redisUrl === undefined ? createMemoryRevocationStore() : createRedisRevocationStore({ url: redisUrl });
     closers.push(() => revocations.close());
     // With a shared Redis, detached sessions are parked there so any instance can resume them (§8).
-    const sessionStore = redisUrl === undefined ? undefined : await createRedisSessionStore({ url: redisUrl, maxMessages: opts.resumeBufferMessages, ttlMs: opts.resumeTtlMs });
+    const sessionStore = redisUrl === undefined ? undefined : await createRedisSessionStore({
+            url: redisUrl,
+            maxMessages: opts.resumeBufferMessages,
+            ttlMs: opts.resumeTtlMs,
+            heartbeatMs: opts.instanceHeartbeatMs,
+            deadAfterMs: opts.instanceDeadAfterMs,
+          });
     if (sessionStore !== undefined) closers.push(() => sessionStore.close());
     let verifier: TokenVerifier | undefined;
     if (opts.jwtSecret !== undefined || opts.jwks !== undefined) {

@@ -442,7 +442,7 @@ export function createCore(deps: CoreDeps): McpCore {
     async close(closeOptions = {}) {
       if (draining) return;
       draining = true;
-      await drainSessions(sessions, closeOptions.graceMs ?? 0, deps.sessionStore !== undefined);
+      await drainSessions(sessions, closeOptions.graceMs ?? 0, deps.sessionStore !== undefined, () => registry.ghosts());
       registry.close(new McpError("session_expired", "the server is shutting down"));
       await Promise.all(releasing);
     },

@@ -9,6 +9,14 @@
  * client gets each Response exactly once, on whichever instance it is connected to. A `Cancel`
  * for an id the holder does not run itself is published; the ghost running it cancels it.
  *
+ * If the instance running a ghost dies (SIGKILL, crash, cut off from Redis), its commands never
+ * answer: each record names its instance, whose liveness (src/session/instance-liveness.ts) the
+ * holder reads while it waits, and once that instance is dead the holder *abandons* each command
+ * still recorded and answers it itself (`TRANSPORT connection_lost`, outcome unknown). Removing
+ * the record is the race: a ghost's Response is forwarded only if it removes the record itself
+ * (one script), so a command abandoned by the holder — the ghost was only frozen — is never
+ * answered twice.
+ *
  * Keys are hash-tagged by session id (`<prefix>session:{<id>}:fwd`, `…:remote`), so each MULTI
  * touches one Redis Cluster slot. Announcements and cancels share one classic pub/sub channel
  * (`<prefix>session-remote`), which a cluster delivers to subscribers on every node.
@@ -16,6 +24,7 @@
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { ServerMessageSchema, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import { taggedKey, type RedisClient } from "../context/redis-client.js";
+import type { InstanceLiveness } from "./instance-liveness.js";
 import type { ServerPayload } from "./session.js";
 
 /** The cross-instance side of commands that keep running after their session moved. */
@@ -28,6 +37,18 @@ export interface RemoteCommands {
   handedOff(sessionId: string, commandIds: readonly string[]): Promise<void>;
   /** The session's commands that still run on some other instance. */
   runningElsewhere(sessionId: string): Promise<string[]>;
+  /** The session's commands recorded as running elsewhere, each with the id of the instance running it. */
+  owners(sessionId: string): Promise<Map<string, string>>;
+  /** Of `instanceIds`, those that stopped their heartbeat (dead); rejects when Redis cannot tell. */
+  deadInstances(instanceIds: Iterable<string>): Promise<Set<string>>;
+  /**
+   * Removes the record of a command whose instance died; true when this call removed it (the
+   * caller now answers it, and a late forward of its Response is dropped), false when its
+   * Response was forwarded first.
+   */
+  abandon(sessionId: string, commandId: string): Promise<boolean>;
+  /** How often the holder reads the liveness of instances running its session's commands, in ms. */
+  readonly checkIntervalMs: number;
   /**
    * A message a ghost emitted, for whoever holds the session; `settled` names the command whose
    * Response it is (no longer running elsewhere). Writes for one session land in order.
@@ -57,7 +78,19 @@ export interface RedisRemoteCommandsOptions {
   prefix: string;
   /** Time to live of the records and the forwarded messages, in ms (`resumeTtlMs`). */
   ttlMs: number;
+  /** This instance's id: the records of its ghosts name it. */
+  instanceId: string;
+  /** Liveness of the instances (this one's heartbeat included). */
+  liveness: InstanceLiveness;
 }
+
+// KEYS: fwd, remote. ARGV: ttlMs, the settled command id ("" for an event), the message.
+// A Response lands only if its record was still there: the holder may have abandoned it.
+const FORWARD_SCRIPT = `
+if ARGV[2] ~= '' and redis.call('HDEL', KEYS[2], ARGV[2]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1`;
 
 interface Announcement {
   kind?: unknown;
@@ -67,7 +100,7 @@ interface Announcement {
 
 /** Remote commands over Redis. */
 export async function createRedisRemoteCommands(options: RedisRemoteCommandsOptions): Promise<RemoteCommands> {
-  const { redis, sub, prefix, ttlMs } = options;
+  const { redis, sub, prefix, ttlMs, instanceId, liveness } = options;
   const channel = `${prefix}session-remote`;
   const fwdKey = (id: string) => taggedKey(prefix, "session", id, ":fwd");
   const remoteKey = (id: string) => taggedKey(prefix, "session", id, ":remote");
@@ -105,18 +138,26 @@ export async function createRedisRemoteCommands(options: RedisRemoteCommandsOpti
   return {
     async handedOff(sessionId, commandIds) {
       if (commandIds.length === 0) return;
-      await chain(sessionId, () => redis.multi().hset(remoteKey(sessionId), ...commandIds.flatMap((c) => [c, "1"])).pexpire(remoteKey(sessionId), ttlMs).exec());
+      await chain(sessionId, () => redis.multi().hset(remoteKey(sessionId), ...commandIds.flatMap((c) => [c, instanceId])).pexpire(remoteKey(sessionId), ttlMs).exec());
     },
     async runningElsewhere(sessionId) {
       return redis.hkeys(remoteKey(sessionId));
     },
+    async owners(sessionId) {
+      return new Map(Object.entries(await redis.hgetall(remoteKey(sessionId))));
+    },
+    deadInstances(instanceIds) {
+      return liveness.dead(instanceIds);
+    },
+    async abandon(sessionId, commandId) {
+      return (await redis.hdel(remoteKey(sessionId), commandId)) === 1;
+    },
+    checkIntervalMs: liveness.heartbeatMs,
     forward(sessionId, payload, settled) {
       const bin = encode(payload);
       const write = async () => {
-        const m = redis.multi().rpush(fwdKey(sessionId), bin).pexpire(fwdKey(sessionId), ttlMs);
-        if (settled !== undefined) m.hdel(remoteKey(sessionId), settled);
-        await m.exec();
-        await announce(sessionId);
+        const landed = await redis.call("eval", [FORWARD_SCRIPT, 2, fwdKey(sessionId), remoteKey(sessionId), ttlMs, settled ?? "", bin]);
+        if (landed === 1) await announce(sessionId);
       };
       chain(sessionId, write).catch(() => {
         // Redis unreachable: the Response is lost to the client, whose call then settles by its

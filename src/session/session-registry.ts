@@ -6,11 +6,12 @@
  */
 import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
+import { ResponseSchema } from "../../gen/mcp/v1/command_pb.js";
 import { chunkBytesOf } from "./chunks.js";
 import type { ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import { PrincipalSchema } from "../../gen/mcp/v1/types_pb.js";
 import type { ResolvedServerOptions } from "../config.js";
-import { McpError } from "../errors.js";
+import { McpError, toProtoError } from "../errors.js";
 import type { RevocationStore } from "../security/index.js";
 import type { CommandRunner } from "./command-runner.js";
 import { Session, type AuthState, type MessageSink, type ServerPayload } from "./session.js";
@@ -62,6 +63,8 @@ export interface SessionRegistry {
    * "other_subject" — and nothing moved — when it belongs to a subject other than `subject`.
    */
   lookup(sessionId: string, subject: string | undefined): Promise<Session | "other_subject" | undefined>;
+  /** Sessions that moved away while their commands still run here (ghosts), for a graceful drain. */
+  ghosts(): Iterable<Session>;
   /** Shutdown: parked sessions stay claimable elsewhere, the rest close with `reason`. */
   close(reason: McpError): void;
 }
@@ -286,6 +289,55 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
       };
     }
     deliverForwarded(s, remote).catch(() => {}); // the next announcement retries
+    if (ids.length > 0) watchOrphans(s, remote);
+  }
+
+  // Restored sessions waiting for commands that run elsewhere: their instances' liveness is read
+  // on a timer that runs only while there are any.
+  const waiting = new Set<Session>();
+  let orphanTimer: NodeJS.Timeout | undefined;
+
+  function watchOrphans(s: Session, remote: RemoteCommands): void {
+    waiting.add(s);
+    if (orphanTimer !== undefined) return;
+    orphanTimer = setInterval(() => {
+      for (const w of [...waiting]) {
+        if (w.closed || sessions.get(w.id) !== w || (w.runner.elsewhere?.ids.size ?? 0) === 0) {
+          waiting.delete(w);
+          continue;
+        }
+        answerOrphans(w, remote).catch(() => {}); // Redis unreachable: nobody is declared dead; the next round retries
+      }
+      if (waiting.size === 0) {
+        clearInterval(orphanTimer);
+        orphanTimer = undefined;
+      }
+    }, remote.checkIntervalMs);
+    orphanTimer.unref();
+  }
+
+  /**
+   * Answers, once each, the commands of `s` whose instance died: `connection_lost`, outcome
+   * unknown (the command may have run, or partly). The records are read before what was
+   * forwarded is taken, so a Response forwarded meanwhile is emitted, not doubled by an answer.
+   */
+  async function answerOrphans(s: Session, remote: RemoteCommands): Promise<void> {
+    const owners = await remote.owners(s.id);
+    await deliverForwarded(s, remote);
+    const dead = await remote.deadInstances(owners.values());
+    const elsewhere = s.runner.elsewhere;
+    if (elsewhere === undefined || s.closed || sessions.get(s.id) !== s) return;
+    for (const id of [...elsewhere.ids]) {
+      const owner = owners.get(id);
+      // No record and no Response: the record expired with its dead instance's keep-alive.
+      if (owner !== undefined && !(dead.has(owner) && (await remote.abandon(s.id, id)))) continue;
+      if (!elsewhere.ids.delete(id) || s.closed) continue;
+      const err = new McpError(
+        "connection_lost",
+        `the server instance running command "${id}" stopped before it answered (no heartbeat): its outcome is unknown; retry it if that is safe`,
+      );
+      s.emit({ case: "response", value: create(ResponseSchema, { commandId: id, result: { case: "error", value: toProtoError(err) } }) });
+    }
   }
 
   const remoteCommands = sessionStore?.remote;
@@ -390,9 +442,13 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
       if (remoteCommands !== undefined) await adoptRemote(s, remoteCommands);
       return s;
     },
+    *ghosts() {
+      for (const set of ghosts.values()) yield* set;
+    },
     close(reason) {
       stopRevocationFeed();
       if (keepAlive !== undefined) clearInterval(keepAlive);
+      clearInterval(orphanTimer);
       for (const s of [...sessions.values()]) {
         // With a shared store, a session still attached is parked too: its client resumes elsewhere.
         if (sessionStore !== undefined) s.release();

@@ -22,6 +22,7 @@ import { checkKeyPrefix, createRedisClient, taggedKey } from "../context/redis-c
 import { encodeMessages } from "../transport/grpc-frames.js";
 import { ServerMessageSchema, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import type { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
+import { createInstanceLiveness } from "./instance-liveness.js";
 import { createRedisRemoteCommands, type RemoteCommands } from "./remote-commands.js";
 
 /** What another instance needs to continue a session. */
@@ -108,6 +109,18 @@ export interface RedisSessionStoreOptions {
    * @default 5
    */
   flushIntervalMs?: number;
+  /**
+   * How often this instance refreshes its liveness key, in ms (`instanceHeartbeatMs`,
+   * src/session/instance-liveness.ts).
+   * @default 1000
+   */
+  heartbeatMs?: number;
+  /**
+   * How long after its last heartbeat an instance counts as dead and the commands it ran for
+   * moved sessions are answered `connection_lost` by their holders, in ms (`instanceDeadAfterMs`).
+   * @default 3000
+   */
+  deadAfterMs?: number;
 }
 
 // KEYS: meta, msgs. ARGV: owner, ttlMs, maxMessages, then the messages (binary).
@@ -221,7 +234,14 @@ export async function createRedisSessionStore(options: RedisSessionStoreOptions)
   }
 
   await sub.subscribe(claims, releases);
-  const remote = await createRedisRemoteCommands({ redis, sub, prefix, ttlMs });
+  const liveness = await createInstanceLiveness({
+    redis,
+    prefix,
+    instanceId,
+    ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
+    ...(options.deadAfterMs === undefined ? {} : { deadAfterMs: options.deadAfterMs }),
+  });
+  const remote = await createRedisRemoteCommands({ redis, sub, prefix, ttlMs, instanceId, liveness });
   sub.on("message", (channel: string, text: string) => {
     let msg: { id?: unknown; owner?: unknown };
     try {
@@ -355,6 +375,8 @@ export async function createRedisSessionStore(options: RedisSessionStoreOptions)
       }
       await Promise.all(appending.values());
       await remote.flush();
+      // Last: until every forward landed, this instance's ghosts must not look dead.
+      await liveness.close();
       sub.disconnect();
       await redis.quit().catch(() => {});
     },
