@@ -16,7 +16,7 @@ import { eventually } from "../helpers/eventually.js";
 import { redisDatabase } from "../helpers/redis-db.js";
 import { handshake, openRawStream, openSession, startServer, type RawStream, type TestServer } from "../helpers/server.js";
 
-const { url: DB_URL, available } = await redisDatabase(30, "instance liveness");
+const { url: DB_URL, available } = await redisDatabase(10, "instance liveness");
 // Short bounds so a dead instance is noticed quickly; nothing below asserts a duration.
 const FAST = { instanceHeartbeatMs: 50, instanceDeadAfterMs: 200 };
 
