@@ -6,19 +6,15 @@
  * protocols and a message above nginx's default body limit; with both backends down the client
  * gets `TRANSPORT connection_lost`, retryable.
  */
-import { fromBinary } from "@bufbuild/protobuf";
-import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import type { ContextSync } from "../../gen/mcp/v1/context_pb.js";
-import { ServerMessageSchema } from "../../gen/mcp/v1/session_pb.js";
-import { createMcpClient, type SessionStateChange } from "../../src/client/index.js";
+import { createMcpClient } from "../../src/client/index.js";
 import { eventually } from "../helpers/eventually.js";
 import { mcpFailure } from "../helpers/mcp-failure.js";
 import { haveProgram, startScaleout, type Scaleout } from "./scaleout-fixtures.js";
+import { resumesAfterHolderGoes } from "./scaleout-resume.js";
 
 const SECRET = "scaleout-nginx-secret-0123456789-0123456789";
 const ok = haveProgram("nginx") && haveProgram("redis-server");
-const put = (key: string, v: number) => ({ op: { case: "put" as const, value: { key, value: { kind: { case: "numberValue" as const, value: v } } } } });
 
 describe.runIf(ok)("two mcp serve instances on one Redis behind nginx", () => {
   let x: Scaleout;
@@ -46,59 +42,7 @@ describe.runIf(ok)("two mcp serve instances on one Redis behind nginx", () => {
   });
 
   test("SIGKILL of the instance holding a session: the client resumes through nginx on the other; every call settles once; the watch continues", async () => {
-    const contextId = "nginx-killed";
-    const changes: SessionStateChange[] = [];
-    const client = createMcpClient({ baseUrl: x.lb, token: await x.token() });
-    const s = await client.connect({ reconnect: { initialDelayMs: 20, maxDelayMs: 200, maxAttempts: 40 }, onStateChange: (c) => changes.push(c) });
-    const writer = createMcpClient({ baseUrl: x.lb, token: await x.token("erin") });
-    await writer.contexts.updateContext({ contextId, ops: [put("v", 1)] });
-    const syncs: ContextSync[] = [];
-    void (async () => {
-      for await (const c of s.contextSyncs()) syncs.push(c);
-    })();
-    await s.sync(contextId, 0n, true);
-    const holder = await x.holderOf(s.sessionId);
-    expect(holder).toBeGreaterThanOrEqual(0);
-    const settled = new Map<string, number>();
-    const calls: Promise<void>[] = [];
-    const callOne = (id: string) =>
-      calls.push(
-        s.call("echo", { text: id }, { id }).then((out) => {
-          expect(out).toEqual({ text: id });
-          settled.set(id, (settled.get(id) ?? 0) + 1);
-        }),
-      );
-    for (let i = 0; i < 20; i++) callOne(`before-${i}`);
-    await Promise.all(calls);
-    // The mirror is written asynchronously: a SIGKILL before it holds the tail would lose that
-    // tail (the other instance could not replay it). Wait until it holds what the client saw.
-    const raw = new Redis(x.redisPort, "127.0.0.1", { maxRetriesPerRequest: 1 });
-    await eventually(async () => {
-      const bins = await raw.lrangeBuffer(`mcp:session:{${s.sessionId}}:msgs`, -1, -1);
-      return bins[0] !== undefined && fromBinary(ServerMessageSchema, bins[0]).seq >= s.lastSeq;
-    }, "the session's mirror in Redis to catch up");
-    raw.disconnect();
-    const exited = new Promise((r) => x.instances[holder]!.proc.once("exit", r));
-    x.instances[holder]!.proc.kill("SIGKILL");
-    for (let i = 0; i < 20; i++) callOne(`during-${i}`);
-    await exited;
-    // Written through nginx while the client was away: nginx skips the dead backend.
-    for (let v = 2; v <= 4; v++) await writer.contexts.updateContext({ contextId, ops: [put("v", v)] });
-    await Promise.all(calls);
-    expect([...settled.values()].every((n) => n === 1)).toBe(true);
-    expect(settled.size).toBe(40);
-    await eventually(() => syncs.at(-1)?.toVersion === 4n, "version 4 on the watch", 15_000);
-    let at = syncs[0]!.toVersion;
-    for (const c of syncs.slice(1)) {
-      expect(c.full || c.fromVersion === at, `delta ${c.fromVersion}→${c.toVersion} after ${at}`).toBe(true);
-      at = c.toVersion;
-    }
-    expect(changes.some((c) => c.state === "open" && c.resumed)).toBe(true);
-    expect(await x.holderOf(s.sessionId)).toBe(1 - holder);
-    s.close();
-    client.close();
-    writer.close();
-    await x.startInstance(holder);
+    await resumesAfterHolderGoes(x, "SIGKILL", "nginx-killed");
   }, 90_000);
 
   for (const protocol of ["connect", "grpc"] as const) {
