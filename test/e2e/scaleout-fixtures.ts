@@ -161,9 +161,9 @@ export async function startHaproxy(dir: string, frontendPort: number, backendPor
 /** The nginx configuration of docs/deploy/nginx.conf for a listen port and backend ports. */
 export function nginxConfig(listenPort: number, backendPorts: readonly number[]): string {
   const template = readFileSync(join(REPO, "docs/deploy/nginx.conf"), "utf8");
-  // max_fails=1: one refused connection takes a dead instance out for 2 s (passive health,
-  // nginx's only kind without nginx Plus), so a resume goes to the other at once.
-  const servers = backendPorts.map((p) => `    server 127.0.0.1:${p} max_fails=1 fail_timeout=2s;`).join("\n");
+  // max_fails=0 as docs/deploy.md "nginx" says: a refused connection is retried on the other
+  // instance, and no instance is ever marked down (a long session stream would keep it down).
+  const servers = backendPorts.map((p) => `    server 127.0.0.1:${p} max_fails=0;`).join("\n");
   return template.replace("@LISTEN@", `127.0.0.1:${listenPort}`).replace("@SERVERS@", servers);
 }
 

@@ -2,7 +2,10 @@
  * Scale-out behind nginx (issue 15): two real `mcp serve` processes on one private Redis behind a
  * real nginx (round-robin, grpc_pass h2c to the backends, no stickiness — the config is
  * docs/deploy/nginx.conf). The reconnecting TS client's session stream passes through nginx and
- * resumes on the other instance after its holder is SIGKILLed; unary Execute passes with both
+ * resumes on the other instance after its holder is SIGKILLed, then after its holder is
+ * SIGTERMed (drained) — in that order on one nginx: the second failover finds the instance
+ * restarted after the first, which nginx's default `max_fails` would still hold out (502 "no live
+ * upstreams", docs/deploy.md "nginx"); unary Execute passes with both
  * protocols and a message above nginx's default body limit; with both backends down the client
  * gets `TRANSPORT connection_lost`, retryable.
  */
@@ -41,9 +44,11 @@ describe.runIf(ok)("two mcp serve instances on one Redis behind nginx", () => {
     await x?.stop();
   });
 
-  test("SIGKILL of the instance holding a session: the client resumes through nginx on the other; every call settles once; the watch continues", async () => {
-    await resumesAfterHolderGoes(x, "SIGKILL", "nginx-killed");
-  }, 90_000);
+  for (const signal of ["SIGKILL", "SIGTERM"] as const) {
+    test(`${signal} of the instance holding a session: the client resumes through nginx on the other; every call settles once; the watch continues`, async () => {
+      await resumesAfterHolderGoes(x, signal, `nginx-${signal}`);
+    }, 90_000);
+  }
 
   for (const protocol of ["connect", "grpc"] as const) {
     test(`unary Execute through nginx (${protocol}), also with a 2 MiB message (above nginx's default 1 MiB body limit)`, async () => {
