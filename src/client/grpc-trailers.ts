@@ -23,8 +23,14 @@ export function trailerError(h: IncomingHttpHeaders): ConnectError | undefined {
   return findTrailerError(toHeaders(h));
 }
 
-/** A response whose HTTP status is not 200: no gRPC server answered `where`. */
+/**
+ * A response whose HTTP status is not 200: no gRPC server answered `where`. 413 is a proxy's
+ * body limit (nginx's client_max_body_size): resource_exhausted with "larger than", which the
+ * client maps to TRANSPORT message_too_large (PROTOCOL.md §7; gRPC's own HTTP mapping has no 413
+ * and would say unknown) — sending it again cannot help.
+ */
 export function httpStatusError(status: number | undefined, where: string): ConnectError {
+  if (status === 413) return new ConnectError(`HTTP 413 from ${where}: the request is larger than a proxy on the way accepts`, Code.ResourceExhausted);
   return new ConnectError(`HTTP ${String(status)} from ${where}`, status === 404 ? Code.Unimplemented : Code.Unavailable);
 }
 

@@ -93,7 +93,12 @@ export function createH2GrpcTransport(options: H2GrpcTransportOptions): Transpor
         let timer: ReturnType<typeof setTimeout> | undefined;
         const fail = (err: ConnectError) => {
           failure ??= err;
+          if (stream.destroyed) return;
           if (!stream.closed) stream.close(constants.NGHTTP2_CANCEL);
+          // close() alone never emits 'close' while request bytes wait on a flow-control window
+          // the peer will not open again (nginx answering 413 without reading a 2 MiB body):
+          // node waits for that write to drain. destroy() drops it; the RST_STREAM is queued.
+          stream.destroy();
         };
         const onAbort = () => fail(ConnectError.from(signal?.reason, Code.Canceled));
         signal?.addEventListener("abort", onAbort, { once: true });

@@ -4,6 +4,8 @@
  * the caller as the same McpError the Connect transport gives (PROTOCOL.md §7).
  */
 import { execFile } from "node:child_process";
+import { constants, createServer as createHttp2Server, type Http2Server, type ServerHttp2Session } from "node:http2";
+import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { createClient } from "@connectrpc/connect";
@@ -117,4 +119,39 @@ describe("the transport's own failures", () => {
     const { stdout } = await promisify(execFile)(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { timeout: 20_000 });
     expect(JSON.parse(stdout)).toEqual({ text: "bye" });
   });
+});
+
+describe("a non-200 answer that is not gRPC (a proxy's own error page)", () => {
+  let proxy: Http2Server;
+  const sessions = new Set<ServerHttp2Session>();
+  let url: string;
+  beforeAll(async () => {
+    // As nginx answers a body over client_max_body_size: 413, an HTML page, and RST_STREAM
+    // NO_ERROR without reading the request's body (RFC 9113 §8.1), so the rest of a large one
+    // waits on a flow-control window that never opens.
+    proxy = createHttp2Server();
+    proxy.on("session", (s) => sessions.add(s));
+    proxy.on("stream", (stream) => {
+      stream.on("error", () => {});
+      stream.respond({ ":status": 413, "content-type": "text/html" });
+      stream.write("<html><body><h1>413 Request Entity Too Large</h1></body></html>");
+      stream.close(constants.NGHTTP2_NO_ERROR);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+    url = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    for (const s of sessions) s.destroy();
+    await new Promise<void>((resolve) => proxy.close(() => resolve()));
+  });
+
+  for (const size of [10, 2 * 1024 * 1024]) {
+    test(`HTTP 413 to a ${size}-byte request → TRANSPORT message_too_large, not retryable, not a hang`, async () => {
+      const client = createMcpClient({ baseUrl: url, token, protocol: "grpc" });
+      const e = await mcpFailure(client.call("echo", { text: "x".repeat(size) }));
+      expect([e.kind, e.code, e.retryable], e.message).toEqual(["TRANSPORT", "message_too_large", false]);
+      expect(e.message).toContain("HTTP 413");
+      client.close();
+    });
+  }
 });
