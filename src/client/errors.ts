@@ -28,6 +28,10 @@ export function fromConnectError(reason: unknown): McpError | undefined {
     // ECONNREFUSED / ECONNRESET here): a lost connection, worth retrying.
     case Code.Unavailable:
       return new McpError("connection_lost", reason.rawMessage, { cause: reason });
+    // connect-es's word for a non-200 answer without a Connect error body is "HTTP <status>",
+    // coded by an HTTP mapping that has no 413: a proxy's body limit, as in grpc-trailers.ts.
+    case Code.Unknown:
+      return /^HTTP 413\b/.test(reason.rawMessage) ? new McpError("message_too_large", `${reason.rawMessage}: the request is larger than a proxy on the way accepts`, { cause: reason }) : undefined;
     default:
       return undefined;
   }

@@ -159,20 +159,21 @@ export async function startHaproxy(dir: string, frontendPort: number, backendPor
 }
 
 /** The nginx configuration of docs/deploy/nginx.conf for a listen port and backend ports. */
-export function nginxConfig(listenPort: number, backendPorts: readonly number[]): string {
+export function nginxConfig(listenPort: number, backendPorts: readonly number[], edit: (conf: string) => string = (c) => c): string {
   const template = readFileSync(join(REPO, "docs/deploy/nginx.conf"), "utf8");
   // max_fails=0 as docs/deploy.md "nginx" says: a refused connection is retried on the other
   // instance, and no instance is ever marked down (a long session stream would keep it down).
   const servers = backendPorts.map((p) => `    server 127.0.0.1:${p} max_fails=0;`).join("\n");
-  return template.replace("@LISTEN@", `127.0.0.1:${listenPort}`).replace("@SERVERS@", servers);
+  return edit(template.replace("@LISTEN@", `127.0.0.1:${listenPort}`).replace("@SERVERS@", servers));
 }
 
 /**
  * Runs nginx in the foreground (`-p dir -g 'daemon off;'`) with `nginxConfig(...)` included
- * from a main configuration whose pid file, logs and temp paths are all in `dir`.
+ * from a main configuration whose pid file, logs and temp paths are all in `dir`. `edit` changes
+ * the configuration (a test of one setting).
  */
-export async function startNginx(dir: string, listenPort: number, backendPorts: readonly number[]): Promise<Proc> {
-  writeFileSync(join(dir, "mcp.conf"), nginxConfig(listenPort, backendPorts));
+export async function startNginx(dir: string, listenPort: number, backendPorts: readonly number[], edit?: (conf: string) => string): Promise<Proc> {
+  writeFileSync(join(dir, "mcp.conf"), nginxConfig(listenPort, backendPorts, edit));
   const main = join(dir, "nginx.conf");
   writeFileSync(
     main,

@@ -13,7 +13,8 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { createMcpClient } from "../../src/client/index.js";
 import { eventually } from "../helpers/eventually.js";
 import { mcpFailure } from "../helpers/mcp-failure.js";
-import { haveProgram, startScaleout, type Scaleout } from "./scaleout-fixtures.js";
+import { tempDir } from "./helpers.js";
+import { freePort, haveProgram, startNginx, startScaleout, type Scaleout } from "./scaleout-fixtures.js";
 import { resumesAfterHolderGoes } from "./scaleout-resume.js";
 
 const SECRET = "scaleout-nginx-secret-0123456789-0123456789";
@@ -59,6 +60,25 @@ describe.runIf(ok)("two mcp serve instances on one Redis behind nginx", () => {
       client.close();
     }, 30_000);
   }
+
+  test("a unary Execute above client_max_body_size (1k here): nginx's HTTP 413 → TRANSPORT message_too_large at once, not retryable", async () => {
+    const d = await tempDir("mcp-nginx-413-");
+    const port = await freePort();
+    const backends = x.instances.map((i) => Number(new URL(i.url).port));
+    const nginx = await startNginx(d.path, port, backends, (c) => c.replace("client_max_body_size 0;", "client_max_body_size 1k;"));
+    try {
+      for (const protocol of ["grpc", "connect"] as const) {
+        const client = createMcpClient({ baseUrl: `http://127.0.0.1:${port}`, token: await x.token(), protocol });
+        expect(await client.call("echo", { text: "small" }), protocol).toEqual({ text: "small" });
+        const err = await mcpFailure(client.call("echo", { text: "x".repeat(2 * 1024 * 1024) }));
+        expect([err.kind, err.code, err.retryable], `${protocol}: ${err.message}`).toEqual(["TRANSPORT", "message_too_large", false]);
+        client.close();
+      }
+    } finally {
+      await nginx.stop();
+      await d.remove();
+    }
+  }, 30_000);
 
   test("both backends down: unary Execute and connect() through nginx fail with TRANSPORT connection_lost, retryable", async () => {
     await Promise.all(x.instances.map((i) => i.close()));
