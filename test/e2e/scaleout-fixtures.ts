@@ -164,7 +164,7 @@ export function nginxConfig(listenPort: number, backendPorts: readonly number[],
   // max_fails=0 as docs/deploy.md "nginx" says: a refused connection is retried on the other
   // instance, and no instance is ever marked down (a long session stream would keep it down).
   const servers = backendPorts.map((p) => `    server 127.0.0.1:${p} max_fails=0;`).join("\n");
-  return edit(template.replace("@LISTEN@", `127.0.0.1:${listenPort}`).replace("@SERVERS@", servers));
+  return edit(template.replace("@LISTEN@", `127.0.0.1:${listenPort}`).replaceAll("@SERVERS@", servers));
 }
 
 /**

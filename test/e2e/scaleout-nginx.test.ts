@@ -9,13 +9,37 @@
  * protocols and a message above nginx's default body limit; with both backends down the client
  * gets `TRANSPORT connection_lost`, retryable.
  */
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { connect } from "node:http2";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import { createMcpClient } from "../../src/client/index.js";
 import { eventually } from "../helpers/eventually.js";
 import { mcpFailure } from "../helpers/mcp-failure.js";
 import { tempDir } from "./helpers.js";
 import { freePort, haveProgram, startNginx, startScaleout, type Scaleout } from "./scaleout-fixtures.js";
 import { resumesAfterHolderGoes } from "./scaleout-resume.js";
+
+/** GET `path` over HTTP/2 with prior knowledge (nginx's cleartext `listen … http2` speaks nothing else). */
+async function h2get(base: string, path: string): Promise<{ status: number; text: string }> {
+  const session = connect(base);
+  try {
+    return await new Promise((resolve, reject) => {
+      const req = session.request({ ":path": path });
+      let status = 0;
+      let text = "";
+      req.setEncoding("utf8");
+      req.on("response", (h) => (status = Number(h[":status"])));
+      req.on("data", (c: string) => (text += c));
+      req.on("end", () => resolve({ status, text }));
+      req.on("error", reject);
+      req.end();
+    });
+  } finally {
+    session.close();
+  }
+}
 
 const SECRET = "scaleout-nginx-secret-0123456789-0123456789";
 const ok = haveProgram("nginx") && haveProgram("redis-server");
@@ -60,6 +84,39 @@ describe.runIf(ok)("two mcp serve instances on one Redis behind nginx", () => {
       client.close();
     }, 30_000);
   }
+
+  test("gRPC health through nginx: SERVING; a Watch on the instance SIGTERMed says NOT_SERVING, Checks meanwhile are answered by the other; /readyz beside gRPC", async () => {
+    const health = createClient(Health, createGrpcTransport({ baseUrl: x.lb }));
+    for (const service of ["", "mcp.v1.SessionService"]) expect((await health.check({ service })).status, service).toBe(ServingStatus.SERVING);
+    // /readyz goes through `location /` (proxy_pass, HTTP/1.1 to the instances), interleaved with
+    // gRPC (grpc_pass, HTTP/2): with one upstream for both, nginx handed a cached HTTP/2
+    // connection to /readyz, which hung (docs/deploy/nginx.conf "mcp_http").
+    for (let k = 0; k < 4; k++) {
+      expect(await h2get(x.lb, "/readyz")).toEqual({ status: 200, text: "ready\n" });
+      expect((await health.check({ service: "" })).status).toBe(ServingStatus.SERVING);
+    }
+    // Round-robin: two consecutive Watches go to different instances, one of them to instance 0.
+    const watches = [0, 1].map(() => {
+      const ac = new AbortController();
+      const seen: ServingStatus[] = [];
+      const done = (async () => {
+        for await (const r of health.watch({ service: "" }, { signal: ac.signal })) seen.push(r.status);
+      })().catch(() => {}); // ends with an error when its instance goes, or when aborted
+      return { ac, seen, done };
+    });
+    await eventually(() => watches.every((w) => w.seen.length === 1), "both Watches to say SERVING");
+    expect(watches.map((w) => w.seen)).toEqual([[ServingStatus.SERVING], [ServingStatus.SERVING]]);
+    const exited = new Promise((r) => x.instances[0]!.proc.once("exit", r));
+    x.instances[0]!.proc.kill("SIGTERM");
+    await eventually(() => watches.some((w) => w.seen.includes(ServingStatus.NOT_SERVING)), "a Watch to say NOT_SERVING", 10_000);
+    // The draining instance refuses new connections: nginx sends each Check to the other one.
+    for (let k = 0; k < 4; k++) expect((await health.check({ service: "" })).status).toBe(ServingStatus.SERVING);
+    await exited;
+    for (const w of watches) w.ac.abort();
+    await Promise.all(watches.map((w) => w.done));
+    expect(watches.map((w) => w.seen).sort((a, b) => b.length - a.length)).toEqual([[ServingStatus.SERVING, ServingStatus.NOT_SERVING], [ServingStatus.SERVING]]);
+    await x.startInstance(0);
+  }, 60_000);
 
   test("a unary Execute above client_max_body_size (1k here): nginx's HTTP 413 → TRANSPORT message_too_large at once, not retryable", async () => {
     const d = await tempDir("mcp-nginx-413-");
