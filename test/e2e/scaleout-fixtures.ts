@@ -133,7 +133,7 @@ export async function startRedisCluster(dir: string): Promise<{ ports: number[];
   };
 }
 
-/** How HAProxy reaches the instances: h2c, or TLS verified against `caFile` (so a session may be HIGH). */
+/** How the balancer reaches the instances: h2c, or TLS verified against `caFile` (so a session may be HIGH). */
 export interface BackendTls {
   caFile: string;
 }
@@ -158,22 +158,36 @@ export async function startHaproxy(dir: string, frontendPort: number, backendPor
   return p;
 }
 
+/** How nginx is started: `edit` changes its configuration (a test of one setting); `tls` as for HAProxy. */
+export interface NginxOptions {
+  edit?: (conf: string) => string;
+  tls?: BackendTls;
+}
+
 /** The nginx configuration of docs/deploy/nginx.conf for a listen port and backend ports. */
-export function nginxConfig(listenPort: number, backendPorts: readonly number[], edit: (conf: string) => string = (c) => c): string {
+export function nginxConfig(listenPort: number, backendPorts: readonly number[], options: NginxOptions = {}): string {
   const template = readFileSync(join(REPO, "docs/deploy/nginx.conf"), "utf8");
   // max_fails=0 as docs/deploy.md "nginx" says: a refused connection is retried on the other
   // instance, and no instance is ever marked down (a long session stream would keep it down).
   const servers = backendPorts.map((p) => `    server 127.0.0.1:${p} max_fails=0;`).join("\n");
-  return edit(template.replace("@LISTEN@", `127.0.0.1:${listenPort}`).replaceAll("@SERVERS@", servers));
+  let conf = template.replace("@LISTEN@", `127.0.0.1:${listenPort}`).replaceAll("@SERVERS@", servers);
+  const tls = options.tls;
+  if (tls !== undefined) {
+    // TLS to the instances, verified (docs/deploy.md "nginx": so a session may be HIGH).
+    const verify = (m: string) => `${m}_ssl_verify on;\n        ${m}_ssl_trusted_certificate ${tls.caFile};\n        ${m}_ssl_name localhost;`;
+    conf = conf
+      .replace("grpc_pass grpc://mcp_servers;", `grpc_pass grpcs://mcp_servers;\n        ${verify("grpc")}`)
+      .replace("proxy_pass http://mcp_http;", `proxy_pass https://mcp_http;\n        ${verify("proxy")}`);
+  }
+  return (options.edit ?? ((c) => c))(conf);
 }
 
 /**
  * Runs nginx in the foreground (`-p dir -g 'daemon off;'`) with `nginxConfig(...)` included
- * from a main configuration whose pid file, logs and temp paths are all in `dir`. `edit` changes
- * the configuration (a test of one setting).
+ * from a main configuration whose pid file, logs and temp paths are all in `dir`.
  */
-export async function startNginx(dir: string, listenPort: number, backendPorts: readonly number[], edit?: (conf: string) => string): Promise<Proc> {
-  writeFileSync(join(dir, "mcp.conf"), nginxConfig(listenPort, backendPorts, edit));
+export async function startNginx(dir: string, listenPort: number, backendPorts: readonly number[], options: NginxOptions = {}): Promise<Proc> {
+  writeFileSync(join(dir, "mcp.conf"), nginxConfig(listenPort, backendPorts, options));
   const main = join(dir, "nginx.conf");
   writeFileSync(
     main,
@@ -223,13 +237,12 @@ export interface Scaleout {
 }
 
 /**
- * Starts Redis, `count` instances and the balancer (`balancer`, default HAProxy). With `tls`
- * (HAProxy only), the instances speak TLS and HAProxy verifies them (sessions may be HIGH, e.g.
+ * Starts Redis, `count` instances and the balancer (`balancer`, default HAProxy). With `tls`,
+ * the instances speak TLS and the balancer verifies them (sessions may be HIGH, e.g.
  * for `exec`; tokens then carry `mcp_level: high`).
  */
 export async function startScaleout(options: { secret: string; tls?: boolean; args?: readonly string[]; count?: number; balancer?: Balancer }): Promise<Scaleout> {
   const balancer = options.balancer ?? "haproxy";
-  if (balancer === "nginx" && options.tls === true) throw new Error("startScaleout: tls is tested with HAProxy only");
   const d = await tempDir("mcp-scaleout-");
   const cert = options.tls === true ? await selfSignedCert(d.path) : undefined;
   const redisPort = await freePort();
@@ -250,7 +263,9 @@ export async function startScaleout(options: { secret: string; tls?: boolean; ar
   await Promise.all(ports.map((_, i) => startInstance(i)));
   const lbPort = await freePort();
   const lbProc =
-    balancer === "nginx" ? await startNginx(d.path, lbPort, ports) : await startHaproxy(d.path, lbPort, ports, cert === undefined ? undefined : { caFile: cert.cert });
+    balancer === "nginx"
+      ? await startNginx(d.path, lbPort, ports, cert === undefined ? {} : { tls: { caFile: cert.cert } })
+      : await startHaproxy(d.path, lbPort, ports, cert === undefined ? undefined : { caFile: cert.cert });
   const s: Scaleout = {
     dir: d.path,
     lb: `http://127.0.0.1:${lbPort}`,

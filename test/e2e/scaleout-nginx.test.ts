@@ -5,18 +5,27 @@
  * resumes on the other instance after its holder is SIGKILLed, then after its holder is
  * SIGTERMed (drained) — in that order on one nginx: the second failover finds the instance
  * restarted after the first, which nginx's default `max_fails` would still hold out (502 "no live
- * upstreams", docs/deploy.md "nginx"); unary Execute passes with both
- * protocols and a message above nginx's default body limit; with both backends down the client
- * gets `TRANSPORT connection_lost`, retryable.
+ * upstreams", docs/deploy.md "nginx"); gRPC health through nginx, also while an instance drains;
+ * unary Execute passes with both protocols and a message above nginx's default body limit, and
+ * fails with `TRANSPORT message_too_large` above a small one (nginx's 413); with both backends
+ * down the client gets `TRANSPORT connection_lost`, retryable. With TLS from nginx to the
+ * instances (grpcs, HIGH sessions), a Cancel reaches the instance running an `exec` after the
+ * session moved.
  */
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { existsSync, readFileSync } from "node:fs";
 import { connect } from "node:http2";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
+import { ErrorKind } from "../../gen/mcp/v1/error_pb.js";
+import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { createMcpClient } from "../../src/client/index.js";
+import { args, errorOf, openReader, sessionIdOf, type SessionReader } from "../helpers/command-tools.js";
 import { eventually } from "../helpers/eventually.js";
 import { mcpFailure } from "../helpers/mcp-failure.js";
+import { handshake } from "../helpers/server.js";
 import { tempDir } from "./helpers.js";
 import { freePort, haveProgram, startNginx, startScaleout, type Scaleout } from "./scaleout-fixtures.js";
 import { resumesAfterHolderGoes } from "./scaleout-resume.js";
@@ -122,7 +131,7 @@ describe.runIf(ok)("two mcp serve instances on one Redis behind nginx", () => {
     const d = await tempDir("mcp-nginx-413-");
     const port = await freePort();
     const backends = x.instances.map((i) => Number(new URL(i.url).port));
-    const nginx = await startNginx(d.path, port, backends, (c) => c.replace("client_max_body_size 0;", "client_max_body_size 1k;"));
+    const nginx = await startNginx(d.path, port, backends, { edit: (c) => c.replace("client_max_body_size 0;", "client_max_body_size 1k;") });
     try {
       for (const protocol of ["grpc", "connect"] as const) {
         const client = createMcpClient({ baseUrl: `http://127.0.0.1:${port}`, token: await x.token(), protocol });
@@ -148,4 +157,52 @@ describe.runIf(ok)("two mcp serve instances on one Redis behind nginx", () => {
       client.close();
     }
   }, 30_000);
+});
+
+describe.runIf(ok)("Cancel through nginx with TLS to the instances (grpcs, so the session is HIGH and may run exec)", () => {
+  let x: Scaleout;
+  beforeAll(async () => {
+    x = await startScaleout({ secret: SECRET, balancer: "nginx", tls: true, args: ["--exec-enabled", "--resume-ttl-ms", "30000"] });
+  }, 90_000);
+  afterAll(async () => {
+    await x?.stop();
+  });
+  const hello = (tok: string, extra: Parameters<typeof handshake>[1] = {}) => handshake(tok, { securityLevel: SecurityLevel.HIGH, ...extra });
+
+  test("a Cancel sent after the session moved to the other instance stops the program on the one running it; one cancelled Response", async () => {
+    const tok = await x.token();
+    const marker = join(x.dir, "nginx-cancel.marker");
+    const script = `trap 'echo term > ${marker}; exit 3' TERM; echo started; sleep 60 & wait`;
+    const r = await openReader(x.lb, hello(tok));
+    const sessionId = sessionIdOf(r);
+    const runner = await x.holderOf(sessionId);
+    expect(runner).toBeGreaterThanOrEqual(0);
+    r.send({ case: "command", value: { id: "long", tool: "exec", payload: args({ argv: ["sh", "-c", script] }), timeoutMs: 120_000 } });
+    await r.waitFor((m) => m.message.case === "event" && m.message.value.type === "command.output", "the program to start", 15_000);
+    let lastSeq = r.messages.at(-1)!.seq;
+    r.close();
+    // Round-robin sends the next stream to the other instance; one that lands on the runner
+    // again is an ordinary resume there: break it and try again (bounded).
+    let again: SessionReader | undefined;
+    for (let attempt = 0; attempt < 6 && again === undefined; attempt++) {
+      const s = await openReader(x.lb, hello(tok, { resume: { sessionId, lastSeq } }));
+      const hr = await s.waitFor((m) => m.message.case === "handshakeResult" || m.message.case === "error", "the resumed HandshakeResult", 15_000);
+      expect(hr.message.case === "handshakeResult" && hr.message.value).toMatchObject({ sessionId, resumed: true });
+      await eventually(async () => (await x.holderOf(sessionId)) >= 0, "the session to be held again");
+      if ((await x.holderOf(sessionId)) !== runner) again = s;
+      else {
+        lastSeq = s.messages.at(-1)!.seq;
+        s.close();
+      }
+    }
+    if (again === undefined) throw new Error("nginx never sent the resume to the other instance");
+    again.send({ case: "cancel", value: { commandId: "long" } });
+    const cancelled = await again.response("long", 15_000);
+    expect([errorOf(cancelled)?.kind, errorOf(cancelled)?.code]).toEqual([ErrorKind.COMMAND, "cancelled"]);
+    // The program on the runner got its SIGTERM: the tool's AbortSignal fired there.
+    await eventually(() => existsSync(marker) && readFileSync(marker, "utf8").trim() === "term", "the program's SIGTERM trap to write its marker");
+    await again.roundTrip(10_000);
+    expect(again.responsesOf("long").map((m) => errorOf(m)?.code ?? "output")).toEqual(["cancelled"]);
+    again.close();
+  }, 90_000);
 });
