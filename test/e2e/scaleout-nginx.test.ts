@@ -19,6 +19,7 @@ import { connect } from "node:http2";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
+import { ServerReflection } from "../../gen/grpc/reflection/v1/reflection_pb.js";
 import { ErrorKind } from "../../gen/mcp/v1/error_pb.js";
 import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { createMcpClient } from "../../src/client/index.js";
@@ -126,6 +127,18 @@ describe.runIf(ok)("two mcp serve instances on one Redis behind nginx", () => {
     expect(watches.map((w) => w.seen).sort((a, b) => b.length - a.length)).toEqual([[ServingStatus.SERVING, ServingStatus.NOT_SERVING], [ServingStatus.SERVING]]);
     await x.startInstance(0);
   }, 60_000);
+
+  test("gRPC reflection through nginx (a bidi stream on grpc_pass) lists the services", async () => {
+    const reflection = createClient(ServerReflection, createGrpcTransport({ baseUrl: x.lb }));
+    async function* listServices() {
+      yield { host: "", messageRequest: { case: "listServices" as const, value: "" } };
+    }
+    const names: string[] = [];
+    for await (const r of reflection.serverReflectionInfo(listServices())) {
+      if (r.messageResponse.case === "listServicesResponse") names.push(...r.messageResponse.value.service.map((x) => x.name));
+    }
+    expect(names).toEqual(expect.arrayContaining(["mcp.v1.SessionService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]));
+  }, 30_000);
 
   test("a unary Execute above client_max_body_size (1k here): nginx's HTTP 413 → TRANSPORT message_too_large at once, not retryable", async () => {
     const d = await tempDir("mcp-nginx-413-");
