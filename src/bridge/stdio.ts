@@ -70,7 +70,7 @@ export async function startStdioBridge(options: StdioBridgeOptions): Promise<Std
     stopped = true;
     stdin.removeListener("end", onEnd);
     await handle.close().catch(onerror);
-    session.close();
+    await session.close();
     finish(reason);
   }
   // The stdio binding: a client that closes our stdin is done with us.

@@ -318,7 +318,7 @@ async function call(client: McpClient, url: string, positionals: string[], timeo
     process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
     return 0;
   } finally {
-    session.close();
+    await session.close();
   }
 }
 

@@ -67,10 +67,10 @@ export interface McpClient {
   /** HTTP/2 connections the sessions hold now (0 with a caller's own `transport`). */
   readonly sessionConnections: number;
   /**
-   * Closes every session opened by this client (as `McpSession.close()` does: the server keeps
-   * them for resume) and their connections. Unary calls still work; `connect()` opens afresh.
+   * Closes every session opened by this client for good (as `McpSession.close()` does), then
+   * their connections; resolves once that is done. Unary calls still work; `connect()` opens afresh.
    */
-  close(): void;
+  close(): Promise<void>;
 }
 
 /** Creates a client. */
@@ -116,9 +116,11 @@ export function createMcpClient(options: McpClientOptions): McpClient {
     get sessionConnections() {
       return channel?.connections ?? 0;
     },
-    close() {
-      for (const s of [...sessions]) s.close();
+    async close() {
+      const closing = [...sessions].map((s) => s.close());
       sessions.clear();
+      // After the sessions' SessionClose went out and the server ended their streams.
+      await Promise.all(closing);
       channel?.close();
     },
   };

@@ -119,6 +119,11 @@ export function h2SessionStream(options: H2SessionStreamOptions): OpenSessionStr
       if (!over) frames.push(chunk);
     });
 
+    // The server ended the RPC (trailers): nothing we send can matter now. Ending our side too
+    // lets node close the stream at once instead of when the server resets the half-open stream.
+    stream.once("end", () => {
+      if (!stream.writableEnded) stream.end();
+    });
     stream.once("close", () => {
       const connectionError = opened.connectionError();
       if (failure === undefined && connectionError instanceof Error) {

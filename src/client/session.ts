@@ -96,6 +96,12 @@ export interface SessionOptions {
    * @default undefined
    */
   signal?: AbortSignal;
+  /**
+   * How long `close()` waits, in ms, for the server to end the stream after `SessionClose`
+   * before it drops the stream itself (the server then ends the session by its resume window).
+   * @default 2000
+   */
+  closeTimeoutMs?: number;
 }
 
 /** Options of one call on a session. */
@@ -167,8 +173,15 @@ export interface McpSession {
   holdReading(): () => void;
   /** Resolves when the session is closed for good; with the error that ended it, if any. */
   readonly closed: Promise<McpError | undefined>;
-  /** Ends the session's stream (the server keeps the session for resume) and stops reconnecting. */
-  close(): void;
+  /**
+   * Closes the session for good: every pending call rejects at once with `COMMAND cancelled`,
+   * reconnecting stops, and the server is told (`SessionClose`): it cancels the session's running
+   * commands, releases its context leases and forgets it. Resolves when the server has ended the
+   * stream (at most `SessionOptions.closeTimeoutMs` later). When the stream is down at the time,
+   * the server ends the session once its resume window passes. `{ resumable: true }` only ends
+   * the stream and leaves the session on the server for a later `connect({ resume })`.
+   */
+  close(options?: { resumable?: boolean }): Promise<void>;
 }
 
 /** A batch as sent, shared by its commands' pending entries so a re-send keeps it one batch. */
@@ -269,6 +282,7 @@ function streamEndError(reason: unknown): McpError {
 /** Opens a session over `openStream` and completes its first Handshake. */
 export async function openSession(openStream: OpenSessionStream, initialToken: string | undefined, o: SessionOptions): Promise<McpSession> {
   const reconnect: ResolvedReconnectOptions | undefined = o.reconnect === false ? undefined : resolveReconnectOptions(o.reconnect);
+  const closeTimeoutMs = o.closeTimeoutMs ?? 2000;
   const pendingResponses = new Map<string, PendingCommand>();
   const pendingUpdates = new Map<string, PendingUpdate>();
   const pendingSyncs = new Map<string, PendingSync[]>();
@@ -286,6 +300,8 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
   let token = initialToken;
   let link: Link = { kind: "connecting" };
   let current: SessionStream | undefined;
+  /** The stream a SessionClose went on, until the server ends it (close()). */
+  let closingStream: { stream: SessionStream; done: () => void } | undefined;
   let handshake: HandshakeResult | undefined;
   /** call() sends `arguments_json` (SessionOptions.jsonText, confirmed by the server). */
   let argumentsAsText = false;
@@ -386,6 +402,7 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
           if (s === current) onMessage(m);
         },
         end(reason) {
+          if (closingStream?.stream === s) closingStream.done();
           if (s !== current) return;
           current = undefined;
           onStreamEnd(reason);
@@ -975,8 +992,28 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
       return uploadChunks(this, { tool, payload: { case: "arguments", value: args } }, source, co);
     },
     closed,
-    close() {
+    close(co = {}) {
+      const open = link.kind === "open" && co.resumable !== true ? current : undefined;
+      if (open === undefined) {
+        finish(undefined);
+        return Promise.resolve();
+      }
+      // Taken off the session first, so finish() leaves it open for the SessionClose to go out.
+      const s = open;
+      current = undefined;
+      s.send(payload({ case: "close", value: {} }));
       finish(undefined);
+      return new Promise<void>((resolve) => {
+        const timer = setTimeout(done, closeTimeoutMs);
+        timer.unref();
+        closingStream = { stream: s, done };
+        function done() {
+          clearTimeout(timer);
+          closingStream = undefined;
+          s.close();
+          resolve();
+        }
+      });
     },
   };
 }

@@ -108,6 +108,8 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
   let handshakeSettled: Promise<void> = Promise.resolve();
   /** Updates, syncs and authentications started and not answered yet (a drain waits for them). */
   let pendingReplies = 0;
+  /** Set once the client sent SessionClose: the session ends for good when pendingReplies is 0. */
+  let closing: Session | undefined;
   /** Set while `endRequests` waits for the last answers: called once everything is answered. */
   let drainWaiter: (() => void) | undefined;
   let drainCheckScheduled = false;
@@ -243,7 +245,7 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
       case "bound":
         // Late frames of a stream another one took over: the resumed stream's client re-sends
         // them (counted by `received`), so running them here too would run them twice.
-        if (!state.session.isAttachedTo(self)) return;
+        if (!state.session.isAttachedTo(self) || closing !== undefined) return;
         state.session.received++;
         dispatch(state.session, state.respond, msg);
     }
@@ -383,6 +385,9 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
         if (refused !== undefined) sendError(session, refused);
         return;
       }
+      case "close":
+        closing = session;
+        return endIfClosing();
       case "handshake":
         return sendError(session, new McpError("invalid_message", "the session already completed its Handshake"));
       case undefined:
@@ -394,6 +399,16 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
   function replied(): void {
     pendingReplies--;
     answered();
+    endIfClosing();
+  }
+
+  /**
+   * SessionClose: once the updates and authentications it sent are answered (a lease put in
+   * flight lands before the session's leases are released), the session ends for good. Its
+   * commands are aborted then, with no Response: the client is gone.
+   */
+  function endIfClosing(): void {
+    if (closing !== undefined && pendingReplies === 0) closing.close(new McpError("cancelled", `session ${closing.id} was closed by its client`), false);
   }
 
   function authenticateSession(session: Session, token: string): void {

@@ -383,10 +383,13 @@ export class Session {
     this.init.onClosed(this);
   }
 
-  /** Ends the session for good: the client is told why, commands aborted, watches stopped, stream closed. */
-  close(reason: McpError): void {
+  /**
+   * Ends the session for good: the client is told why (unless it asked for the end itself,
+   * `tell = false`), commands aborted, watches stopped, stream closed.
+   */
+  close(reason: McpError, tell = true): void {
     if (this.state.kind === "closed") return;
-    this.emit({ case: "error", value: toProtoError(reason) });
+    if (tell) this.emit({ case: "error", value: toProtoError(reason) });
     this.setState({ kind: "closed", reason });
     this.runner.abortAll(reason);
     for (const w of this.watches.values()) w.abort(reason);

@@ -211,7 +211,7 @@ describe("resume", () => {
     pending.catch(() => {});
     await probe.startedOnce(id);
     const lastSeq = s.lastSeq;
-    s.close();
+    void s.close({ resumable: true });
     await s.closed;
     for (let i = 0; t.server.core.sessions.get(s.sessionId)?.connected !== false; i++) {
       if (i > 500) throw new Error("the server never detached the session");

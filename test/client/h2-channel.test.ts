@@ -109,9 +109,9 @@ describe("sessions sharing one HTTP/2 connection", () => {
     const client = createMcpClient({ baseUrl: proxy.url, token: await t.token() });
     const [a, b, c] = await Promise.all([client.connect(), client.connect(), client.connect()]);
     const ids = [a!.sessionId, b!.sessionId, c!.sessionId];
-    a!.close();
+    await a!.close();
     expect(await a!.closed).toBeUndefined();
-    await eventually(() => t.server.core.sessions.get(ids[0]!)?.connected === false, "the closed session to detach on the server");
+    expect(t.server.core.sessions.has(ids[0]!)).toBe(false); // closed for good: gone on the server
     expect(await b!.call("echo", { text: "b" })).toMatchObject({ text: "b" });
     expect(await c!.call("echo", { text: "c" })).toMatchObject({ text: "c" });
     expect(t.server.core.sessions.get(ids[1]!)?.connected).toBe(true);

@@ -76,13 +76,20 @@ describe("node:http2 session stream lifecycle", () => {
     expect(err).toMatchObject({ kind: "SECURITY" });
   });
 
-  test("close() ends the stream cleanly and the server detaches the session", async () => {
+  test("close({ resumable: true }) ends the stream cleanly and the server detaches the session", async () => {
     const s = await createMcpClient({ baseUrl: t.url, token: await t.token() }).connect();
     const id = s.sessionId;
     expect(t.server.core.sessions.get(id)?.connected).toBe(true);
-    s.close();
+    void s.close({ resumable: true });
     expect(await s.closed).toBeUndefined();
     await eventually(() => t.server.core.sessions.get(id)?.connected === false, "the session to detach");
+  });
+
+  test("close() ends the session on the server before it resolves", async () => {
+    const s = await createMcpClient({ baseUrl: t.url, token: await t.token() }).connect({ closeTimeoutMs: 600_000 });
+    const id = s.sessionId;
+    await s.close();
+    expect(t.server.core.sessions.has(id)).toBe(false);
   });
 
   test("an aborted signal closes the stream; calls after it reject", async () => {

@@ -309,7 +309,7 @@ describe("connect({ resume }) from another session object", () => {
     await probe.startedOnce(id);
     const resume = { sessionId: s1.sessionId, lastSeq: s1.lastSeq, commandIds: s1.pendingCommandIds };
     expect(resume.commandIds).toEqual([id]);
-    s1.close();
+    void s1.close({ resumable: true });
     await eventually(() => t.server.core.sessions.get(resume.sessionId)?.connected === false, "the server to detach the session");
     probe.release(id);
     await eventually(() => probe.finished.includes(id), "the command to finish while away");
@@ -329,7 +329,7 @@ describe("connect({ resume }) from another session object", () => {
     const s1 = await client.connect({ reconnect: false });
     await s1.call("echo", { text: "one" });
     const sessionId = s1.sessionId;
-    s1.close();
+    void s1.close({ resumable: true });
     await eventually(() => t.server.core.sessions.get(sessionId)?.connected === false, "the server to detach the session");
     const s2 = await client.connect({ resume: { sessionId, lastSeq: 0n } });
     const seen = collect<ServerMessage>(s2.messages());

@@ -1,7 +1,7 @@
 /**
  * Context leases (issue 15, `ContextPut.lease = CONTEXT_LEASE_SESSION`): a key bound to a session
  * disappears — in one new version that every watcher sees — when that session ends for good:
- * revoked, or not resumed within its resume window. Memory and SQLite on one instance; Redis
+ * closed by its client (SessionClose), revoked, or not resumed within its resume window. Memory and SQLite on one instance; Redis
  * with the writer on one instance and the watcher on another.
  */
 import { create } from "@bufbuild/protobuf";
@@ -77,6 +77,17 @@ describe("context leases on one instance", () => {
       await expectLeaseGone(watcher, "doc", s);
     });
 
+    test(`${store}: the leased key disappears in one version when its client closes the session (SessionClose)`, async () => {
+      // A resume window far past the wait: only the close can end the session in time.
+      const s = await startServer({ store: spec(), resumeTtlMs: 600_000 });
+      servers.push(s);
+      const { writer, watcher } = await leaseScenario(s, s, "doc");
+      readers.push(watcher);
+      writer.send({ case: "close", value: {} });
+      await writer.ended;
+      await expectLeaseGone(watcher, "doc", s);
+    });
+
     test(`${store}: the leased key disappears in one version when the session is revoked`, async () => {
       const s = await startServer({ store: spec() });
       servers.push(s);
@@ -142,6 +153,22 @@ describe.runIf(haveProgram("redis-server"))("context leases across two instances
     readers.push(watcher);
     writer.close();
     await expectLeaseGone(watcher, "shared-ttl", b);
+  });
+
+  test("closed by its client on A (SessionClose): the watcher on B sees the leased key go in one version, a resume on B is session_expired", async () => {
+    const a = await startServer({ store: url, resumeTtlMs: 600_000 });
+    const b = await startServer({ store: url, resumeTtlMs: 600_000 });
+    servers.push(a, b);
+    const tok = await a.token("agent");
+    const { writer, writerId, watcher } = await leaseScenario(a, b, "shared-close");
+    readers.push(watcher);
+    const seq = writer.messages.at(-1)!.seq;
+    writer.send({ case: "close", value: {} });
+    await writer.ended;
+    await expectLeaseGone(watcher, "shared-close", b);
+    const onB = await openReader(b.url, handshake(tok, { resume: { sessionId: writerId, lastSeq: seq } }));
+    readers.push(onB);
+    expect(onB.first?.message.case === "error" && onB.first.message.value).toMatchObject({ code: "session_expired" });
   });
 
   test("revoked through B while it lives on A: the watcher on B sees the leased key go in one version", async () => {
