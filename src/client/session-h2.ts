@@ -87,6 +87,10 @@ export function h2SessionStream(options: H2SessionStreamOptions): OpenSessionStr
       const status = headers[":status"] as unknown as number | undefined; // node:http2 gives :status as a number
       if (status !== 200) {
         failure ??= httpStatusError(status, origin + path);
+        // Not a gRPC answer (a proxy's 413, 502, …): end now. close() alone waits for our pending
+        // writes to drain, which a peer that stopped reading never lets happen (h2-grpc-transport.ts).
+        stream.close(constants.NGHTTP2_CANCEL);
+        stream.destroy();
         return;
       }
       // A "trailers-only" response carries the RPC's status in its headers.
