@@ -47,5 +47,5 @@ loop: for await (const msg of session.messages()) {
       break loop;
   }
 }
-session.close();
+await session.close();
 await server.close();

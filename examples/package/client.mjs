@@ -9,5 +9,5 @@ try {
   if (isMcpError(e)) console.error(`${e.kind} ${e.code}: ${e.message}`);
   else throw e;
 } finally {
-  session.close();
+  await session.close();
 }

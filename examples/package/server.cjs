@@ -8,7 +8,7 @@ async function main() {
   const token = await mintToken({ secret, subject: "alice", roles: ["developer"], ttlSec: 600 });
   const session = await createMcpClient({ baseUrl: url, token }).connect();
   console.log(await session.call("echo", { text: "hello" }));
-  session.close();
+  await session.close();
   await server.close();
 }
 main();

@@ -8,5 +8,5 @@ const { url } = await server.listen();
 const token = await mintToken({ secret, subject: "alice", roles: ["developer"], ttlSec: 600 });
 const session = await createMcpClient({ baseUrl: url, token }).connect();
 console.log(await session.call("echo", { text: "hello" }));
-session.close();
+await session.close();
 await server.close();

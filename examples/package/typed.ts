@@ -21,6 +21,6 @@ try {
 } catch (e) {
   if (e instanceof McpError && e.code === "permission_denied") console.error(e.kind, e.message);
 } finally {
-  session.close();
+  await session.close();
   await server.close();
 }
