@@ -397,7 +397,7 @@ export function createCore(deps: CoreDeps): McpCore {
         throw new McpError("session_expired", `session ${sessionId} no longer holds events after seq ${afterSeq}: subscribe with after_seq 0`);
       }
       for (const m of replay) tap(m);
-      s.taps.add(tap);
+      s.addTap(tap);
       s.subscriptions++;
       const stop = () => events.end();
       signal.addEventListener("abort", stop, { once: true });
@@ -407,7 +407,7 @@ export function createCore(deps: CoreDeps): McpCore {
           if (s.closed) return;
         }
       } finally {
-        s.taps.delete(tap);
+        s.removeTap(tap);
         s.subscriptions--;
         signal.removeEventListener("abort", stop);
       }
