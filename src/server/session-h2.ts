@@ -17,14 +17,14 @@
  */
 import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import { fromBinary } from "@bufbuild/protobuf";
-import { ClientMessageSchema, ServerMessageSchema, type ClientMessage } from "../../gen/mcp/v1/session_pb.js";
+import { ClientMessageSchema, ServerMessageSchema, type ClientMessage, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import { McpError } from "../errors.js";
 import { openConnection, type Connection } from "../session/connection.js";
 import type { McpCore } from "../session/core.js";
-import type { MessageSink } from "../session/session.js";
+import type { EncodedBatch, MessageSink } from "../session/session.js";
 import { GRPC_HEADERS, OK_TRAILERS, frameRefusal, isGrpcIdentityPost, respondError } from "./grpc-h2.js";
 import { streamFacts, type StreamHandler } from "./listener.js";
-import { createFrameReader, encodeFrameBatch, encodeFrames } from "../transport/grpc-frames.js";
+import { createFrameReader, encodeFrameBatch, encodeFrames, type FrameReader } from "../transport/grpc-frames.js";
 import { encodeOneServerMessage } from "../transport/server-message-bytes.js";
 import { headerValue } from "../observability/tracing.js";
 
@@ -56,6 +56,13 @@ export function createSessionH2Handler(core: McpCore): StreamHandler {
   };
 }
 
+/** Node's ServerHttp2Stream may emit 'error' after a reset: handled (as 'close') so it cannot crash the process. */
+function ignoreError(): void {}
+
+function sendOkTrailers(this: ServerHttp2Stream): void {
+  this.sendTrailers(OK_TRAILERS);
+}
+
 function serveSession(
   core: McpCore,
   stream: ServerHttp2Stream,
@@ -65,7 +72,7 @@ function serveSession(
   slowConsumerTimeoutMs: number,
 ): void {
   // Errors of a reset stream surface as 'close'; an unhandled 'error' would crash the process.
-  stream.on("error", () => {});
+  stream.on("error", ignoreError);
   // A client may reset the stream in the packet that opened it: node emits 'stream' a tick later,
   // on a stream already destroyed, where respond() throws. Nothing was started: nothing to end.
   if (stream.destroyed || stream.closed) return;
@@ -75,178 +82,215 @@ function serveSession(
     return;
   }
   stream.respond(GRPC_HEADERS, { waitForTrailers: true });
-  stream.once("wantTrailers", () => stream.sendTrailers(OK_TRAILERS));
+  stream.once("wantTrailers", sendOkTrailers);
+  new SessionStream(core, stream, headers, facts, maxMessageBytes, maxOutboundMessages, slowConsumerTimeoutMs);
+}
 
-  let finished = false;
-  let queuedMessages = 0;
-  let drainWaiters: (() => void)[] = [];
-  let paused = false;
-  let giveUp: ReturnType<typeof setTimeout> | undefined;
-  const highWaterMessages = maxOutboundMessages;
-
-  const releaseDrain = () => {
-    if (drainWaiters.length === 0) return;
-    if (!finished && (queuedMessages > highWaterMessages / 2 || stream.writableLength > HIGH_WATER_BYTES / 2)) return;
-    const ws = drainWaiters;
-    drainWaiters = [];
-    for (const w of ws) w();
-  };
-
-  /** Ends the RPC with grpc-status 0: an in-stream Error already told the client why, if any. */
-  const finish = () => {
-    if (finished) return;
-    finished = true;
-    releaseDrain();
-    if (stream.destroyed || stream.closed) return;
-    stream.end();
-    // A client that reads nothing never takes the rest: reset the stream after a grace period.
-    giveUp = setTimeout(() => closeStream(NGHTTP2_CANCEL), Math.max(slowConsumerTimeoutMs, 1000));
-    giveUp.unref();
-    stream.once("finish", () => {
-      // Everything went out; a client that keeps its side open gets a second to end it.
-      clearTimeout(giveUp);
-      giveUp = setTimeout(() => closeStream(NGHTTP2_NO_ERROR), 1000);
-      giveUp.unref();
-    });
-  };
-  const closeStream = (code: number) => {
-    if (!stream.destroyed && !stream.closed) stream.close(code);
-  };
-
-  const sink: MessageSink = {
-    // A batch of one (an idle session's message, a watcher's change) skips the batch wrapper.
-    encode: (batch) => (batch.length === 1 ? encodeOneServerMessage(batch[0]!) : encodeFrameBatch(ServerMessageSchema, batch)),
-    write(batch, encoded) {
-      if (finished || batch.length === 0) return true;
-      if (stream.destroyed || stream.writableEnded) return true;
-      const n = batch.length;
-      queuedMessages += n;
-      stream.write(encoded?.wire ?? encodeFrames(ServerMessageSchema, batch), () => {
-        queuedMessages -= n;
-        releaseDrain();
-      });
-      if (queuedMessages < highWaterMessages && stream.writableLength < HIGH_WATER_BYTES) return true;
-      // The session marks itself congested right after this returns; pause reading then.
-      process.nextTick(hold);
-      return false;
-    },
-    drain() {
-      if (finished || (queuedMessages <= highWaterMessages / 2 && stream.writableLength <= HIGH_WATER_BYTES / 2)) {
-        return Promise.resolve();
-      }
-      return new Promise((resolve) => drainWaiters.push(resolve));
-    },
-    close: finish,
-  };
-
-  const conn: Connection = openConnection(
-    core,
-    {
-      secure: facts.secure,
-      authorization: headers.authorization ?? null,
-      remoteAddress: facts.remoteAddress,
-      protocol: "grpc",
-      traceparent: headerValue(headers.traceparent),
-      tracestate: headerValue(headers.tracestate),
-    },
-    sink,
-  );
-
+/**
+ * One served session stream: the sink the session writes to, and the reading of the client's
+ * frames. A class, not closures in `serveSession`: an idle session costs one object and its
+ * fields, its methods on one prototype (bench/scale.ts, idle sessions).
+ */
+class SessionStream implements MessageSink {
+  private finished = false;
+  private queuedMessages = 0;
+  private drainWaiters: (() => void)[] | undefined = undefined;
+  private paused = false;
+  private giveUp: ReturnType<typeof setTimeout> | undefined = undefined;
   // Reading (PROTOCOL.md §6, ARCHITECTURE.md "hot path"): at most FRAMES_PER_TURN frames per
   // event-loop turn. What a large chunk holds beyond that waits for the next turn, so the answers
   // to the first frames reach the socket while the rest are decoded — the client works on them
   // meanwhile instead of both sides taking turns on whole batches. While frames wait, or the
   // client's queue is full, the request is paused: HTTP/2 flow control holds the client's writes.
-  let turn: ReturnType<typeof setImmediate> | undefined;
-  let requestEnded = false;
+  private turn: ReturnType<typeof setImmediate> | undefined = undefined;
+  private requestEnded = false;
+  private readonly conn: Connection;
+  private readonly frames: FrameReader;
 
-  function readTurn(): void {
-    turn = undefined;
-    if (finished) return;
-    if (conn.congested) return hold();
-    if (frames.read(FRAMES_PER_TURN)) return nextTurn();
-    if (requestEnded) return endOfRequest();
-    if (!paused) stream.resume();
+  constructor(
+    core: McpCore,
+    private readonly stream: ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+    facts: ReturnType<typeof streamFacts>,
+    private readonly maxMessageBytes: number,
+    private readonly highWaterMessages: number,
+    private readonly slowConsumerTimeoutMs: number,
+  ) {
+    this.conn = openConnection(
+      core,
+      {
+        secure: facts.secure,
+        authorization: headers.authorization ?? null,
+        remoteAddress: facts.remoteAddress,
+        protocol: "grpc",
+        traceparent: headerValue(headers.traceparent),
+        tracestate: headerValue(headers.tracestate),
+      },
+      this,
+    );
+    this.frames = createFrameReader(
+      maxMessageBytes,
+      (bytes) => this.frame(bytes),
+      (e) => this.fail(frameRefusal(e, this.maxMessageBytes)),
+    );
+    stream.on("data", (chunk: Buffer) => this.data(chunk));
+    stream.on("end", () => this.requestEnd());
+    stream.once("close", () => this.closed());
   }
 
-  function nextTurn(): void {
-    stream.pause();
-    turn = setImmediate(readTurn);
+  // MessageSink
+  /** A batch of one (an idle session's message, a watcher's change) skips the batch wrapper. */
+  encode(batch: readonly ServerMessage[]): EncodedBatch {
+    return batch.length === 1 ? encodeOneServerMessage(batch[0]!) : encodeFrameBatch(ServerMessageSchema, batch);
+  }
+
+  write(batch: readonly ServerMessage[], encoded?: EncodedBatch): boolean {
+    if (this.finished || batch.length === 0) return true;
+    const stream = this.stream;
+    if (stream.destroyed || stream.writableEnded) return true;
+    const n = batch.length;
+    this.queuedMessages += n;
+    stream.write(encoded?.wire ?? encodeFrames(ServerMessageSchema, batch), () => {
+      this.queuedMessages -= n;
+      this.releaseDrain();
+    });
+    if (this.queuedMessages < this.highWaterMessages && stream.writableLength < HIGH_WATER_BYTES) return true;
+    // The session marks itself congested right after this returns; pause reading then.
+    process.nextTick(holdStream, this);
+    return false;
+  }
+
+  drain(): Promise<void> {
+    if (this.finished || (this.queuedMessages <= this.highWaterMessages / 2 && this.stream.writableLength <= HIGH_WATER_BYTES / 2)) {
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => (this.drainWaiters ??= []).push(resolve));
+  }
+
+  /** Ends the RPC with grpc-status 0: an in-stream Error already told the client why, if any. */
+  close(): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.releaseDrain();
+    const stream = this.stream;
+    if (stream.destroyed || stream.closed) return;
+    stream.end();
+    // A client that reads nothing never takes the rest: reset the stream after a grace period.
+    this.giveUp = setTimeout(closeStream, Math.max(this.slowConsumerTimeoutMs, 1000), stream, NGHTTP2_CANCEL);
+    this.giveUp.unref();
+    stream.once("finish", () => {
+      // Everything went out; a client that keeps its side open gets a second to end it.
+      clearTimeout(this.giveUp);
+      this.giveUp = setTimeout(closeStream, 1000, stream, NGHTTP2_NO_ERROR);
+      this.giveUp.unref();
+    });
+  }
+
+  private releaseDrain(): void {
+    const ws = this.drainWaiters;
+    if (ws === undefined || ws.length === 0) return;
+    if (!this.finished && (this.queuedMessages > this.highWaterMessages / 2 || this.stream.writableLength > HIGH_WATER_BYTES / 2)) return;
+    this.drainWaiters = undefined;
+    for (const w of ws) w();
+  }
+
+  readTurn(): void {
+    this.turn = undefined;
+    if (this.finished) return;
+    if (this.conn.congested) return this.hold();
+    if (this.frames.read(FRAMES_PER_TURN)) return this.nextTurn();
+    if (this.requestEnded) return this.endOfRequest();
+    if (!this.paused) this.stream.resume();
+  }
+
+  private nextTurn(): void {
+    this.stream.pause();
+    this.turn = setImmediate(readTurn, this);
   }
 
   /** Stops reading until the client takes its messages (dropped with slow_consumer if it does not). */
-  function hold(): void {
-    if (paused || finished || !conn.congested) return;
-    paused = true;
-    stream.pause();
-    conn.waitWritable().then(
+  hold(): void {
+    if (this.paused || this.finished || !this.conn.congested) return;
+    this.paused = true;
+    this.stream.pause();
+    this.conn.waitWritable().then(
       () => {
-        paused = false;
-        if (turn === undefined) readTurn();
+        this.paused = false;
+        if (this.turn === undefined) this.readTurn();
       },
       () => {},
     );
   }
 
-  function fail(err: McpError): void {
-    conn.end(err);
-    finish();
+  private fail(err: McpError): void {
+    this.conn.end(err);
+    this.close();
     // Stop reading; HTTP/2 flow control holds the rest of the client's body.
-    stream.pause();
+    this.stream.pause();
   }
 
-  const frames = createFrameReader(
-    maxMessageBytes,
-    (bytes) => {
-      let msg: ClientMessage;
-      try {
-        msg = fromBinary(ClientMessageSchema, bytes);
-      } catch (e) {
-        fail(new McpError("invalid_message", `could not decode a ClientMessage: ${e instanceof Error ? e.message : String(e)}`, { cause: e }));
-        return false;
-      }
-      conn.receive(msg);
-      return !finished;
-    },
-    (e) => fail(frameRefusal(e, maxMessageBytes)),
-  );
+  private frame(bytes: Uint8Array): boolean {
+    let msg: ClientMessage;
+    try {
+      msg = fromBinary(ClientMessageSchema, bytes);
+    } catch (e) {
+      this.fail(new McpError("invalid_message", `could not decode a ClientMessage: ${e instanceof Error ? e.message : String(e)}`, { cause: e }));
+      return false;
+    }
+    this.conn.receive(msg);
+    return !this.finished;
+  }
 
-  stream.on("data", (chunk: Buffer) => {
-    if (finished) return;
-    if (turn !== undefined || paused) {
-      frames.push(chunk, 0); // a turn is due: it reads in order
+  private data(chunk: Buffer): void {
+    if (this.finished) return;
+    if (this.turn !== undefined || this.paused) {
+      this.frames.push(chunk, 0); // a turn is due: it reads in order
       return;
     }
-    if (frames.push(chunk, FRAMES_PER_TURN)) nextTurn();
-    else if (conn.congested) hold();
-  });
+    if (this.frames.push(chunk, FRAMES_PER_TURN)) this.nextTurn();
+    else if (this.conn.congested) this.hold();
+  }
 
   /**
    * The client half-closed and every frame was read: everything it sent is answered on this
    * stream and its watches run until it cancels (Connection.endRequests), then the RPC ends with
    * OK (the session stays for resume, §4 step 5).
    */
-  function endOfRequest(): void {
-    if (finished) return;
+  private endOfRequest(): void {
+    if (this.finished) return;
+    const frames = this.frames;
     if (frames.held > 0) {
-      return fail(new McpError("invalid_message", `the request ended inside a frame (${frames.held} bytes of a ${frames.need}-byte frame)`));
+      return this.fail(new McpError("invalid_message", `the request ended inside a frame (${frames.held} bytes of a ${frames.need}-byte frame)`));
     }
-    void conn.endRequests().then(finish);
+    void this.conn.endRequests().then(() => this.close());
   }
 
-  stream.on("end", () => {
-    if (finished) return;
-    requestEnded = true;
+  private requestEnd(): void {
+    if (this.finished) return;
+    this.requestEnded = true;
     // Frames still waiting for their turn are read first.
-    if (turn === undefined && !paused) endOfRequest();
-  });
+    if (this.turn === undefined && !this.paused) this.endOfRequest();
+  }
 
-  stream.once("close", () => {
+  private closed(): void {
     // Client cancel, reset, or the end of a finished RPC: detach the session, keep it for resume.
-    clearTimeout(giveUp);
-    clearImmediate(turn);
-    conn.end();
-    finished = true;
-    releaseDrain();
-  });
+    clearTimeout(this.giveUp);
+    clearImmediate(this.turn);
+    this.conn.end();
+    this.finished = true;
+    this.releaseDrain();
+  }
+}
+
+// Timer and tick callbacks as module functions, given their object: no closures per stream.
+function closeStream(stream: ServerHttp2Stream, code: number): void {
+  if (!stream.destroyed && !stream.closed) stream.close(code);
+}
+
+function readTurn(s: SessionStream): void {
+  s.readTurn();
+}
+
+function holdStream(s: SessionStream): void {
+  s.hold();
 }

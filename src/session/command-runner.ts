@@ -332,9 +332,9 @@ class BatchRun {
  * Its methods live on the prototype.
  */
 class Runner implements CommandRunner {
-  readonly table = new Map<string, Inflight>();
-  /** Batches with commands not started yet (waiting for room, or sequential). */
-  readonly batches = new Set<BatchRun>();
+  // Made by the first command and the first batch: every idle session has a runner (bench/scale.ts).
+  private commands: Map<string, Inflight> | undefined = undefined;
+  private batchRuns: Set<BatchRun> | undefined = undefined;
   elsewhere: ElsewhereCommands | undefined = undefined;
   private readonly deadlines = new DeadlineTimer(this);
 
@@ -347,8 +347,18 @@ class Runner implements CommandRunner {
     private readonly observer: CommandObserver | undefined = undefined,
   ) {}
 
+  /** The commands in flight, by id. */
+  get table(): Map<string, Inflight> {
+    return (this.commands ??= new Map());
+  }
+
+  /** Batches with commands not started yet (waiting for room, or sequential). */
+  get batches(): Set<BatchRun> {
+    return (this.batchRuns ??= new Set());
+  }
+
   get inflight(): number {
-    return this.table.size;
+    return this.commands === undefined ? 0 : this.commands.size;
   }
 
   /** The deadline timer's verdict on one command. */
@@ -502,7 +512,7 @@ class Runner implements CommandRunner {
     run.drive(); // removes it once every command started
   }
   cancel(commandId: string): boolean {
-    const entry = this.table.get(commandId);
+    const entry = this.commands?.get(commandId);
     if (entry === undefined) {
       if (this.elsewhere === undefined || !this.elsewhere.ids.has(commandId)) return false;
       this.elsewhere.cancel(commandId);
@@ -513,16 +523,17 @@ class Runner implements CommandRunner {
   }
 
   abortAll(reason: McpError): void {
-    for (const entry of [...this.table.values()]) this.cancelEntry(entry, reason);
+    if (this.commands === undefined) return;
+    for (const entry of [...this.commands.values()]) this.cancelEntry(entry, reason);
   }
 
   pendingIds(): string[] {
-    const ids = [...this.table.keys()];
-    for (const b of this.batches) ids.push(...b.notStarted());
+    const ids = this.commands === undefined ? [] : [...this.commands.keys()];
+    if (this.batchRuns !== undefined) for (const b of this.batchRuns) ids.push(...b.notStarted());
     return ids;
   }
   input(input: CommandInput): McpError | undefined {
-    const entry = this.table.get(input.commandId);
+    const entry = this.commands?.get(input.commandId);
     if (entry === undefined) {
       return new McpError("invalid_message", `CommandInput for "${input.commandId}": no such command is in flight`, { commandId: input.commandId });
     }

@@ -6,7 +6,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { Response } from "../../gen/mcp/v1/command_pb.js";
-import { ContextUpdateResultSchema, type ContextSync, type StateSync } from "../../gen/mcp/v1/context_pb.js";
+import { ContextUpdateResultSchema, type ContextSync, type ContextUpdate, type StateSync } from "../../gen/mcp/v1/context_pb.js";
 import {
   AuthenticationResultSchema,
   HandshakeResultSchema,
@@ -25,11 +25,7 @@ import { OUTPUT_JSON_CAPABILITY } from "../transport/json-text.js";
 import type { AuthState, MessageSink, Session } from "./session.js";
 import type { StreamObservation } from "../observability/telemetry.js";
 
-type ConnectionState =
-  | { kind: "awaiting_handshake" }
-  | { kind: "handshaking" }
-  | { kind: "bound"; session: Session; respond: (r: Response) => void }
-  | { kind: "closed" };
+type ConnectionState = "awaiting_handshake" | "handshaking" | "bound" | "closed";
 
 /** A stream's connection to the core. Create one per stream with `openConnection`. */
 export interface Connection {
@@ -61,82 +57,102 @@ export interface Connection {
   readonly session: Session | undefined;
 }
 
+/** Starts the state machine of one stream. */
+export function openConnection(core: McpCore, transport: TransportInfo, sink: MessageSink): Connection {
+  return new StreamConnection(core, transport, sink);
+}
+
+/** One heartbeat tick of `conn` (a module function: no closure per stream). */
+function heartbeatTick(conn: StreamConnection): void {
+  conn.tick();
+}
+
 /**
- * The getters of every Connection, on one prototype: an object literal with getters keeps its
- * properties in a dictionary, ~0.8 KB per stream (bench/scale.ts, idle sessions). `state` is a
- * copy of the stream's state, set by its `setState`.
+ * The state machine of one stream. A class, not closures in `openConnection`: an idle session
+ * costs one object and its fields, with every method on the prototype (bench/scale.ts, idle
+ * sessions: a closure per function was ~40 × 64 B per stream).
  */
-class ConnectionGetters {
-  constructor(public state: ConnectionState) {}
+class StreamConnection implements Connection {
+  private state: ConnectionState = "awaiting_handshake";
+  /** The session, while `state` is "bound". */
+  private bound: Session | undefined = undefined;
+  /**
+   * The one response callback of the bound session, made by its first command: one closure per
+   * stream, not one per command (hot path), and none for a session that runs no command.
+   */
+  private respond: ((r: Response) => void) | undefined = undefined;
+  /** Messages that arrive while the (async) handshake runs are held, then handled in order. */
+  private held: ClientMessage[] | undefined = undefined;
+  /** What the Handshake asked for; a refresh is granted against the same request. */
+  private requestedLevel = SecurityLevel.UNSPECIFIED;
+  /**
+   * Heartbeat ticks since the peer's last message: counted, not timed, so receiving costs no
+   * clock read (a Date.now() per message is ~1 % of an echo command).
+   */
+  private silentTicks = 0;
+  /**
+   * Set once the client half-closed: it can send nothing more, Pings included, so silence is no
+   * sign of a dead peer (HTTP/2 PING still finds one, listener.ts).
+   */
+  private halfClosed = false;
+  private readonly heartbeat: ReturnType<typeof setInterval>;
+  private slowTimer: ReturnType<typeof setTimeout> | undefined = undefined;
+  /** Settles once a started handshake has succeeded or failed; undefined until one starts. */
+  private handshakeSettled: Promise<void> | undefined = undefined;
+  /** Updates, syncs and authentications started and not answered yet (a drain waits for them). */
+  private pendingReplies = 0;
+  /** Set once the client sent SessionClose: the session ends for good when pendingReplies is 0. */
+  private closing: Session | undefined = undefined;
+  /** Set while `endRequests` waits for the last answers: called once everything is answered. */
+  private drainWaiter: (() => void) | undefined = undefined;
+  private drainCheckScheduled = false;
+  /** The log line and span of this stream's session, from the handshake on. */
+  private observed: StreamObservation | undefined = undefined;
+
+  constructor(
+    private readonly core: McpCore,
+    private readonly transport: TransportInfo,
+    private readonly sink: MessageSink,
+  ) {
+    this.heartbeat = setInterval(heartbeatTick, core.deps.options.heartbeatIntervalMs, this);
+    this.heartbeat.unref();
+  }
 
   get congested(): boolean {
-    const s = this.state;
-    return s.kind === "bound" && s.session.isCongested;
+    return this.state === "bound" && this.bound!.isCongested;
   }
 
   get session(): Session | undefined {
-    const s = this.state;
-    return s.kind === "bound" ? s.session : undefined;
+    return this.state === "bound" ? this.bound : undefined;
   }
-}
 
-/** Starts the state machine of one stream. */
-export function openConnection(core: McpCore, transport: TransportInfo, sink: MessageSink): Connection {
-  const opts = core.deps.options;
-  let state: ConnectionState = { kind: "awaiting_handshake" };
-  // Messages that arrive while the (async) handshake runs are held, then handled in order.
-  let held: ClientMessage[] = [];
-  // What the Handshake asked for; a refresh is granted against the same request.
-  let requestedLevel = SecurityLevel.UNSPECIFIED;
-  // Heartbeat ticks since the peer's last message: counted, not timed, so receiving costs no
-  // clock read (a Date.now() per message is ~1 % of an echo command).
-  let silentTicks = 0;
-  // Set once the client half-closed: it can send nothing more, Pings included, so silence is no
-  // sign of a dead peer (HTTP/2 PING still finds one, listener.ts).
-  let halfClosed = false;
-  const heartbeat = setInterval(() => {
+  tick(): void {
     // A peer silent through three ticks in a row — so for more than twice the interval — is
     // dropped and its session kept for resume (§4 step 6).
-    if (!halfClosed && ++silentTicks > 2) {
-      end();
-      sink.close();
+    if (!this.halfClosed && ++this.silentTicks > 2) {
+      this.end();
+      this.sink.close();
     }
-  }, opts.heartbeatIntervalMs);
-  heartbeat.unref();
-  let slowTimer: ReturnType<typeof setTimeout> | undefined;
-  /** Settles once a started handshake has succeeded or failed. */
-  let handshakeSettled: Promise<void> = Promise.resolve();
-  /** Updates, syncs and authentications started and not answered yet (a drain waits for them). */
-  let pendingReplies = 0;
-  /** Set once the client sent SessionClose: the session ends for good when pendingReplies is 0. */
-  let closing: Session | undefined;
-  /** Set while `endRequests` waits for the last answers: called once everything is answered. */
-  let drainWaiter: (() => void) | undefined;
-  let drainCheckScheduled = false;
-  /** The log line and span of this stream's session, from the handshake on. */
-  let observed: StreamObservation | undefined;
-
-  const getters = new ConnectionGetters(state);
-  const self: Connection = Object.assign(getters, { receive, run, waitWritable, end, endRequests });
+  }
 
   /** Sends a message outside a session (before or instead of a handshake): seq 0. */
-  function sendUnbound(payload: ServerMessage["message"]): void {
-    sink.write([create(ServerMessageSchema, { seq: 0n, message: payload })]);
+  private sendUnbound(payload: ServerMessage["message"]): void {
+    this.sink.write([create(ServerMessageSchema, { seq: 0n, message: payload })]);
   }
 
-  function setState(next: ConnectionState): void {
-    if (next.kind === "closed") {
-      clearInterval(heartbeat);
-      clearTimeout(slowTimer);
+  private setState(next: ConnectionState, session?: Session): void {
+    if (next === "closed") {
+      clearInterval(this.heartbeat);
+      clearTimeout(this.slowTimer);
     }
-    state = next;
-    getters.state = next;
-    if (next.kind === "closed") releaseDrain();
+    this.state = next;
+    this.bound = session;
+    if (next === "closed") this.releaseDrain();
   }
 
-  function releaseDrain(): void {
-    const w = drainWaiter;
-    drainWaiter = undefined;
+  private releaseDrain(): void {
+    const w = this.drainWaiter;
+    this.drainWaiter = undefined;
     w?.();
   }
 
@@ -145,114 +161,123 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
    * anything is still owed. Not now: a sequential batch starts its next command right after the
    * previous one's Response is emitted.
    */
-  function answered(): void {
-    if (drainWaiter === undefined || drainCheckScheduled) return;
-    drainCheckScheduled = true;
-    process.nextTick(checkDrained);
+  answered(): void {
+    if (this.drainWaiter === undefined || this.drainCheckScheduled) return;
+    this.drainCheckScheduled = true;
+    process.nextTick(checkDrained, this);
   }
 
-  function checkDrained(): void {
-    drainCheckScheduled = false;
-    if (drainWaiter === undefined) return;
-    if (state.kind === "bound" && state.session.isAttachedTo(self)) {
-      const s = state.session;
-      if (s.runner.inflight > 0 || pendingReplies > 0 || s.watches.size > 0) return;
+  checkDrained(): void {
+    this.drainCheckScheduled = false;
+    if (this.drainWaiter === undefined) return;
+    if (this.state === "bound" && this.bound!.isAttachedTo(this)) {
+      const s = this.bound!;
+      if (s.runner.inflight > 0 || this.pendingReplies > 0 || s.watchCount > 0) return;
     }
-    releaseDrain();
+    this.releaseDrain();
   }
 
   /** Resolves once nothing the client sent is still unanswered and no watch is open on the stream. */
-  function drained(): Promise<void> {
+  private drained(): Promise<void> {
     return new Promise((resolve) => {
-      drainWaiter = resolve;
-      drainCheckScheduled = true;
-      checkDrained();
+      this.drainWaiter = resolve;
+      this.drainCheckScheduled = true;
+      this.checkDrained();
     });
   }
 
   /** A fatal error: tell the client and end the stream (the session stays for resume). */
-  function fail(err: McpError): void {
-    observed?.ended(err.code);
+  private fail(err: McpError): void {
+    this.observed?.ended(err.code);
+    const state = this.state;
     // Refused tokens were counted by the core; a bound session counts its drop itself.
-    if (state.kind !== "bound" && state.kind !== "closed" && err.kind !== "SECURITY") core.telemetry.failed(err);
-    if (state.kind === "bound") {
-      if (state.session.isAttachedTo(self)) state.session.drop(err);
-      else sink.close();
-    } else if (state.kind !== "closed") {
-      sendUnbound({ case: "error", value: toProtoError(err) });
-      sink.close();
+    if (state !== "bound" && state !== "closed" && err.kind !== "SECURITY") this.core.telemetry.failed(err);
+    if (state === "bound") {
+      const s = this.bound!;
+      if (s.isAttachedTo(this)) s.drop(err);
+      else this.sink.close();
+    } else if (state !== "closed") {
+      this.sendUnbound({ case: "error", value: toProtoError(err) });
+      this.sink.close();
     }
-    setState({ kind: "closed" });
+    this.setState("closed");
   }
 
-  function end(error?: McpError): void {
-    if (error !== undefined) return fail(error);
-    observed?.ended(state.kind === "bound" && state.session.closed ? (state.session.closeReason?.code ?? "closed") : "disconnected");
-    if (state.kind === "bound") state.session.detach(self);
-    setState({ kind: "closed" });
+  end(error?: McpError): void {
+    if (error !== undefined) return this.fail(error);
+    const s = this.state === "bound" ? this.bound! : undefined;
+    this.observed?.ended(s !== undefined && s.closed ? (s.closeReason?.code ?? "closed") : "disconnected");
+    if (s !== undefined) s.detach(this);
+    this.setState("closed");
   }
 
-  async function endRequests(): Promise<void> {
-    halfClosed = true;
-    await handshakeSettled;
-    if (state.kind === "bound" && state.session.isAttachedTo(self)) {
-      await drained();
+  async endRequests(): Promise<void> {
+    this.halfClosed = true;
+    await this.handshakeSettled;
+    if (this.state === "bound" && this.bound!.isAttachedTo(this)) {
+      await this.drained();
       // Everything is answered; what waits in the session's queue (congested) goes out first.
-      const s = self.session;
-      while (s !== undefined && s.isAttachedTo(self) && s.isCongested) await s.writable();
-      if (s !== undefined && s.isAttachedTo(self)) s.flush();
+      const s = this.session;
+      while (s !== undefined && s.isAttachedTo(this) && s.isCongested) await s.writable();
+      if (s !== undefined && s.isAttachedTo(this)) s.flush();
     }
-    observed?.ended("client_closed");
-    end();
+    this.observed?.ended("client_closed");
+    this.end();
   }
 
-  function receive(msg: ClientMessage): void {
-    silentTicks = 0;
-    switch (state.kind) {
+  receive(msg: ClientMessage): void {
+    this.silentTicks = 0;
+    switch (this.state) {
       case "closed":
         return;
       case "handshaking":
-        held.push(msg);
+        (this.held ??= []).push(msg);
         return;
       case "awaiting_handshake":
         if (msg.message.case !== "handshake") {
-          return fail(new McpError("handshake_required", `the first message must be a Handshake, got ${msg.message.case ?? "an empty message"}`));
+          return this.fail(new McpError("handshake_required", `the first message must be a Handshake, got ${msg.message.case ?? "an empty message"}`));
         }
-        setState({ kind: "handshaking" });
-        handshakeSettled = handshake(msg.message.value).then(
-          (session) => {
-            if (state.kind === "closed") {
-              observed?.ended("disconnected");
-              session.detach(self);
-              return;
-            }
-            // One response callback per stream, not a closure per command (hot path).
-            setState({
-              kind: "bound",
-              session,
-              respond: (r) => {
-                session.emit({ case: "response", value: r });
-                if (drainWaiter !== undefined) answered();
-              },
-            });
-            const queued = held;
-            held = [];
-            for (const m of queued) receive(m);
-          },
-          (e: unknown) => fail(toMcpError(e, "invalid_message")),
+        this.setState("handshaking");
+        this.handshakeSettled = this.handshake(msg.message.value).then(
+          (session) => this.bind(session),
+          (e: unknown) => this.fail(toMcpError(e, "invalid_message")),
         );
         return;
-      case "bound":
+      case "bound": {
+        const session = this.bound!;
         // Late frames of a stream another one took over: the resumed stream's client re-sends
         // them (counted by `received`), so running them here too would run them twice.
-        if (!state.session.isAttachedTo(self) || closing !== undefined) return;
-        state.session.received++;
-        dispatch(state.session, state.respond, msg);
+        if (!session.isAttachedTo(this) || this.closing !== undefined) return;
+        session.received++;
+        this.dispatch(session, msg);
+      }
     }
   }
 
-  async function handshake(h: Handshake): Promise<Session> {
-    const supported = opts.protocolVersions;
+  /** The handshake succeeded: bind the session, then handle what arrived meanwhile. */
+  private bind(session: Session): void {
+    if (this.state === "closed") {
+      this.observed?.ended("disconnected");
+      session.detach(this);
+      return;
+    }
+    this.setState("bound", session);
+    const queued = this.held;
+    this.held = undefined;
+    if (queued !== undefined) for (const m of queued) this.receive(m);
+  }
+
+  /** The bound session's response callback (see `respond`). */
+  private responder(session: Session): (r: Response) => void {
+    return (this.respond ??= (r) => {
+      session.emit({ case: "response", value: r });
+      if (this.drainWaiter !== undefined) this.answered();
+    });
+  }
+
+  private async handshake(h: Handshake): Promise<Session> {
+    const core = this.core;
+    const supported = core.deps.options.protocolVersions;
     const version = h.protocolVersions.find((v) => supported.includes(v));
     if (version === undefined) {
       throw new McpError(
@@ -261,24 +286,24 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
         { supportedVersions: supported },
       );
     }
-    if (h.securityLevel === SecurityLevel.HIGH && !transport.secure) {
+    if (h.securityLevel === SecurityLevel.HIGH && !this.transport.secure) {
       throw new McpError("insufficient_security_level", "security level high needs a TLS connection; this one is cleartext");
     }
-    requestedLevel = h.securityLevel;
-    const token = h.token ?? core.bearer(transport);
-    const auth = await core.authenticate(token, transport, h.securityLevel);
+    this.requestedLevel = h.securityLevel;
+    const token = h.token ?? core.bearer(this.transport);
+    const auth = await core.authenticate(token, this.transport, h.securityLevel);
     if (h.resume !== undefined && h.resume.sessionId !== "") {
-      return resume(h, auth, version);
+      return this.resume(h, auth, version);
     }
-    const session = core.newSession(auth, { sink, owner: self }, h.capabilities.includes(OUTPUT_JSON_CAPABILITY));
-    session.emit({ case: "handshakeResult", value: handshakeResult(session, auth, version, false) });
-    observed = core.telemetry.streamOpened(session, transport, false, 0);
+    const session = core.newSession(auth, { sink: this.sink, owner: this }, h.capabilities.includes(OUTPUT_JSON_CAPABILITY));
+    session.emit({ case: "handshakeResult", value: this.handshakeResult(session, auth, version, false) });
+    this.observed = core.telemetry.streamOpened(session, this.transport, false, 0);
     return session;
   }
 
-  async function resume(h: Handshake, auth: AuthState, version: number): Promise<Session> {
+  private async resume(h: Handshake, auth: AuthState, version: number): Promise<Session> {
     const r = h.resume!; // checked by the caller
-    const session = await core.findForResume(r.sessionId, auth);
+    const session = await this.core.findForResume(r.sessionId, auth);
     const replay = session.replayFor(r.lastSeq);
     if (replay === undefined) {
       throw new McpError(
@@ -286,26 +311,27 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
         `session ${r.sessionId} can no longer replay from seq ${r.lastSeq} (the resume buffer moved on): start a new session and re-sync context`,
       );
     }
-    session.attach(sink, self);
+    session.attach(this.sink, this);
     // The client's credentials may be newer than the session's (a refreshed token).
     if (auth.principal !== undefined) session.setAuth(auth);
     // Every message after last_seq exactly once, in order, then the live stream (§4 step 5). An
     // earlier stream's HandshakeResult is not replayed: it answered that stream's Handshake, and a
     // client resuming from seq 0 would take it for the answer to this one (resumed = false).
     const messages = replay.filter((m) => m.message.case !== "handshakeResult");
-    if (messages.length > 0) sink.write(messages);
-    const result = handshakeResult(session, session.auth, version, true);
+    if (messages.length > 0) this.sink.write(messages);
+    const result = this.handshakeResult(session, session.auth, version, true);
     if (session.countsReceived) result.receivedMessages = BigInt(session.received);
     session.emit({ case: "handshakeResult", value: result });
-    observed = core.telemetry.streamOpened(session, transport, true, messages.length);
+    this.observed = this.core.telemetry.streamOpened(session, this.transport, true, messages.length);
     return session;
   }
 
-  function handshakeResult(session: Session, auth: AuthState, version: number, resumed: boolean) {
+  private handshakeResult(session: Session, auth: AuthState, version: number, resumed: boolean) {
+    const opts = this.core.deps.options;
     return create(HandshakeResultSchema, {
       protocolVersion: version,
       sessionId: session.id,
-      server: core.deps.server,
+      server: this.core.deps.server,
       securityLevel: auth.level,
       limits: {
         maxMessageBytes: opts.maxMessageBytes,
@@ -326,20 +352,20 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
   }
 
   /** The session's answer to an error that belongs to no command. */
-  function sendError(session: Session, err: McpError): void {
+  private sendError(session: Session, err: McpError): void {
     session.emit({ case: "error", value: toProtoError(err) });
   }
 
-  function dispatch(session: Session, respond: (r: Response) => void, msg: ClientMessage): void {
+  private dispatch(session: Session, msg: ClientMessage): void {
     const m = msg.message;
     switch (m.case) {
       case "command":
         // Readiness (authenticated, not expired) is checked per command by the runner's host, so a
         // refused command still gets its one Response.
-        session.runner.start(m.value, respond);
+        session.runner.start(m.value, this.respond ?? this.responder(session));
         return;
       case "batch":
-        session.runner.startBatch(m.value, respond);
+        session.runner.startBatch(m.value, this.respond ?? this.responder(session));
         return;
       case "cancel":
         // Cancelling a command that already finished is not an error: its Response is on its way.
@@ -350,56 +376,35 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
         session.emit({ case: "pong", value: create(PongSchema, { id: m.value.id }) });
         return;
       case "authentication":
-        authenticateSession(session, m.value.token);
+        this.authenticateSession(session, m.value.token);
         return;
       case "sync":
-        startSync(session, m.value);
+        this.startSync(session, m.value);
         return;
-      case "update": {
-        const update = m.value;
-        pendingReplies++;
-        core.updateContext(session.auth, update, session.id).then(
-          (result) => {
-            replied();
-            session.emit({ case: "updateResult", value: result });
-          },
-          (e: unknown) => {
-            replied();
-            const err = toMcpError(e, "invalid_argument");
-            session.emit({
-              case: "updateResult",
-              value: create(ContextUpdateResultSchema, {
-                id: update.id,
-                contextId: update.contextId,
-                version: err.details.currentVersion ?? 0n,
-                error: toProtoError(err),
-              }),
-            });
-          },
-        );
+      case "update":
+        this.startUpdate(session, m.value);
         return;
-      }
       case "commandInput": {
         // Input for a command in flight (src/session/chunks.ts); one that is not is the client's mistake, not fatal.
         const refused = session.runner.input(m.value);
-        if (refused !== undefined) sendError(session, refused);
+        if (refused !== undefined) this.sendError(session, refused);
         return;
       }
       case "close":
-        closing = session;
-        return endIfClosing();
+        this.closing = session;
+        return this.endIfClosing();
       case "handshake":
-        return sendError(session, new McpError("invalid_message", "the session already completed its Handshake"));
+        return this.sendError(session, new McpError("invalid_message", "the session already completed its Handshake"));
       case undefined:
-        return sendError(session, new McpError("invalid_message", "empty ClientMessage: set one of its fields"));
+        return this.sendError(session, new McpError("invalid_message", "empty ClientMessage: set one of its fields"));
     }
   }
 
   /** One of `pendingReplies` was answered. */
-  function replied(): void {
-    pendingReplies--;
-    answered();
-    endIfClosing();
+  private replied(): void {
+    this.pendingReplies--;
+    this.answered();
+    this.endIfClosing();
   }
 
   /**
@@ -407,14 +412,39 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
    * flight lands before the session's leases are released), the session ends for good. Its
    * commands are aborted then, with no Response: the client is gone.
    */
-  function endIfClosing(): void {
-    if (closing !== undefined && pendingReplies === 0) closing.close(new McpError("cancelled", `session ${closing.id} was closed by its client`), false);
+  private endIfClosing(): void {
+    const s = this.closing;
+    if (s !== undefined && this.pendingReplies === 0) s.close(new McpError("cancelled", `session ${s.id} was closed by its client`), false);
   }
 
-  function authenticateSession(session: Session, token: string): void {
-    pendingReplies++;
-    core.authenticate(token, transport, requestedLevel).then(
-      (auth) => {
+  private startUpdate(session: Session, update: ContextUpdate): void {
+    this.pendingReplies++;
+    this.core.updateContext(session.auth, update, session.id).then(
+      (result) => {
+        this.replied();
+        session.emit({ case: "updateResult", value: result });
+      },
+      (e: unknown) => {
+        this.replied();
+        const err = toMcpError(e, "invalid_argument");
+        session.emit({
+          case: "updateResult",
+          value: create(ContextUpdateResultSchema, {
+            id: update.id,
+            contextId: update.contextId,
+            version: err.details.currentVersion ?? 0n,
+            error: toProtoError(err),
+          }),
+        });
+      },
+    );
+  }
+
+  private authenticateSession(session: Session, token: string): void {
+    this.pendingReplies++;
+    this.core
+      .authenticate(token, this.transport, this.requestedLevel)
+      .then((auth) => {
         const current = session.auth.principal?.subject;
         if (current !== undefined && auth.principal?.subject !== current) {
           throw new McpError("permission_denied", `this session belongs to "${current}": a token for another subject cannot take it over`);
@@ -429,29 +459,31 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
             securityLevel: level,
           }),
         });
-      },
-    )
-      .catch((e: unknown) => sendError(session, toMcpError(e, "unauthenticated")))
-      .finally(replied);
+      })
+      .catch((e: unknown) => this.sendError(session, toMcpError(e, "unauthenticated")))
+      .finally(() => this.replied());
   }
 
-  function startSync(session: Session, sync: StateSync): void {
+  private startSync(session: Session, sync: StateSync): void {
+    const core = this.core;
     const id = sync.contextId;
     const contextError = (e: unknown) => {
       const err = toMcpError(e, "invalid_argument");
-      sendError(session, new McpError(err.code, err.message, { ...err.details, contextId: id }));
+      this.sendError(session, new McpError(err.code, err.message, { ...err.details, contextId: id }));
     };
     if (!sync.watch) {
-      session.watches.get(id)?.abort();
-      pendingReplies++;
-      core.syncContext(session.auth, sync)
+      session.watchOf(id)?.abort();
+      this.pendingReplies++;
+      core
+        .syncContext(session.auth, sync)
         .then((s) => session.emit({ case: "contextSync", value: s }), contextError)
-        .finally(replied);
+        .finally(() => this.replied());
       return;
     }
-    if (!session.watches.has(id) && session.watches.size >= opts.maxWatchesPerSession) {
+    const maxWatches = core.deps.options.maxWatchesPerSession;
+    if (session.watchOf(id) === undefined && session.watchCount >= maxWatches) {
       return contextError(
-        new McpError("overloaded", `${session.watches.size} context watches are live on this session, the limit is ${opts.maxWatchesPerSession}`, {
+        new McpError("overloaded", `${session.watchCount} context watches are live on this session, the limit is ${maxWatches}`, {
           retryAfterMs: 1000,
         }),
       );
@@ -463,8 +495,8 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
     } catch (e) {
       return contextError(e);
     }
-    session.watches.get(id)?.abort();
-    session.watches.set(id, ac);
+    session.watchOf(id)?.abort();
+    session.setWatch(id, ac);
     // A flag, not `ac.signal.aborted` per change (its receiver check is ~0.7 µs per watcher per change).
     let aborted = false;
     ac.signal.addEventListener("abort", () => (aborted = true), { once: true });
@@ -481,31 +513,31 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
         if (!ac.signal.aborted) contextError(e);
       })
       .finally(() => {
-        if (session.watches.get(id) === ac) session.watches.delete(id);
-        answered();
+        session.unsetWatch(id, ac);
+        this.answered();
       });
   }
 
-  async function run(requests: AsyncIterable<ClientMessage>): Promise<void> {
+  async run(requests: AsyncIterable<ClientMessage>): Promise<void> {
     const it = requests[Symbol.asyncIterator]();
     try {
       for (;;) {
-        if (self.congested) await waitWritable();
-        if (state.kind === "closed") break;
+        if (this.congested) await this.waitWritable();
+        if (this.state === "closed") break;
         // The session dropped this stream (slow consumer) or another stream took it over.
-        if (state.kind === "bound" && !state.session.isAttachedTo(self)) break;
+        if (this.state === "bound" && !this.bound!.isAttachedTo(this)) break;
         const r = await it.next();
         if (r.done === true) {
           // The client half-closed: answer what it sent, then end the RPC.
-          await endRequests();
-          sink.close();
+          await this.endRequests();
+          this.sink.close();
           return;
         }
-        receive(r.value);
+        this.receive(r.value);
       }
-      end();
+      this.end();
     } catch (e) {
-      end(readError(e));
+      this.end(readError(e));
     } finally {
       // Tell the source we stopped reading (no-op when it ended by itself).
       it.return?.().catch(() => {});
@@ -513,24 +545,27 @@ export function openConnection(core: McpCore, transport: TransportInfo, sink: Me
   }
 
   /** Waits for the client to read; drops it with `slow_consumer` when it does not in time. */
-  async function waitWritable(): Promise<void> {
-    slowTimer = setTimeout(
+  async waitWritable(): Promise<void> {
+    const ms = this.core.deps.options.slowConsumerTimeoutMs;
+    this.slowTimer = setTimeout(
       () =>
-        fail(
-          new McpError("slow_consumer", `the client read nothing for ${opts.slowConsumerTimeoutMs} ms while its queue was full`, {
+        this.fail(
+          new McpError("slow_consumer", `the client read nothing for ${ms} ms while its queue was full`, {
             retryAfterMs: 1000,
           }),
         ),
-      opts.slowConsumerTimeoutMs,
+      ms,
     );
     try {
-      if (state.kind === "bound") await state.session.writable();
+      if (this.state === "bound") await this.bound!.writable();
     } finally {
-      clearTimeout(slowTimer);
+      clearTimeout(this.slowTimer);
     }
   }
+}
 
-  return self;
+function checkDrained(conn: StreamConnection): void {
+  conn.checkDrained();
 }
 
 /** Errors raised while reading a stream, as McpErrors (the transport's own words in `cause`). */

@@ -155,6 +155,118 @@ class PreparedToolRun implements PreparedCommand {
   }
 }
 
+/** What every runner host checks with: the core's parts, one object per core. */
+interface HostChecks {
+  readonly tools: ToolRegistry;
+  readonly authorizer: Authorizer;
+  readonly contexts: ContextManager;
+  requireReady(auth: AuthState): void;
+}
+
+/**
+ * The `CommandHost` of a runner: the checks before a command runs and its precondition. A class:
+ * one object per runner with its methods on the prototype, not an object literal of closures —
+ * every idle session has a runner (bench/scale.ts). Subclasses say whose auth state it is and
+ * where a command's events go.
+ */
+abstract class RunnerHost implements CommandHost {
+  constructor(
+    private readonly checks: HostChecks,
+    readonly sessionId: string | undefined,
+    readonly outputJson: boolean,
+  ) {}
+
+  /** The auth state commands are checked against now. */
+  abstract auth(): AuthState;
+  abstract emitEvent(commandId: string, type: string, data: JsonObject): void;
+
+  get acceptsInput(): boolean {
+    return this.sessionId !== undefined;
+  }
+
+  prepare(command: Command): PreparedCommand {
+    const { tools, authorizer } = this.checks;
+    const auth = this.auth();
+    this.checks.requireReady(auth);
+    const tool = tools.get(command.tool);
+    if (tool === undefined) {
+      const why = tools.withheldReason(command.tool);
+      throw new McpError("unknown_tool", `no tool named "${command.tool}"${why === undefined ? "" : `: ${why}`}`, { field: "tool" });
+    }
+    const sessionId = this.sessionId;
+    authorizer.require(subjectOf(auth, sessionId), tool.permission, tool.securityLevel, `run ${tool.name}`);
+    if (command.contextVersion > 0n) {
+      authorizer.require(subjectOf(auth, sessionId), `context:${command.contextId}:read`, SecurityLevel.STANDARD, `precondition on ${command.contextId}`);
+    }
+    const subject = auth.principal?.subject;
+    return new PreparedToolRun(tool, command, subject);
+  }
+
+  async checkPrecondition(contextId: string, version: bigint): Promise<void> {
+    // A sync from the expected version is an empty delta when the context is there; its
+    // to_version is the current version either way (context_not_found when it never existed).
+    const current = (await this.checks.contexts.sync(contextId, version)).toVersion;
+    if (current !== version) {
+      throw new McpError("version_conflict", `context "${contextId}" is at version ${current}, the command requires ${version}`, {
+        currentVersion: current,
+        contextId,
+      });
+    }
+  }
+}
+
+/** The host of `McpCore.createRunner`: a unary request's (or a caller's own) auth state and event callbacks. */
+class CallRunnerHost extends RunnerHost {
+  readonly emitChunk?: EmitChunk;
+
+  constructor(
+    checks: HostChecks,
+    private readonly getAuth: () => AuthState,
+    private readonly onEvent: (commandId: string, type: string, data: JsonObject) => void,
+    sessionId: string | undefined,
+    emitChunk: EmitChunk | undefined,
+    outputJson: boolean,
+  ) {
+    super(checks, sessionId, outputJson);
+    // A unary call streams chunks only when its RPC does (ExecuteStream).
+    if (emitChunk !== undefined) this.emitChunk = emitChunk;
+  }
+
+  auth(): AuthState {
+    return this.getAuth();
+  }
+
+  emitEvent(commandId: string, type: string, data: JsonObject): void {
+    this.onEvent(commandId, type, data);
+  }
+}
+
+/** The host of a session's runner: the session's auth state; events and chunks go on its stream. */
+class SessionRunnerHost extends RunnerHost {
+  private chunkEmitter: EmitChunk | undefined = undefined;
+
+  constructor(
+    checks: HostChecks,
+    private readonly session: Session,
+    private readonly now: () => number,
+  ) {
+    super(checks, session.id, session.outputJson);
+  }
+
+  auth(): AuthState {
+    return this.session.auth;
+  }
+
+  emitEvent(commandId: string, type: string, data: JsonObject): void {
+    this.session.emitEvent(type, data, { commandId });
+  }
+
+  /** Made by the first chunk a command writes (the runner calls it as a plain function). */
+  get emitChunk(): EmitChunk {
+    return (this.chunkEmitter ??= (commandId, chunk) => emitSessionChunk(this.session, commandId, chunk, this.now()));
+  }
+}
+
 /** Assembles the core. */
 export function createCore(deps: CoreDeps): McpCore {
   const { options, authorizer, contexts, tools, revocations } = deps;
@@ -223,6 +335,8 @@ export function createCore(deps: CoreDeps): McpCore {
     authorizer.require(subjectOf(auth, sessionId), permission, level, action);
   }
 
+  const checks: HostChecks = { tools, authorizer, contexts, requireReady };
+
   function createRunner(
     getAuth: () => AuthState,
     emitEvent: (commandId: string, type: string, data: JsonObject) => void,
@@ -231,40 +345,14 @@ export function createCore(deps: CoreDeps): McpCore {
     emitChunk?: EmitChunk,
     outputJson = false,
   ): CommandRunner {
-    const host: CommandHost = {
-      prepare(command: Command) {
-        const auth = getAuth();
-        requireReady(auth);
-        const tool = tools.get(command.tool);
-        if (tool === undefined) {
-          const why = tools.withheldReason(command.tool);
-          throw new McpError("unknown_tool", `no tool named "${command.tool}"${why === undefined ? "" : `: ${why}`}`, { field: "tool" });
-        }
-        authorizer.require(subjectOf(auth, sessionId), tool.permission, tool.securityLevel, `run ${tool.name}`);
-        if (command.contextVersion > 0n) {
-          authorizer.require(subjectOf(auth, sessionId), `context:${command.contextId}:read`, SecurityLevel.STANDARD, `precondition on ${command.contextId}`);
-        }
-        const subject = auth.principal?.subject;
-        return new PreparedToolRun(tool, command, subject);
-      },
-      async checkPrecondition(contextId, version) {
-        // A sync from the expected version is an empty delta when the context is there; its
-        // to_version is the current version either way (context_not_found when it never existed).
-        const current = (await contexts.sync(contextId, version)).toVersion;
-        if (current !== version) {
-          throw new McpError("version_conflict", `context "${contextId}" is at version ${current}, the command requires ${version}`, {
-            currentVersion: current,
-            contextId,
-          });
-        }
-      },
-      emitEvent,
-      // Sessions carry chunks both ways; a unary call streams them only when its RPC does (ExecuteStream).
-      ...(emitChunk === undefined ? {} : { emitChunk }),
-      acceptsInput: sessionId !== undefined,
-      outputJson,
-    };
+    const host = new CallRunnerHost(checks, getAuth, emitEvent, sessionId, emitChunk, outputJson);
     return createCommandRunner(host, options, now, pace, telemetry.commandObserver(sessionId, getAuth));
+  }
+
+  /** A session's runner: sessions carry chunks both ways. */
+  function createSessionRunner(session: Session): CommandRunner {
+    const host = new SessionRunnerHost(checks, session, now);
+    return createCommandRunner(host, options, now, session, telemetry.commandObserver(session.id, () => session.auth));
   }
 
   const contextPermission = (id: string, access: "read" | "write") => `context:${id}:${access}`;
@@ -286,15 +374,7 @@ export function createCore(deps: CoreDeps): McpCore {
     onEnded: (session) => releaseLease(session.id, session.auth.principal?.subject ?? "anonymous"),
     onOrphanEnded: (sessionId) => releaseLease(sessionId, "session-expired"),
     telemetry,
-    createRunner: (session) =>
-      createRunner(
-        () => session.auth,
-        (commandId, type, data) => session.emitEvent(type, data, { commandId }),
-        session.id,
-        session,
-        (commandId, chunk) => emitSessionChunk(session, commandId, chunk, now()),
-        session.outputJson,
-      ),
+    createRunner: createSessionRunner,
   });
   const sessions = registry.sessions;
   let draining = false;
@@ -397,7 +477,7 @@ export function createCore(deps: CoreDeps): McpCore {
         throw new McpError("session_expired", `session ${sessionId} no longer holds events after seq ${afterSeq}: subscribe with after_seq 0`);
       }
       for (const m of replay) tap(m);
-      s.taps.add(tap);
+      s.addTap(tap);
       s.subscriptions++;
       const stop = () => events.end();
       signal.addEventListener("abort", stop, { once: true });
@@ -407,7 +487,7 @@ export function createCore(deps: CoreDeps): McpCore {
           if (s.closed) return;
         }
       } finally {
-        s.taps.delete(tap);
+        s.removeTap(tap);
         s.subscriptions--;
         signal.removeEventListener("abort", stop);
       }

@@ -9,17 +9,27 @@
  * detaches are encoded then (`compact`), so a detached session holds bytes it can account for.
  *
  * The ring starts small and doubles up to its count bound: a short session (a handshake and a
- * few frames) holds a few hundred bytes, not two 4,096-slot arrays (~64 KB) it never fills.
+ * few frames) holds a few hundred bytes, not two 4,096-slot arrays (~64 KB) it never fills. An
+ * idle session holds one message (its HandshakeResult): 4 slots, not 16 (bench/scale.ts).
  */
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { ServerMessageSchema, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 
-const INITIAL_SLOTS = 16;
+const INITIAL_SLOTS = 4;
+
+/**
+ * The bounds of `n` slots. A small ring's are a plain array: a Uint32Array's buffer costs ~0.2 KB
+ * of bookkeeping besides its bytes (measured, Node 20), more than a few slots' bounds; a large
+ * ring's are a Uint32Array, half the bytes of an array of numbers.
+ */
+function newBounds(n: number): number[] | Uint32Array {
+  return n <= 64 ? new Array<number>(2 * n).fill(0) : new Uint32Array(2 * n);
+}
 
 /** The resume buffer of one session. A class: one per session, its methods on the prototype. */
 export class ResumeRing {
   private slots: (ServerMessage | Uint8Array | undefined)[];
-  private bounds: Uint32Array;
+  private bounds: number[] | Uint32Array;
   /** The seq of the oldest message still held; `last + 1` when none is. */
   private first = 1;
   /** The seq of the newest message put. */
@@ -35,7 +45,7 @@ export class ResumeRing {
   ) {
     const n = Math.min(INITIAL_SLOTS, maxMessages);
     this.slots = new Array<ServerMessage | Uint8Array | undefined>(n);
-    this.bounds = new Uint32Array(2 * n);
+    this.bounds = newBounds(n);
   }
 
   /** The oldest seq a resume can still start after (`lastSeq + 1 >= oldest`). */
@@ -150,7 +160,7 @@ export class ResumeRing {
   private grow(): void {
     const n = Math.min(this.slots.length * 2, this.maxMessages);
     const slots = new Array<ServerMessage | Uint8Array | undefined>(n);
-    const bounds = new Uint32Array(2 * n);
+    const bounds = newBounds(n);
     const len = this.slots.length;
     for (let s = this.first; s < this.last; s++) {
       const from = s % len;

@@ -14,7 +14,7 @@ import type { ResolvedServerOptions } from "../config.js";
 import { McpError, toProtoError } from "../errors.js";
 import type { RevocationStore } from "../security/index.js";
 import type { CommandRunner } from "./command-runner.js";
-import { Session, type AuthState, type MessageSink, type ServerPayload } from "./session.js";
+import { Session, type AuthState, type MessageSink, type ServerPayload, type SessionHooks } from "./session.js";
 import type { RemoteCommands } from "./remote-commands.js";
 import type { ParkedSession, SessionStore } from "./session-store.js";
 import type { Telemetry } from "../observability/telemetry.js";
@@ -191,7 +191,7 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
     const ring = BigInt(options.resumeBufferMessages);
     const held = (s.messagesAfter(s.lastSeq > ring ? s.lastSeq - ring : 0n) ?? []).filter((m) => chunkBytesOf(m) === 0);
     parked.set(s.id, tap);
-    s.taps.add(tap);
+    s.addTap(tap);
     void sessionStore.park(
       {
         id: s.id,
@@ -229,7 +229,7 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
     const tap = parked.get(s.id);
     if (tap === undefined || sessionStore === undefined) return;
     parked.delete(s.id);
-    s.taps.delete(tap);
+    s.removeTap(tap);
     void sessionStore.unpark(s.id);
   }
 
@@ -241,7 +241,7 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
     s.release();
     parked.delete(s.id); // closing here must not delete what is parked
     s.handOff(reason, forward); // without forward, the commands' last Responses still go through the tap
-    s.taps.delete(tap);
+    s.removeTap(tap);
   }
 
   // Sessions handed off while their commands still ran here (by id; a session may leave twice).
@@ -349,6 +349,31 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
     for (const g of ghosts.get(id) ?? []) g.runner.cancel(commandId);
   });
 
+  /** Every session's hooks: one object, not closures per session. */
+  const hooks: SessionHooks = {
+    onClosed(s) {
+      sessions.delete(s.id);
+      uncharge(s);
+      const owner = ownerOf.get(s);
+      ownerOf.delete(s);
+      owner?.p.sessions.delete(s);
+      if (owner?.p.sessions.size === 0) principals.delete(owner.key);
+      const movedOn = sessionStore !== undefined && !parked.has(s.id); // handed off: it lives on elsewhere
+      unpark(s);
+      if (!movedOn) init.onEnded?.(s);
+      init.telemetry?.sessionClosed(s);
+    },
+    onDropped: (s, err) => init.telemetry?.sessionDropped(s, err),
+    // Mirrored from the first message on (see session-store.ts: a crash loses at most the last batch);
+    // park() is a no-op for a session already mirrored.
+    onDetached(s) {
+      park(s);
+      charge(s);
+    },
+    onAttached: uncharge,
+    onHeldBytesChanged: recharge,
+  };
+
   function make(auth: AuthState, stream?: { sink: MessageSink; owner: object }, restored?: ParkedSession, outputJson = false): Session {
     const session = new Session(
       {
@@ -360,27 +385,7 @@ export function createSessionRegistry(init: SessionRegistryOptions): SessionRegi
         resumeTtlMs: options.resumeTtlMs,
         expiryWarningMs: options.expiryWarningMs,
         now,
-        onClosed: (s) => {
-          sessions.delete(s.id);
-          uncharge(s);
-          const owner = ownerOf.get(s);
-          ownerOf.delete(s);
-          owner?.p.sessions.delete(s);
-          if (owner?.p.sessions.size === 0) principals.delete(owner.key);
-          const movedOn = sessionStore !== undefined && !parked.has(s.id); // handed off: it lives on elsewhere
-          unpark(s);
-          if (!movedOn) init.onEnded?.(s);
-          init.telemetry?.sessionClosed(s);
-        },
-        onDropped: (s, err) => init.telemetry?.sessionDropped(s, err),
-        // Mirrored from the first message on (see session-store.ts: a crash loses at most the last batch);
-        // park() is a no-op for a session already mirrored.
-        onDetached: (s) => {
-          park(s);
-          charge(s);
-        },
-        onAttached: uncharge,
-        onHeldBytesChanged: recharge,
+        hooks,
         ...(restored === undefined ? {} : { restored }),
         outputJson: restored?.outputJson ?? outputJson,
       },

@@ -72,16 +72,8 @@ export interface SessionInit {
   resumeTtlMs: number;
   expiryWarningMs: number;
   now: () => number;
-  /** Called once when the session closes for good (TTL, revoke, shutdown, hand-off). */
-  onClosed: (session: Session) => void;
-  /** Called when the stream goes away (the core parks the session where other instances can resume it). */
-  onDetached?: (session: Session) => void;
-  /** Called when a stream resumes it here. */
-  onAttached?: (session: Session) => void;
-  /** Called when a detached session's `heldBytes` changed (a command answered while it was away). */
-  onHeldBytesChanged?: (session: Session) => void;
-  /** Called when the attached stream is dropped with an error (`drop`). */
-  onDropped?: (session: Session, err: McpError) => void;
+  /** What the session tells its owner; one object for every session of a registry. */
+  hooks: SessionHooks;
   /** Continue a session another instance parked: its creation time, last seq and the messages held for resume. */
   restored?: { createdAt: number; lastSeq: bigint; messages: readonly ServerMessage[] };
   /**
@@ -90,6 +82,29 @@ export interface SessionInit {
    * same form, as the resume ring replays the bytes already encoded. @default false
    */
   outputJson?: boolean;
+}
+
+/**
+ * What a session tells the registry that holds it. One object shared by all its sessions (each
+ * call names the session), not closures per session: an idle session's cost is mostly fixed
+ * objects like these (bench/scale.ts).
+ */
+export interface SessionHooks {
+  /** Called once when the session closes for good (TTL, revoke, shutdown, hand-off). */
+  onClosed(session: Session): void;
+  /** Called when the stream goes away (the core parks the session where other instances can resume it). */
+  onDetached?(session: Session): void;
+  /** Called when a stream resumes it here. */
+  onAttached?(session: Session): void;
+  /** Called when a detached session's `heldBytes` changed (a command answered while it was away). */
+  onHeldBytesChanged?(session: Session): void;
+  /** Called when the attached stream is dropped with an error (`drop`). */
+  onDropped?(session: Session, err: McpError): void;
+}
+
+/** `Session.flush` as a callback for `process.nextTick` and `setImmediate`: no bound function per session. */
+function flushSession(session: Session): void {
+  session.flush();
 }
 
 /**
@@ -102,10 +117,10 @@ export class Session {
   auth: AuthState;
   /** Set by the core right after construction (the runner needs the session's host callbacks). */
   runner!: CommandRunner;
-  /** Context watches by context id; aborted on replace or close. */
-  readonly watches = new Map<string, AbortController>();
-  /** Observers of every emitted message (EventService/Subscribe). */
-  readonly taps = new Set<(m: ServerMessage) => void>();
+  /** Context watches by context id; aborted on replace or close. Made by the first watch. */
+  private watchMap: Map<string, AbortController> | undefined = undefined;
+  /** Observers of every emitted message (EventService/Subscribe). Made by the first tap. */
+  private tapSet: Set<(m: ServerMessage) => void> | undefined = undefined;
   /** EventService/Subscribe streams following this session now (bounded by `maxSubscriptionsPerSession`). */
   subscriptions = 0;
   /**
@@ -129,7 +144,8 @@ export class Session {
   private pending: ServerMessage[] = [];
   private flushScheduled = false;
   private congested = false;
-  private readonly writableWaiters: (() => void)[] = [];
+  /** Producers waiting for `writable()`; made by the first. */
+  private writableWaiters: (() => void)[] | undefined = undefined;
   private state: SessionState;
   private expiryTimer: ReturnType<typeof setTimeout> | undefined;
   private readonly init: SessionInit;
@@ -155,6 +171,39 @@ export class Session {
     }
     this.state = stream === undefined ? { kind: "detached", since: init.now(), timer: this.resumeTimer() } : { kind: "attached", ...stream };
     this.scheduleExpiry();
+  }
+
+  /** Context watches open now. */
+  get watchCount(): number {
+    return this.watchMap === undefined ? 0 : this.watchMap.size;
+  }
+
+  /** The watch of context `id`, if one is open. */
+  watchOf(id: string): AbortController | undefined {
+    return this.watchMap?.get(id);
+  }
+
+  /** Records the watch of context `id` (the caller aborted the one it replaces). */
+  setWatch(id: string, ac: AbortController): void {
+    (this.watchMap ??= new Map()).set(id, ac);
+  }
+
+  /** Forgets the watch of context `id` if it is still `ac`. */
+  unsetWatch(id: string, ac: AbortController): void {
+    if (this.watchMap?.get(id) === ac) this.watchMap.delete(id);
+  }
+
+  /** Observers of every emitted message now (`addTap`, `removeTap`). */
+  get tapCount(): number {
+    return this.tapSet === undefined ? 0 : this.tapSet.size;
+  }
+
+  addTap(tap: (m: ServerMessage) => void): void {
+    (this.tapSet ??= new Set()).add(tap);
+  }
+
+  removeTap(tap: (m: ServerMessage) => void): void {
+    this.tapSet?.delete(tap);
   }
 
   /** The last seq assigned. */
@@ -187,7 +236,8 @@ export class Session {
     const msg: ServerMessage = { $typeName: "mcp.v1.ServerMessage", seq, message: payload };
     // Exact while seq < 2^53: more messages than a session will ever send.
     this.ring.put(Number(seq), msg);
-    if (this.taps.size > 0) for (const tap of this.taps) tap(msg);
+    const taps = this.tapSet;
+    if (taps !== undefined && taps.size > 0) for (const tap of taps) tap(msg);
     return msg;
   }
 
@@ -211,13 +261,13 @@ export class Session {
       if (!this.flushScheduled) {
         this.flushScheduled = true;
         // One write per tick, not per message (ARCHITECTURE.md "hot path").
-        process.nextTick(this.flush);
+        process.nextTick(flushSession, this);
       }
     } else if (this.state.kind === "detached") {
       // No stream: what a finishing command answers is kept as bytes, within the ring's bounds.
       const before = this.ring.heldBytes;
       this.ring.compactLast();
-      if (this.ring.heldBytes !== before) this.init.onHeldBytesChanged?.(this);
+      if (this.ring.heldBytes !== before) this.init.hooks.onHeldBytesChanged?.(this);
     }
     return msg;
   }
@@ -235,8 +285,8 @@ export class Session {
     event.seq = msg.seq;
   }
 
-  /** Sends whatever is queued now (also called by the timer set in `emit`). */
-  readonly flush = (): void => {
+  /** Sends whatever is queued now (also called by the tick set in `emit`). */
+  flush(): void {
     this.flushScheduled = false;
     // While congested, messages wait here — bounded by maxOutboundMessages — not in the transport.
     if (this.state.kind !== "attached" || this.pending.length === 0 || this.congested) return;
@@ -256,16 +306,24 @@ export class Session {
       );
     }
     // Producers that waited for the backlog (not the transport) to go out may go on.
-    if (!this.congested && this.writableWaiters.length > 0) for (const w of this.writableWaiters.splice(0)) w();
-  };
+    if (!this.congested) this.releaseWriters();
+  }
+
+  /** Resolves every `writable()` waiting now. */
+  private releaseWriters(): void {
+    const ws = this.writableWaiters;
+    if (ws === undefined || ws.length === 0) return;
+    this.writableWaiters = undefined;
+    for (const w of ws) w();
+  }
 
   private setUncongested(sink: MessageSink): void {
     if (this.state.kind !== "attached" || this.state.sink !== sink) return;
     this.congested = false;
-    for (const w of this.writableWaiters.splice(0)) w();
+    this.releaseWriters();
     if (this.pending.length > 0 && !this.flushScheduled) {
       this.flushScheduled = true;
-      setImmediate(this.flush);
+      setImmediate(flushSession, this);
     }
   }
 
@@ -276,7 +334,7 @@ export class Session {
    */
   drop(err: McpError): void {
     if (this.state.kind !== "attached") return;
-    this.init.onDropped?.(this, err);
+    this.init.hooks.onDropped?.(this, err);
     const sink = this.state.sink;
     if (!this.congested) this.flush();
     sink.write([this.numbered({ case: "error", value: toProtoError(err) })]);
@@ -298,7 +356,7 @@ export class Session {
   writable(): Promise<void> {
     // A closed session will never be writable again: callers re-check `closed` and stop.
     if (!this.isCongested || this.state.kind === "closed") return Promise.resolve();
-    return new Promise((resolve) => this.writableWaiters.push(resolve));
+    return new Promise((resolve) => (this.writableWaiters ??= []).push(resolve));
   }
 
   /**
@@ -330,7 +388,7 @@ export class Session {
     if (this.state.kind === "closed") throw this.state.reason;
     this.mirrorMayLag = false;
     this.setState({ kind: "attached", sink, owner });
-    this.init.onAttached?.(this);
+    this.init.hooks.onAttached?.(this);
   }
 
   /**
@@ -354,7 +412,7 @@ export class Session {
     this.setState({ kind: "detached", since: this.init.now(), timer: this.resumeTimer() });
     // From here on the session costs what it holds: bytes, counted and bounded.
     this.ring.compact();
-    this.init.onDetached?.(this);
+    this.init.hooks.onDetached?.(this);
   }
 
   /** Closes the session unless it is resumed within `resumeTtlMs`. */
@@ -377,10 +435,9 @@ export class Session {
     if (this.state.kind !== "detached") return;
     if (forward !== undefined && this.runner.pendingIds().length > 0) this.forwarding = forward;
     else this.runner.abortAll(reason);
-    for (const w of this.watches.values()) w.abort(reason);
-    this.watches.clear();
+    this.abortWatches(reason);
     this.setState({ kind: "closed", reason });
-    this.init.onClosed(this);
+    this.init.hooks.onClosed(this);
   }
 
   /**
@@ -392,10 +449,16 @@ export class Session {
     if (tell) this.emit({ case: "error", value: toProtoError(reason) });
     this.setState({ kind: "closed", reason });
     this.runner.abortAll(reason);
-    for (const w of this.watches.values()) w.abort(reason);
-    this.watches.clear();
-    for (const w of this.writableWaiters.splice(0)) w();
-    this.init.onClosed(this);
+    this.abortWatches(reason);
+    this.releaseWriters();
+    this.init.hooks.onClosed(this);
+  }
+
+  private abortWatches(reason: McpError): void {
+    const watches = this.watchMap;
+    if (watches === undefined) return;
+    for (const w of watches.values()) w.abort(reason);
+    watches.clear();
   }
 
   /** Why the session closed, if it did. */
@@ -417,7 +480,7 @@ export class Session {
     this.state = next;
     this.congested = false;
     // Waiters re-check their condition after every transition (attached again, detached, closed).
-    for (const w of this.writableWaiters.splice(0)) w();
+    this.releaseWriters();
   }
 
   /** Replaces the session's credentials (Authentication refresh) and re-arms the expiry timers. */
@@ -436,18 +499,32 @@ export class Session {
     const expiresAt = this.auth.expiresAt;
     if (expiresAt === undefined) return;
     const now = this.init.now();
-    const expire = () => {
-      this.auth = { ...this.auth, expired: true };
-      this.emitEvent("session.expired", { session_id: this.id });
-    };
     const warnIn = Math.max(0, expiresAt - this.init.expiryWarningMs - now);
     // Measured from now, as if both were armed now (the clock may be a test's).
     const expireIn = Math.max(0, expiresAt - now);
-    this.expiryTimer = setTimeout(() => {
-      this.emitEvent("session.expiring", { expires_at: new Date(expiresAt).toISOString(), session_id: this.id });
-      this.expiryTimer = setTimeout(expire, Math.max(0, expireIn - warnIn));
-      this.expiryTimer.unref();
-    }, warnIn);
+    this.expiryTimer = setTimeout(expiryWarning, warnIn, this, expiresAt, Math.max(0, expireIn - warnIn));
     this.expiryTimer.unref();
   }
+
+  /** The token expires soon: warn, and arm the expiry `expireAfterMs` from now. */
+  warnExpiring(expiresAt: number, expireAfterMs: number): void {
+    this.emitEvent("session.expiring", { expires_at: new Date(expiresAt).toISOString(), session_id: this.id });
+    this.expiryTimer = setTimeout(sessionExpired, expireAfterMs, this);
+    this.expiryTimer.unref();
+  }
+
+  /** The token expired: rights end until a fresh Authentication. */
+  expire(): void {
+    this.auth = { ...this.auth, expired: true };
+    this.emitEvent("session.expired", { session_id: this.id });
+  }
+}
+
+// Timer callbacks as module functions, given the session as an argument: no closures per session.
+function expiryWarning(session: Session, expiresAt: number, expireAfterMs: number): void {
+  session.warnExpiring(expiresAt, expireAfterMs);
+}
+
+function sessionExpired(session: Session): void {
+  session.expire();
 }

@@ -202,7 +202,7 @@ for (const p of STREAMS) {
       })();
       await writes;
       await resetAndExpectParked(stream, sessionId);
-      await eventually(() => t.server.core.sessions.get(sessionId)?.watches.size === 0 || t.server.core.sessions.get(sessionId)?.connected === false, "the watch stopped or parked");
+      await eventually(() => t.server.core.sessions.get(sessionId)?.watchCount === 0 || t.server.core.sessions.get(sessionId)?.connected === false, "the watch stopped or parked");
       await serverStillWorks();
     });
 

@@ -264,7 +264,7 @@ describe("EventService/Subscribe", () => {
     const first = it.next();
     // The subscription is in place once the server taps the session.
     const session = t.server.core.sessions.get(sessionId);
-    for (let i = 0; (session?.taps.size ?? 0) === 0; i++) {
+    for (let i = 0; (session?.tapCount ?? 0) === 0; i++) {
       if (i > 500) throw new Error("the subscription never reached the session");
       await new Promise((r) => setTimeout(r, 10));
     }

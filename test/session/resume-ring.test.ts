@@ -27,9 +27,10 @@ function fill(ring: ResumeRing, from: number, to: number, make: (s: number) => S
 
 describe("count bound", () => {
   const cases: { name: string; max: number; put: number; oldest: number }[] = [
-    // fewer than the first 16 slots: nothing grows, nothing goes
-    { name: "a short session", max: 4096, put: 5, oldest: 1 },
-    // past 16, 32, 64 … slots: the ring doubles and keeps every message in order
+    // fewer than the first 4 slots: nothing grows, nothing goes
+    { name: "a short session", max: 4096, put: 3, oldest: 1 },
+    // past 4, 8, 16 … slots: the ring doubles and keeps every message in order
+    { name: "growing once", max: 4096, put: 5, oldest: 1 },
     { name: "growing through several doublings", max: 4096, put: 1000, oldest: 1 },
     // at the bound the oldest go one per new message
     { name: "past the count bound", max: 100, put: 250, oldest: 151 },
@@ -77,6 +78,18 @@ describe("byte bound", () => {
     ring.compactLast();
     expect(ring.oldest).toBe(5);
     expect(seqs(ring.after(4n))).toEqual([5, 6]);
+  });
+
+  test("encoded messages keep their bytes as the ring grows from a few slots to many", () => {
+    const ring = new ResumeRing(4096, Infinity);
+    const all: ServerMessage[] = [];
+    for (let s = 1; s <= 300; s += 3) {
+      const batch = fill(ring, s, s + 2, (seq) => big(seq, 10 + (seq % 7)));
+      const encoded = encodeFrameBatch(ServerMessageSchema, batch);
+      ring.encoded(batch, encoded.bytes, encoded.bounds);
+      all.push(...batch);
+    }
+    expect(ring.after(0n)).toEqual(all);
   });
 
   test("overwriting an encoded slot gives its bytes back", () => {
