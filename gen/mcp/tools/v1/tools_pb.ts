@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mcp/tools/v1/tools.proto.
  */
 export const file_mcp_tools_v1_tools: GenFile = /*@__PURE__*/
-  fileDesc("ChhtY3AvdG9vbHMvdjEvdG9vbHMucHJvdG8SDG1jcC50b29scy52MSIZCglFY2hvSW5wdXQSDAoEdGV4dBgBIAEoCSIaCgpFY2hvT3V0cHV0EgwKBHRleHQYASABKAkiSwoLRnNSZWFkSW5wdXQSDAoEcGF0aBgBIAEoCRIOCgZvZmZzZXQYAiABKAQSDgoGbGVuZ3RoGAMgASgEEg4KBmJpbmFyeRgEIAEoCCJ1CgxGc1JlYWRPdXRwdXQSDwoHY29udGVudBgBIAEoCRIMCgRzaXplGAIgASgEEhMKC25leHRfb2Zmc2V0GAMgASgEEhEKCXRydW5jYXRlZBgEIAEoCBITCgZzaGEyNTYYBSABKAlIAIgBAUIJCgdfc2hhMjU2In4KDEZzV3JpdGVJbnB1dBIMCgRwYXRoGAEgASgJEg8KB2NvbnRlbnQYAiABKAkSFgoOY3JlYXRlX3BhcmVudHMYAyABKAgSDwoHY2h1bmtlZBgEIAEoCBIXCgp0b3RhbF9zaXplGAUgASgESACIAQFCDQoLX3RvdGFsX3NpemUiRgoNRnNXcml0ZU91dHB1dBIVCg1ieXRlc193cml0dGVuGAEgASgEEhMKBnNoYTI1NhgCIAEoCUgAiAEBQgkKB19zaGEyNTYiVQoLRnNMaXN0SW5wdXQSDAoEcGF0aBgBIAEoCRIRCglyZWN1cnNpdmUYAiABKAgSEQoJcGFnZV9zaXplGAMgASgNEhIKCnBhZ2VfdG9rZW4YBCABKAkiMwoHRnNFbnRyeRIMCgRwYXRoGAEgASgJEgwKBHR5cGUYAiABKAkSDAoEc2l6ZRgDIAEoBCJPCgxGc0xpc3RPdXRwdXQSJgoHZW50cmllcxgBIAMoCzIVLm1jcC50b29scy52MS5Gc0VudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJ/Cg1Gc1NlYXJjaElucHV0Eg8KB3BhdHRlcm4YASABKAkSDAoEcGF0aBgCIAEoCRIPCgdpbmNsdWRlGAMgAygJEg8KB2V4Y2x1ZGUYBCADKAkSEwoLbWF4X3Jlc3VsdHMYBSABKA0SGAoQY2FzZV9pbnNlbnNpdGl2ZRgGIAEoCCJJCg1Gc1NlYXJjaE1hdGNoEgwKBHBhdGgYASABKAkSDAoEbGluZRgCIAEoDRIOCgZjb2x1bW4YAyABKA0SDAoEdGV4dBgEIAEoCSJpCg5Gc1NlYXJjaE91dHB1dBIsCgdtYXRjaGVzGAEgAygLMhsubWNwLnRvb2xzLnYxLkZzU2VhcmNoTWF0Y2gSEQoJdHJ1bmNhdGVkGAIgASgIEhYKDmZpbGVzX3NlYXJjaGVkGAMgASgNIpABCglFeGVjSW5wdXQSDAoEYXJndhgBIAMoCRILCgNjd2QYAiABKAkSLQoDZW52GAMgAygLMiAubWNwLnRvb2xzLnYxLkV4ZWNJbnB1dC5FbnZFbnRyeRINCgVzdGRpbhgEIAEoCRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImIKCkV4ZWNPdXRwdXQSEQoJZXhpdF9jb2RlGAEgASgFEg4KBnNpZ25hbBgCIAEoCRIOCgZzdGRvdXQYAyABKAkSDgoGc3RkZXJyGAQgASgJEhEKCXRydW5jYXRlZBgFIAEoCGIGcHJvdG8z");
+  fileDesc("ChhtY3AvdG9vbHMvdjEvdG9vbHMucHJvdG8SDG1jcC50b29scy52MSIZCglFY2hvSW5wdXQSDAoEdGV4dBgBIAEoCSIaCgpFY2hvT3V0cHV0EgwKBHRleHQYASABKAkiSwoLRnNSZWFkSW5wdXQSDAoEcGF0aBgBIAEoCRIOCgZvZmZzZXQYAiABKAQSDgoGbGVuZ3RoGAMgASgEEg4KBmJpbmFyeRgEIAEoCCKGAQoMRnNSZWFkT3V0cHV0Eg8KB2NvbnRlbnQYASABKAkSDAoEc2l6ZRgCIAEoBBITCgtuZXh0X29mZnNldBgDIAEoBBIRCgl0cnVuY2F0ZWQYBCABKAgSEwoGc2hhMjU2GAUgASgJSACIAQESDwoHY2h1bmtlZBgGIAEoCEIJCgdfc2hhMjU2In4KDEZzV3JpdGVJbnB1dBIMCgRwYXRoGAEgASgJEg8KB2NvbnRlbnQYAiABKAkSFgoOY3JlYXRlX3BhcmVudHMYAyABKAgSDwoHY2h1bmtlZBgEIAEoCBIXCgp0b3RhbF9zaXplGAUgASgESACIAQFCDQoLX3RvdGFsX3NpemUiRgoNRnNXcml0ZU91dHB1dBIVCg1ieXRlc193cml0dGVuGAEgASgEEhMKBnNoYTI1NhgCIAEoCUgAiAEBQgkKB19zaGEyNTYiVQoLRnNMaXN0SW5wdXQSDAoEcGF0aBgBIAEoCRIRCglyZWN1cnNpdmUYAiABKAgSEQoJcGFnZV9zaXplGAMgASgNEhIKCnBhZ2VfdG9rZW4YBCABKAkiMwoHRnNFbnRyeRIMCgRwYXRoGAEgASgJEgwKBHR5cGUYAiABKAkSDAoEc2l6ZRgDIAEoBCJPCgxGc0xpc3RPdXRwdXQSJgoHZW50cmllcxgBIAMoCzIVLm1jcC50b29scy52MS5Gc0VudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJ/Cg1Gc1NlYXJjaElucHV0Eg8KB3BhdHRlcm4YASABKAkSDAoEcGF0aBgCIAEoCRIPCgdpbmNsdWRlGAMgAygJEg8KB2V4Y2x1ZGUYBCADKAkSEwoLbWF4X3Jlc3VsdHMYBSABKA0SGAoQY2FzZV9pbnNlbnNpdGl2ZRgGIAEoCCJJCg1Gc1NlYXJjaE1hdGNoEgwKBHBhdGgYASABKAkSDAoEbGluZRgCIAEoDRIOCgZjb2x1bW4YAyABKA0SDAoEdGV4dBgEIAEoCSJpCg5Gc1NlYXJjaE91dHB1dBIsCgdtYXRjaGVzGAEgAygLMhsubWNwLnRvb2xzLnYxLkZzU2VhcmNoTWF0Y2gSEQoJdHJ1bmNhdGVkGAIgASgIEhYKDmZpbGVzX3NlYXJjaGVkGAMgASgNIpABCglFeGVjSW5wdXQSDAoEYXJndhgBIAMoCRILCgNjd2QYAiABKAkSLQoDZW52GAMgAygLMiAubWNwLnRvb2xzLnYxLkV4ZWNJbnB1dC5FbnZFbnRyeRINCgVzdGRpbhgEIAEoCRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImIKCkV4ZWNPdXRwdXQSEQoJZXhpdF9jb2RlGAEgASgFEg4KBnNpZ25hbBgCIAEoCRIOCgZzdGRvdXQYAyABKAkSDgoGc3RkZXJyGAQgASgJEhEKCXRydW5jYXRlZBgFIAEoCGIGcHJvdG8z");
 
 /**
  * Input of `echo`: returns its input; for tests and benchmarks.
@@ -71,7 +71,8 @@ export type FsReadInput = Message<"mcp.tools.v1.FsReadInput"> & {
   offset: bigint;
 
   /**
-   * Bytes to read at most (0 = up to the server's cap; with `binary`, to the end of the file).
+   * Bytes to read at most (0 = to the end of the file; without `binary`, at most the server's cap
+   * on unary `Execute`, and as chunks beyond it on a stream: see FsReadOutput.chunked).
    *
    * @generated from field: uint64 length = 3;
    */
@@ -129,11 +130,21 @@ export type FsReadOutput = Message<"mcp.tools.v1.FsReadOutput"> & {
   truncated: boolean;
 
   /**
-   * With `binary`: lowercase hex SHA-256 of the bytes streamed.
+   * With `binary` or `chunked`: lowercase hex SHA-256 of the bytes streamed.
    *
    * @generated from field: optional string sha256 = 5;
    */
   sha256?: string | undefined;
+
+  /**
+   * A text read longer than the server's cap that came as `Chunk`s on `command.output` events
+   * (ExecuteStream or the session stream), as a `binary` read does: `content` is empty and the
+   * chunks carry the file's bytes as they are (UTF-8 for a text file). Never set on unary
+   * `Execute`, which answers the first bytes up to the cap with `truncated` instead.
+   *
+   * @generated from field: bool chunked = 6;
+   */
+  chunked: boolean;
 };
 
 /**
