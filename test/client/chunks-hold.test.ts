@@ -55,7 +55,7 @@ async function slowRead(file: ChunkStream, until?: (received: number) => boolean
     if (++n === 1) {
       const received = () => taken + file.bufferedBytes;
       if (until !== undefined) {
-        await eventually(() => until(received()), "the stopped reader to receive it all");
+        await eventually(() => until(received()), "the stopped reader to receive it all", 50_000);
       } else {
         // Stopped until the flow stops: what arrives meanwhile is what the client lets in.
         for (let last = -1, quiet = 0; quiet < 5; ) {
@@ -87,11 +87,11 @@ test("64 MiB with a stopped, then slow reader: the client holds about highWaterB
   expect(r.peak).toBeLessThanOrEqual(HIGH_WATER + 2 * 1024 * 1024);
   // The session is usable afterwards: the hold was released.
   expect(await session.call("echo", { text: "after" })).toEqual({ text: "after" });
-});
+}, 60_000);
 
 test("the same reader without a bound (highWaterBytes: Infinity) buffers the whole file: the bound above is the hold", async () => {
   const file = session.callChunks("fs.read", { path: "big.bin", binary: true }, { highWaterBytes: Infinity });
   const r = await slowRead(file, (received) => received === SIZE);
   expect(r.sha256).toBe(want);
   expect(r.peak).toBeGreaterThan(SIZE - 1024 * 1024);
-});
+}, 60_000);
