@@ -2,14 +2,16 @@
  * Text reads beyond the cap (docs/streams.md "Bytes and chunks"), on a real server on loopback:
  * `fs.read` without `binary` of a file three times `maxReadBytes` comes whole, byte for byte, as
  * chunks on the session stream and on ExecuteStream (`chunked` set, `content` empty); unary
- * Execute still answers the first bytes up to the cap with `truncated`; a read within the cap is
- * `content` as before, with no chunks.
+ * Execute still answers the first bytes up to the cap with `truncated`, and so does the in-process
+ * `/mcp` bridge (a model reads text, not chunks); a read within the cap is `content` as before,
+ * with no chunks.
  */
 import { createHash } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { createClient } from "@connectrpc/connect";
+import { Client, StreamableHTTPClientTransport } from "@modelcontextprotocol/client";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { CommandService } from "../../gen/mcp/v1/command_pb.js";
@@ -106,4 +108,18 @@ test("unary Execute: the same read is cut at the cap (on a whole character) with
   expect(bytes.equals(text.subarray(0, bytes.length))).toBe(true);
   expect(out).toMatchObject({ truncated: true, nextOffset: String(bytes.length), size: String(text.length) });
   expect(out["chunked"]).toBeUndefined();
+});
+
+test("the /mcp bridge (official SDK client): the same read is cut at the cap as on unary, not chunked", async () => {
+  const mcp = new Client({ name: "chunks-text", version: "1.0.0" });
+  await mcp.connect(new StreamableHTTPClientTransport(new URL("/mcp", t.url), { requestInit: { headers: { authorization: `Bearer ${token}` } } }));
+  try {
+    const r = await mcp.callTool({ name: "fs.read", arguments: { path: "big.txt" } });
+    const out = r.structuredContent as { content: string; truncated: boolean; chunked?: boolean };
+    expect(Buffer.byteLength(out.content, "utf8")).toBeGreaterThan(CAP - 4);
+    expect(out.truncated).toBe(true);
+    expect(out.chunked).toBeUndefined();
+  } finally {
+    await mcp.close();
+  }
 });
