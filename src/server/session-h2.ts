@@ -235,7 +235,10 @@ function serveSession(
   }
 
   stream.on("end", () => {
-    if (finished) return;
+    // Node also ends a stream that nghttp2 closed without the client's END_STREAM, when its
+    // connection went: a lost connection ('close' below detaches the session for resume), not a
+    // half-close — a frame cut there is not a malformed request that ends the session.
+    if (finished || stream.closed) return;
     requestEnded = true;
     // Frames still waiting for their turn are read first.
     if (turn === undefined && !paused) endOfRequest();

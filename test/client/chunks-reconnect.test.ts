@@ -14,7 +14,8 @@ import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { createMcpClient, type McpClient, type SessionStateChange } from "../../src/client/index.js";
 import { createBuiltinTools, defineJsonTool, type RegisteredTool } from "../../src/tools/index.js";
 import { eventually } from "../helpers/eventually.js";
-import { startServer, type TestServer } from "../helpers/server.js";
+import { clientFrame, connectH2, openH2Stream } from "../helpers/raw-h2.js";
+import { handshake, startServer, type TestServer } from "../helpers/server.js";
 import { startTcpProxy, type TcpProxy } from "./tcp-proxy.js";
 
 let t: TestServer;
@@ -139,6 +140,23 @@ describe("an upload cut midway", () => {
       expect(changes.at(-1)).toMatchObject({ state: "open", resumed: true });
     } finally {
       s.close();
+    }
+  });
+});
+
+describe("the server tells a cut from a half-close", () => {
+  test("a client that half-closes inside a frame (END_STREAM mid-message) is still refused: PROTOCOL invalid_message", async () => {
+    const h2 = connectH2(t.url);
+    try {
+      const s = openH2Stream(h2);
+      s.stream.write(clientFrame(handshake(await t.token("alice", ["developer"]))));
+      expect(await s.until((m) => m.message.case === "handshakeResult")).toBeDefined();
+      const input = clientFrame({ case: "commandInput", value: { commandId: "x", chunk: { data: new Uint8Array(1000), offset: 0n } } });
+      s.stream.end(input.subarray(0, 500));
+      const error = await s.until((m) => m.message.case === "error");
+      expect(error?.message.value).toMatchObject({ kind: 4, code: "invalid_message", message: expect.stringContaining("ended inside a frame") });
+    } finally {
+      h2.close();
     }
   });
 });
