@@ -70,6 +70,9 @@ export function coreBackend(core: McpCore, auth: AuthState): BridgeBackend {
           (r) => {
             if (r.message.case === "event") onEvent(r.message.value);
           },
+          undefined,
+          // A model reads text: fs.read beyond its cap answers the first part with truncated, not chunks.
+          false,
         );
         function onAbort(): void {
           runner.abortAll(new McpError("cancelled", "the Model Context Protocol client cancelled the call"));

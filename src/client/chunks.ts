@@ -21,6 +21,11 @@ export interface ChunkStream extends AsyncIterable<Uint8Array> {
    * rejects only when the session closed first.
    */
   readonly response: Promise<Response>;
+  /**
+   * Received bytes the reader has not taken yet: what this stream buffers in the process now.
+   * Stays about `highWaterBytes` (plus what was on its way when the session stopped reading).
+   */
+  readonly bufferedBytes: number;
 }
 
 /** Options of `readChunks` / `callChunks`. */
@@ -57,6 +62,8 @@ const DEFAULT_HIGH_WATER_BYTES = 4 * 1024 * 1024;
 const byteLength = (b: Uint8Array) => b.length;
 /** What a server that does not say (`Limits.input_window_bytes` = 0) is assumed to take. */
 const FALLBACK_WINDOW_BYTES = 1024 * 1024;
+/** How often an upload waiting for acks or its Response checks that its stream is still the session's, in ms. */
+const STREAM_CHECK_MS = 100;
 
 let counter = 0;
 const freshId = () => `chunks-${Date.now().toString(36)}-${(++counter).toString(36)}`;
@@ -134,6 +141,9 @@ export function readChunks(session: McpSession, command: MessageInitShape<typeof
   return {
     commandId: id,
     response,
+    get bufferedBytes() {
+      return chunks.bytes;
+    },
     [Symbol.asyncIterator]() {
       if (!started) start();
       const it = chunks[Symbol.asyncIterator]();
@@ -160,9 +170,14 @@ export function callChunks(session: McpSession, tool: string, args: JsonObject =
 /**
  * Runs `command` and sends `source` as its input in CommandInput chunks, keeping at most the
  * server's input window unconsumed (it acknowledges with `command.input` events), then a final
- * chunk marked `last`. Resolves with the command's Response. Aborting, a failed Response, or the
- * session losing its stream stop the upload (the command is cancelled; `fs.write` then leaves the
- * target as it was). An upload does not continue across a reconnect.
+ * chunk marked `last`. Resolves with the command's Response. Aborting, a failed Response or a
+ * failing `source` stop the upload (the command is cancelled; `fs.write` then leaves the target
+ * as it was).
+ *
+ * An upload lives on one stream: chunks sent on a stream that broke are lost, and CommandInput is
+ * not re-sent. So when the session's stream changes before the Response (a reconnect, resumed or
+ * not), the upload cancels its command and rejects with `TRANSPORT connection_lost` (retryable):
+ * upload again. A Response that was already on its way wins (the upload was complete).
  */
 export async function uploadChunks(
   session: McpSession,
@@ -171,12 +186,18 @@ export async function uploadChunks(
   options: ChunkUploadOptions = {},
 ): Promise<Response> {
   const id = command.id !== undefined && command.id !== "" ? command.id : freshId();
-  const limits = session.handshake.limits;
+  const chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES;
+  if (!Number.isSafeInteger(chunkBytes) || chunkBytes <= 0) throw new TypeError('"chunkBytes" option must be a positive integer');
+  // Start on a live stream: the one this upload's chunks go on. A ping resolves once a
+  // reconnecting session is back (and rejects once it is closed for good).
+  while (session.state !== "open") await session.ping();
+  const stream = session.handshake;
+  const moved = () => session.state !== "open" || session.handshake !== stream;
+  const limits = stream.limits;
   const window = limits?.inputWindowBytes || FALLBACK_WINDOW_BYTES;
-  const maxChunk = Math.min(options.chunkBytes ?? DEFAULT_CHUNK_BYTES, limits?.maxChunkBytes || DEFAULT_CHUNK_BYTES);
-  if (!Number.isSafeInteger(maxChunk) || maxChunk <= 0) throw new TypeError('"chunkBytes" option must be a positive integer');
+  const maxChunk = Math.min(chunkBytes, limits?.maxChunkBytes || DEFAULT_CHUNK_BYTES);
   let consumed = 0;
-  let answered: Response | undefined;
+  let settled = false;
   let wake: (() => void) | undefined;
   const responded = session
     .execute(create(CommandSchema, { ...command, id, timeoutMs: options.timeoutMs ?? command.timeoutMs ?? 0 }), {
@@ -189,36 +210,56 @@ export async function uploadChunks(
       },
       ...(options.signal === undefined ? {} : { signal: options.signal }),
     })
-    .then((r) => {
-      answered = r;
+    .finally(() => {
+      settled = true;
       wake?.();
-      return r;
     });
   // A failed send loop still settles `responded`; this keeps a rejection from floating meanwhile.
   responded.catch(() => {});
+  const stopped = () => settled || options.signal?.aborted === true || moved();
+  /**
+   * Waits for an ack or the Response, at most `STREAM_CHECK_MS`: a broken stream sends neither,
+   * and the session has no state hook one call can leave again, so a wait looks at the stream
+   * that often.
+   */
+  const nextWake = () =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, STREAM_CHECK_MS);
+      wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    }).finally(() => (wake = undefined));
   let offset = 0;
-  const stopped = () => answered !== undefined || options.signal?.aborted === true;
   const send = async (data: Uint8Array, last: boolean): Promise<boolean> => {
-    while (!stopped() && offset + data.length - consumed > window) {
-      await new Promise<void>((resolve) => (wake = resolve));
-      wake = undefined;
-    }
+    while (!stopped() && offset + data.length - consumed > window) await nextWake();
     if (stopped()) return false;
-    if (session.state !== "open") {
-      // Chunks sent while reconnecting would be dropped: the upload cannot go on whole.
-      session.cancel(id);
-      return false;
-    }
     session.send({ case: "commandInput", value: { commandId: id, chunk: { data, offset: BigInt(offset), last } } });
     offset += data.length;
     return true;
   };
   const pieces = source instanceof Uint8Array ? [source] : source;
   let going = true;
-  for await (const piece of pieces) {
-    for (let from = 0; going && from < piece.length; from += maxChunk) going = await send(piece.subarray(from, from + maxChunk), false);
-    if (!going) break;
+  try {
+    for await (const piece of pieces) {
+      for (let from = 0; going && from < piece.length; from += maxChunk) going = await send(piece.subarray(from, from + maxChunk), false);
+      if (!going) break;
+    }
+    if (going) await send(new Uint8Array(0), true);
+  } catch (e) {
+    // The source failed: the server must not wait for the rest until the command's timeout.
+    if (!settled) session.cancel(id);
+    throw e;
   }
-  if (going) await send(new Uint8Array(0), true);
-  return responded;
+  // Sent whole or stopped: the Response is on its way unless the stream broke before it came.
+  while (!settled && !moved() && options.signal?.aborted !== true) await nextWake();
+  const lost = !settled && moved();
+  if (lost) session.cancel(id);
+  const r = await responded;
+  if (lost && r.result.case === "error" && r.result.value.code === "cancelled") {
+    throw new McpError("connection_lost", `the session's stream broke during the upload of command "${id}", which was cancelled: upload again`, {
+      cause: fromProtoError(r.result.value),
+    });
+  }
+  return r;
 }

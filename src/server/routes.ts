@@ -78,6 +78,8 @@ async function unaryAuth(core: McpCore, ctx: HandlerContext): Promise<AuthState>
 /**
  * Starts one command on a runner of its own — the same runner sessions use — and returns that
  * runner, so the caller can `abortAll` it when the client goes away. `onResponse` is called once.
+ * Output chunks go to `onEvent` unless `chunks` is false: a caller that reads events but not
+ * chunks (the /mcp bridge: a model reads `fs.read`'s text) gets what unary Execute gets.
  */
 export function startCommand(
   core: McpCore,
@@ -86,6 +88,7 @@ export function startCommand(
   onResponse: (r: Response) => void,
   onEvent?: (r: ExecuteStreamResponse) => void,
   pace?: OutboundPace,
+  chunks = true,
 ): CommandRunner {
   if (command.id === "") command.id = randomUUID();
   const runner = core.createRunner(
@@ -100,7 +103,7 @@ export function startCommand(
           ),
     undefined,
     pace,
-    onEvent === undefined
+    onEvent === undefined || !chunks
       ? undefined
       : (commandId, chunk) => onEvent(create(ExecuteStreamResponseSchema, { message: { case: "event", value: chunkEvent(commandId, chunk, core.now()) } })),
   );

@@ -266,7 +266,10 @@ class SessionStream implements MessageSink {
   }
 
   private requestEnd(): void {
-    if (this.finished) return;
+    // Node also ends a stream that nghttp2 closed without the client's END_STREAM, when its
+    // connection went: a lost connection ('close' below detaches the session for resume), not a
+    // half-close — a frame cut there is not a malformed request that ends the session.
+    if (this.finished || this.stream.closed) return;
     this.requestEnded = true;
     // Frames still waiting for their turn are read first.
     if (this.turn === undefined && !this.paused) this.endOfRequest();

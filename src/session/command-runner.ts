@@ -122,6 +122,10 @@ class Inflight implements ToolContext {
     return writeChunk(this, this.host.emitChunk, this.pace, data, options);
   }
 
+  get streamsChunks(): boolean {
+    return this.host.emitChunk !== undefined;
+  }
+
   readChunks(): AsyncIterable<Uint8Array> {
     return readChunks(this, this.host.acceptsInput === true, (consumed) => this.emit(INPUT_EVENT, inputAckData(consumed)));
   }

@@ -39,6 +39,12 @@ export interface ToolContext {
    */
   writeChunk?(data: Uint8Array, options?: WriteChunkOptions): Promise<void>;
   /**
+   * Whether `writeChunk` can carry chunks on this call (the session stream, ExecuteStream), so a
+   * tool can choose between chunks and a bounded answer before it starts (`fs.read` text beyond
+   * its cap). Absent in contexts made by hand: no chunks.
+   */
+  readonly streamsChunks?: boolean;
+  /**
    * The command's uploaded input (`CommandInput` chunks on the session stream), in order, ending
    * after the chunk marked `last`; readable once. Throws `invalid_argument` when the call cannot
    * carry input (unary RPCs); iteration throws `signal.reason` once aborted, and the command fails

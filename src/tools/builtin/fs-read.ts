@@ -1,6 +1,7 @@
 /**
  * The `fs.read` tool: reads a UTF-8 text range of a file inside the workspace root, or — with
- * `binary` — streams any byte range of any size as chunks (docs/streams.md "Bytes and chunks").
+ * `binary`, or a text range beyond the cap on a call that streams — streams any byte range of any
+ * size as chunks (docs/streams.md "Bytes and chunks").
  */
 import { createHash } from "node:crypto";
 import { open, type FileHandle } from "node:fs/promises";
@@ -12,16 +13,21 @@ import { resolveInRoot } from "../workspace.js";
 import { fsError } from "./fs-errors.js";
 import type { ResolvedBuiltinToolsOptions } from "./options.js";
 
-/** Creates `fs.read`; reads at most `maxReadBytes` per call (the rest via `next_offset`). */
+/**
+ * Creates `fs.read`. A text range within `maxReadBytes` is answered as `content`; a longer one is
+ * streamed as chunks (`chunked`) where the call carries them, else cut at the cap (`truncated`,
+ * the rest via `next_offset`).
+ */
 export function createFsReadTool(options: ResolvedBuiltinToolsOptions): RegisteredTool {
   const { root, maxReadBytes, readChunkBytes } = options;
   return defineTypedTool({
     name: "fs.read",
     description:
       `Reads a text file (UTF-8) relative to the workspace root, from byte \`offset\`, at most \`length\` bytes ` +
-      `(and at most ${maxReadBytes} per call). \`truncated\` is set when the file goes on; continue from \`next_offset\`. ` +
-      `With \`binary\`, streams the bytes as they are — any content, any size — in chunks on command.output events ` +
-      `(ExecuteStream or the session stream); the output then carries their sha256.`,
+      `(0 = to the end). Up to ${maxReadBytes} bytes come as \`content\`; a longer range comes as chunks on command.output ` +
+      `events where the call streams (ExecuteStream, the session stream: \`chunked\` set, \`content\` empty), else it is ` +
+      `cut there: \`truncated\` is set and you continue from \`next_offset\`. With \`binary\`, always streams the bytes as ` +
+      `they are — any content, any size — in chunks; chunked output carries their sha256.`,
     input: FsReadInputSchema,
     output: FsReadOutputSchema,
     securityLevel: options.securityLevels["fs.read"],
@@ -29,8 +35,7 @@ export function createFsReadTool(options: ResolvedBuiltinToolsOptions): Register
     async handler(input, ctx) {
       const file = await resolveInRoot(root, input.path);
       const offset = safeNumber(input.offset, "offset");
-      const cap = input.binary ? Number.MAX_SAFE_INTEGER : maxReadBytes;
-      const wanted = input.length === 0n ? cap : Math.min(safeNumber(input.length, "length"), cap);
+      const asked = input.length === 0n ? Number.MAX_SAFE_INTEGER : safeNumber(input.length, "length");
       const handle = await open(file, "r").catch((e: unknown) => {
         throw fsError(e, "path", input.path);
       });
@@ -42,8 +47,11 @@ export function createFsReadTool(options: ResolvedBuiltinToolsOptions): Register
           throw new McpError("invalid_argument", `offset ${offset} is past the end of the file (${size} bytes)`, { field: "offset" });
         }
         ctx.signal.throwIfAborted();
-        if (input.binary) return await streamRange(handle, offset, Math.min(wanted, size - offset), size, readChunkBytes, ctx);
-        const buffer = Buffer.alloc(Math.min(wanted, size - offset));
+        const range = Math.min(asked, size - offset);
+        if (input.binary) return await streamRange(handle, offset, range, size, readChunkBytes, ctx);
+        // Text beyond the cap: whole as chunks where the call can carry them, cut at the cap where not.
+        if (range > maxReadBytes && ctx.streamsChunks === true) return { ...(await streamRange(handle, offset, range, size, readChunkBytes, ctx)), chunked: true };
+        const buffer = Buffer.alloc(Math.min(range, maxReadBytes));
         let filled = 0;
         // read() may return fewer bytes than asked; loop until the range is full or the file ends.
         while (filled < buffer.length) {

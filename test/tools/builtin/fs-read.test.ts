@@ -41,6 +41,15 @@ describe("fs.read", () => {
     expect(out).toMatchObject({ content: "234", size: 10n, nextOffset: 5n, truncated: true });
   });
 
+  test("beyond the cap in a context that streams chunks: the whole range as chunks, chunked set, no content", async () => {
+    const chunks: Uint8Array[] = [];
+    const ctx = { ...makeContext().ctx, streamsChunks: true, writeChunk: (data: Uint8Array) => (chunks.push(Buffer.from(data)), Promise.resolve()) };
+    expect(await runJson(read, { path: "digits.txt", offset: 1 }, ctx)).toMatchObject({ content: "", nextOffset: "10", truncated: false, chunked: true });
+    expect(Buffer.concat(chunks).toString()).toBe("123456789");
+    // Within the cap the same context gets content: chunks only where text would be cut.
+    expect(await runJson(read, { path: "digits.txt", offset: 2 }, ctx)).toEqual({ content: "23456789", size: "10", nextOffset: "10", truncated: false });
+  });
+
   const failures: { name: string; args: { path: string; offset?: number }; code: string; field?: string }[] = [
     { name: "missing file", args: { path: "nope.txt" }, code: "invalid_argument", field: "path" },
     { name: "a directory", args: { path: "" }, code: "invalid_argument", field: "path" },

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mcp/tools/v1/tools.proto.
  */
 export const file_mcp_tools_v1_tools: GenFile = /*@__PURE__*/
-  fileDesc("ChhtY3AvdG9vbHMvdjEvdG9vbHMucHJvdG8SDG1jcC50b29scy52MSIZCglFY2hvSW5wdXQSDAoEdGV4dBgBIAEoCSIaCgpFY2hvT3V0cHV0EgwKBHRleHQYASABKAkiSwoLRnNSZWFkSW5wdXQSDAoEcGF0aBgBIAEoCRIOCgZvZmZzZXQYAiABKAQSDgoGbGVuZ3RoGAMgASgEEg4KBmJpbmFyeRgEIAEoCCJ1CgxGc1JlYWRPdXRwdXQSDwoHY29udGVudBgBIAEoCRIMCgRzaXplGAIgASgEEhMKC25leHRfb2Zmc2V0GAMgASgEEhEKCXRydW5jYXRlZBgEIAEoCBITCgZzaGEyNTYYBSABKAlIAIgBAUIJCgdfc2hhMjU2In4KDEZzV3JpdGVJbnB1dBIMCgRwYXRoGAEgASgJEg8KB2NvbnRlbnQYAiABKAkSFgoOY3JlYXRlX3BhcmVudHMYAyABKAgSDwoHY2h1bmtlZBgEIAEoCBIXCgp0b3RhbF9zaXplGAUgASgESACIAQFCDQoLX3RvdGFsX3NpemUiRgoNRnNXcml0ZU91dHB1dBIVCg1ieXRlc193cml0dGVuGAEgASgEEhMKBnNoYTI1NhgCIAEoCUgAiAEBQgkKB19zaGEyNTYiVQoLRnNMaXN0SW5wdXQSDAoEcGF0aBgBIAEoCRIRCglyZWN1cnNpdmUYAiABKAgSEQoJcGFnZV9zaXplGAMgASgNEhIKCnBhZ2VfdG9rZW4YBCABKAkiMwoHRnNFbnRyeRIMCgRwYXRoGAEgASgJEgwKBHR5cGUYAiABKAkSDAoEc2l6ZRgDIAEoBCJPCgxGc0xpc3RPdXRwdXQSJgoHZW50cmllcxgBIAMoCzIVLm1jcC50b29scy52MS5Gc0VudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJ/Cg1Gc1NlYXJjaElucHV0Eg8KB3BhdHRlcm4YASABKAkSDAoEcGF0aBgCIAEoCRIPCgdpbmNsdWRlGAMgAygJEg8KB2V4Y2x1ZGUYBCADKAkSEwoLbWF4X3Jlc3VsdHMYBSABKA0SGAoQY2FzZV9pbnNlbnNpdGl2ZRgGIAEoCCJJCg1Gc1NlYXJjaE1hdGNoEgwKBHBhdGgYASABKAkSDAoEbGluZRgCIAEoDRIOCgZjb2x1bW4YAyABKA0SDAoEdGV4dBgEIAEoCSJpCg5Gc1NlYXJjaE91dHB1dBIsCgdtYXRjaGVzGAEgAygLMhsubWNwLnRvb2xzLnYxLkZzU2VhcmNoTWF0Y2gSEQoJdHJ1bmNhdGVkGAIgASgIEhYKDmZpbGVzX3NlYXJjaGVkGAMgASgNIpABCglFeGVjSW5wdXQSDAoEYXJndhgBIAMoCRILCgNjd2QYAiABKAkSLQoDZW52GAMgAygLMiAubWNwLnRvb2xzLnYxLkV4ZWNJbnB1dC5FbnZFbnRyeRINCgVzdGRpbhgEIAEoCRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImIKCkV4ZWNPdXRwdXQSEQoJZXhpdF9jb2RlGAEgASgFEg4KBnNpZ25hbBgCIAEoCRIOCgZzdGRvdXQYAyABKAkSDgoGc3RkZXJyGAQgASgJEhEKCXRydW5jYXRlZBgFIAEoCGIGcHJvdG8z");
+  fileDesc("ChhtY3AvdG9vbHMvdjEvdG9vbHMucHJvdG8SDG1jcC50b29scy52MSIZCglFY2hvSW5wdXQSDAoEdGV4dBgBIAEoCSIaCgpFY2hvT3V0cHV0EgwKBHRleHQYASABKAkiSwoLRnNSZWFkSW5wdXQSDAoEcGF0aBgBIAEoCRIOCgZvZmZzZXQYAiABKAQSDgoGbGVuZ3RoGAMgASgEEg4KBmJpbmFyeRgEIAEoCCKXAQoMRnNSZWFkT3V0cHV0Eg8KB2NvbnRlbnQYASABKAkSDAoEc2l6ZRgCIAEoBBITCgtuZXh0X29mZnNldBgDIAEoBBIRCgl0cnVuY2F0ZWQYBCABKAgSEwoGc2hhMjU2GAUgASgJSACIAQESFAoHY2h1bmtlZBgGIAEoCEgBiAEBQgkKB19zaGEyNTZCCgoIX2NodW5rZWQifgoMRnNXcml0ZUlucHV0EgwKBHBhdGgYASABKAkSDwoHY29udGVudBgCIAEoCRIWCg5jcmVhdGVfcGFyZW50cxgDIAEoCBIPCgdjaHVua2VkGAQgASgIEhcKCnRvdGFsX3NpemUYBSABKARIAIgBAUINCgtfdG90YWxfc2l6ZSJGCg1Gc1dyaXRlT3V0cHV0EhUKDWJ5dGVzX3dyaXR0ZW4YASABKAQSEwoGc2hhMjU2GAIgASgJSACIAQFCCQoHX3NoYTI1NiJVCgtGc0xpc3RJbnB1dBIMCgRwYXRoGAEgASgJEhEKCXJlY3Vyc2l2ZRgCIAEoCBIRCglwYWdlX3NpemUYAyABKA0SEgoKcGFnZV90b2tlbhgEIAEoCSIzCgdGc0VudHJ5EgwKBHBhdGgYASABKAkSDAoEdHlwZRgCIAEoCRIMCgRzaXplGAMgASgEIk8KDEZzTGlzdE91dHB1dBImCgdlbnRyaWVzGAEgAygLMhUubWNwLnRvb2xzLnYxLkZzRW50cnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIn8KDUZzU2VhcmNoSW5wdXQSDwoHcGF0dGVybhgBIAEoCRIMCgRwYXRoGAIgASgJEg8KB2luY2x1ZGUYAyADKAkSDwoHZXhjbHVkZRgEIAMoCRITCgttYXhfcmVzdWx0cxgFIAEoDRIYChBjYXNlX2luc2Vuc2l0aXZlGAYgASgIIkkKDUZzU2VhcmNoTWF0Y2gSDAoEcGF0aBgBIAEoCRIMCgRsaW5lGAIgASgNEg4KBmNvbHVtbhgDIAEoDRIMCgR0ZXh0GAQgASgJImkKDkZzU2VhcmNoT3V0cHV0EiwKB21hdGNoZXMYASADKAsyGy5tY3AudG9vbHMudjEuRnNTZWFyY2hNYXRjaBIRCgl0cnVuY2F0ZWQYAiABKAgSFgoOZmlsZXNfc2VhcmNoZWQYAyABKA0ikAEKCUV4ZWNJbnB1dBIMCgRhcmd2GAEgAygJEgsKA2N3ZBgCIAEoCRItCgNlbnYYAyADKAsyIC5tY3AudG9vbHMudjEuRXhlY0lucHV0LkVudkVudHJ5Eg0KBXN0ZGluGAQgASgJGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiYgoKRXhlY091dHB1dBIRCglleGl0X2NvZGUYASABKAUSDgoGc2lnbmFsGAIgASgJEg4KBnN0ZG91dBgDIAEoCRIOCgZzdGRlcnIYBCABKAkSEQoJdHJ1bmNhdGVkGAUgASgIYgZwcm90bzM");
 
 /**
  * Input of `echo`: returns its input; for tests and benchmarks.
@@ -71,7 +71,8 @@ export type FsReadInput = Message<"mcp.tools.v1.FsReadInput"> & {
   offset: bigint;
 
   /**
-   * Bytes to read at most (0 = up to the server's cap; with `binary`, to the end of the file).
+   * Bytes to read at most (0 = to the end of the file; without `binary`, at most the server's cap
+   * on unary `Execute`, and as chunks beyond it on a stream: see FsReadOutput.chunked).
    *
    * @generated from field: uint64 length = 3;
    */
@@ -129,11 +130,22 @@ export type FsReadOutput = Message<"mcp.tools.v1.FsReadOutput"> & {
   truncated: boolean;
 
   /**
-   * With `binary`: lowercase hex SHA-256 of the bytes streamed.
+   * With `binary` or `chunked`: lowercase hex SHA-256 of the bytes streamed.
    *
    * @generated from field: optional string sha256 = 5;
    */
   sha256?: string | undefined;
+
+  /**
+   * A text read longer than the server's cap that came as `Chunk`s on `command.output` events
+   * (ExecuteStream or the session stream), as a `binary` read does: `content` is empty and the
+   * chunks carry the file's bytes as they are (UTF-8 for a text file). Never set on unary
+   * `Execute`, which answers the first bytes up to the cap with `truncated` instead (and left
+   * unset, not false, on every answer that is not chunked).
+   *
+   * @generated from field: optional bool chunked = 6;
+   */
+  chunked?: boolean | undefined;
 };
 
 /**
