@@ -71,7 +71,8 @@ export interface RedisContextStoreOptions extends ChangeLogOptions {
 
 // KEYS: meta, entries, log, leases[, index] (no index on a cluster: another slot).
 // ARGV: id, expected, nowMs, updatedBy, stamp, maxKeys, maxContexts, maxLogEntries, maxLogBytes,
-//       channel, nPuts, nDeletes, bytes, deletesJson, then nPuts (key, key as JSON, value JSON as
+//       channel, nPuts, nDeletes, bytes, deletesJson, exactTrim ('1' before Redis 6.2, which has
+//       no XTRIM MINID: XDEL per dropped record), then nPuts (key, key as JSON, value JSON as
 //       a JSON string) triples, then nDeletes keys, then one lease per put ('' = none).
 // The caller escapes each value's JSON as a JSON string once (`stamp` is `","<nowMs>",<updatedBy
 // as JSON>,`), so an entry is `["<version>` .. stamp .. escaped .. `]` and the log record's `p`
@@ -91,8 +92,8 @@ local id, expected, now, by, stamp = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4
 local maxKeys, maxContexts = tonumber(ARGV[6]), tonumber(ARGV[7])
 local maxLogEntries, maxLogBytes = tonumber(ARGV[8]), tonumber(ARGV[9])
 local channel, nPuts, nDeletes = ARGV[10], tonumber(ARGV[11]), tonumber(ARGV[12])
-local bytes, deletesJson = ARGV[13], ARGV[14]
-local P = 15
+local bytes, deletesJson, exactTrim = ARGV[13], ARGV[14], ARGV[15] == '1'
+local P = 16
 local D = P + 3 * nPuts
 local L = D + nDeletes
 local function s(n) return string.format('%.0f', n) end
@@ -157,13 +158,14 @@ while v - floor > 1 and (v - floor > maxLogEntries or logBytes > maxLogBytes) do
     for j = 1, #f, 2 do
       if f[j] == 's' then logBytes = logBytes - tonumber(f[j + 1]) end
     end
+    if exactTrim then redis.call('XDEL', log, rid) end
   end
   fs = nil
 end
 if not fs then
   fs = s(floor)
   -- A node holds ~100 records (stream-node-max-entries): a look every 32 versions frees it soon enough.
-  if math.floor(floor / 32) > math.floor(from / 32) then redis.call('XTRIM', log, 'MINID', '~', s(floor + 1) .. '-0') end
+  if not exactTrim and math.floor(floor / 32) > math.floor(from / 32) then redis.call('XTRIM', log, 'MINID', '~', s(floor + 1) .. '-0') end
 end
 redis.call('HSET', meta, 'v', vs, 'f', fs, 'b', s(logBytes))
 if current == 0 and index then redis.call('SADD', index, id) end
@@ -211,9 +213,13 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
   let draining: Promise<void> | undefined;
   let closed = false;
 
+  /** '1' when the server predates XTRIM MINID (Redis 6.2): the script deletes records one by one. */
+  let exactTrim = "0";
   const ready = (async () => {
     await sub.subscribe(channel);
     await redis.script("LOAD", APPLY_SCRIPT);
+    const version = /redis_version:(\d+)\.(\d+)/.exec(await redis.info("server"));
+    if (version !== null && Number(version[1]) * 100 + Number(version[2]) < 602) exactTrim = "1";
   })();
   // Each method awaits `ready` and surfaces its failure; this only prevents an unhandled
   // rejection when no method is ever called.
@@ -364,6 +370,7 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
         write.deletes.length,
         changeBytes(write),
         JSON.stringify(write.deletes),
+        exactTrim,
       );
       // Keys and values escaped here, once: the script pastes them into the entry and the log record.
       for (const p of write.puts) args.push(p.key, JSON.stringify(p.key), JSON.stringify(p.valueJson));
