@@ -16,6 +16,7 @@ import {
   ContextUpdateResultSchema,
   ContextUpdateSchema,
   type ContextEntry,
+  type ContextPut,
   type ContextSync,
   type ContextUpdate,
   type ContextUpdateResult,
@@ -204,38 +205,50 @@ export function createContextManager(options: ContextManagerOptions): ContextMan
     }
   }
 
-  function checkKey(key: string, field: string): void {
-    if (key === "") throw new McpError("invalid_argument", "key must not be empty", { field });
+  // The field name (`ops[i].put.key`) is built only for an error: valid ops are the hot path.
+  function checkKey(key: string, i: number, what: string): void {
+    if (key === "") throw new McpError("invalid_argument", "key must not be empty", { field: `ops[${i}].${what}` });
     // code points <= UTF-16 units, so only long strings need counting.
     if (key.length > opts.maxKeyLength && [...key].length > opts.maxKeyLength) {
-      throw new McpError("invalid_argument", `key must be at most ${opts.maxKeyLength} characters`, { field });
+      throw new McpError("invalid_argument", `key must be at most ${opts.maxKeyLength} characters`, { field: `ops[${i}].${what}` });
     }
   }
 
-  function valueJson(value: Value | undefined, field: string): string {
+  function valueJson(value: Value | undefined, i: number): string {
     if (value === undefined) {
-      throw new McpError("invalid_argument", "a put needs a value (JSON null is null_value)", { field });
+      throw new McpError("invalid_argument", "a put needs a value (JSON null is null_value)", { field: `ops[${i}].put.value` });
     }
     // Checked before serialising: an absurdly deep value must not reach a recursive encoder.
     if (depthExceeds(value, opts.maxValueDepth)) {
-      throw new McpError("invalid_argument", `value nests deeper than ${opts.maxValueDepth} levels`, { field });
+      throw new McpError("invalid_argument", `value nests deeper than ${opts.maxValueDepth} levels`, { field: `ops[${i}].put.value` });
     }
     let json: string;
-    try {
-      // A string is its own JSON text (what protobuf-es writes too, without its reflection).
-      json = value.kind.case === "stringValue" ? JSON.stringify(value.kind.value) : toJsonString(ValueSchema, value);
-    } catch (e) {
-      // protobuf-es refuses values JSON cannot carry (NaN, Infinity, an unset kind).
-      throw new McpError("invalid_argument", `value is not valid JSON: ${e instanceof Error ? e.message : String(e)}`, {
-        field,
-        cause: e,
-      });
+    const kind = value.kind;
+    // Scalars are their own JSON text (what protobuf-es writes too, without its reflection);
+    // NaN and Infinity go the long way, which refuses them.
+    if (kind.case === "stringValue") json = JSON.stringify(kind.value);
+    else if (kind.case === "numberValue" && Number.isFinite(kind.value)) json = JSON.stringify(kind.value);
+    else if (kind.case === "boolValue") json = kind.value ? "true" : "false";
+    else if (kind.case === "nullValue") json = "null";
+    else {
+      try {
+        json = toJsonString(ValueSchema, value);
+      } catch (e) {
+        // protobuf-es refuses values JSON cannot carry (NaN, Infinity, an unset kind).
+        throw new McpError("invalid_argument", `value is not valid JSON: ${e instanceof Error ? e.message : String(e)}`, {
+          field: `ops[${i}].put.value`,
+          cause: e,
+        });
+      }
     }
-    const bytes = utf8Length(json);
-    if (bytes > opts.maxEntryBytes) {
-      throw new McpError("invalid_argument", `value is ${bytes} bytes of JSON; the limit is ${opts.maxEntryBytes}`, {
-        field,
-      });
+    // Each UTF-16 unit is at most 3 bytes of UTF-8: short JSON cannot be over the limit.
+    if (json.length * 3 > opts.maxEntryBytes) {
+      const bytes = utf8Length(json);
+      if (bytes > opts.maxEntryBytes) {
+        throw new McpError("invalid_argument", `value is ${bytes} bytes of JSON; the limit is ${opts.maxEntryBytes}`, {
+          field: `ops[${i}].put.value`,
+        });
+      }
     }
     return json;
   }
@@ -297,38 +310,42 @@ export function createContextManager(options: ContextManagerOptions): ContextMan
     checkOpen();
     const u: ContextUpdate = create(ContextUpdateSchema, init);
     checkContextId(u.contextId);
-    if (u.ops.length === 0) throw new McpError("invalid_argument", "an update needs at least one op", { field: "ops" });
-    // Ops apply in order, so for each key only the last one matters.
-    const net = new Map<string, string | null>();
-    let leased: Set<string> | undefined;
-    u.ops.forEach((op, i) => {
-      switch (op.op.case) {
-        case "put": {
-          const { key, value } = op.op.value;
-          checkKey(key, `ops[${i}].put.key`);
-          net.set(key, valueJson(value, `ops[${i}].put.value`));
-          if (op.op.value.lease === ContextLease.SESSION) {
-            if (lease === undefined) {
-              throw new McpError("invalid_argument", "a put with lease SESSION needs a session: send it on SessionService/Connect", { field: `ops[${i}].put.lease` });
-            }
-            (leased ??= new Set()).add(key);
-          } else leased?.delete(key);
-          break;
-        }
-        case "delete": {
-          checkKey(op.op.value.key, `ops[${i}].delete.key`);
-          net.set(op.op.value.key, null);
-          break;
-        }
-        default:
-          throw new McpError("invalid_argument", "an op must be a put or a delete", { field: `ops[${i}].op` });
-      }
-    });
+    const ops = u.ops;
+    if (ops.length === 0) throw new McpError("invalid_argument", "an update needs at least one op", { field: "ops" });
     const puts: StoredPut[] = [];
     const deletes: string[] = [];
-    for (const [key, json] of net) {
-      if (json === null) deletes.push(key);
-      else puts.push(leased?.has(key) === true && lease !== undefined ? { key, valueJson: json, lease } : { key, valueJson: json });
+    const first = ops[0]!;
+    if (ops.length === 1 && first.op.case === "put") {
+      // The common update, one put: nothing to collapse, no map.
+      const json = checkPut(first.op.value, 0, lease);
+      puts.push(first.op.value.lease === ContextLease.SESSION ? { key: first.op.value.key, valueJson: json, lease: lease! } : { key: first.op.value.key, valueJson: json });
+    } else {
+      // Ops apply in order, so for each key only the last one matters.
+      const net = new Map<string, string | null>();
+      let leased: Set<string> | undefined;
+      for (let i = 0; i < ops.length; i++) {
+        const op = ops[i]!.op;
+        switch (op.case) {
+          case "put": {
+            const key = op.value.key;
+            net.set(key, checkPut(op.value, i, lease));
+            if (op.value.lease === ContextLease.SESSION) (leased ??= new Set()).add(key);
+            else leased?.delete(key);
+            break;
+          }
+          case "delete": {
+            checkKey(op.value.key, i, "delete.key");
+            net.set(op.value.key, null);
+            break;
+          }
+          default:
+            throw new McpError("invalid_argument", "an op must be a put or a delete", { field: `ops[${i}].op` });
+        }
+      }
+      for (const [key, json] of net) {
+        if (json === null) deletes.push(key);
+        else puts.push(leased?.has(key) === true && lease !== undefined ? { key, valueJson: json, lease } : { key, valueJson: json });
+      }
     }
     return store.apply({
       contextId: u.contextId,
@@ -343,6 +360,16 @@ export function createContextManager(options: ContextManagerOptions): ContextMan
       // A literal, not create(): every field is given, once per update.
       (change): ContextUpdateResult => ({ $typeName: "mcp.v1.ContextUpdateResult", id: u.id, contextId: u.contextId, version: change.version }),
     );
+  }
+
+  /** Checks the put at `ops[i]` and returns its value's JSON; a SESSION lease needs `lease`. */
+  function checkPut(put: ContextPut, i: number, lease: string | undefined): string {
+    checkKey(put.key, i, "put.key");
+    const json = valueJson(put.value, i);
+    if (put.lease === ContextLease.SESSION && lease === undefined) {
+      throw new McpError("invalid_argument", "a put with lease SESSION needs a session: send it on SessionService/Connect", { field: `ops[${i}].put.lease` });
+    }
+    return json;
   }
 
   /** `sync`, but a context not written yet is an empty full sync at version 0. */

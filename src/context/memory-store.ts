@@ -36,7 +36,9 @@ interface MemoryContext {
    * Dropped ones are skipped by `head` and cut off in bulk: a `shift()` per update moves the
    * whole log (~1,000 entries) once it is full.
    */
-  log: ({ change: ContextChange; bytes: number } | undefined)[];
+  log: (ContextChange | undefined)[];
+  /** `changeBytes` of `log[i]`, a parallel array of numbers: no record object per update. */
+  sizes: number[];
   head: number;
   floor: bigint;
   logBytes: number;
@@ -76,41 +78,48 @@ export function createMemoryContextStore(options: MemoryContextStoreOptions = {}
         if (after > write.maxKeys && after > before) throw tooManyKeys(id, after, write.maxKeys);
       }
       // Every check passed: from here on nothing can fail, so the update is all-or-nothing.
-      const c: MemoryContext = ctx ?? { version: 0n, entries: new Map(), log: [], head: 0, floor: 0n, logBytes: 0, leases: new Map() };
+      const c: MemoryContext = ctx ?? { version: 0n, entries: new Map(), log: [], sizes: [], head: 0, floor: 0n, logBytes: 0, leases: new Map() };
       if (ctx === undefined) contexts.set(id, c);
       const version = current + 1n;
+      let withLeases = false;
+      for (const p of write.puts) if (p.lease !== undefined) withLeases = true;
       const change: ContextChange = {
         contextId: id,
         version,
         updatedAtMs: write.nowMs,
         updatedBy: write.updatedBy,
-        puts: write.puts.map((p) => ({ key: p.key, valueJson: p.valueJson })),
-        deletes: [...write.deletes],
+        // The write's arrays are read-only: shared unless leases must be left out.
+        puts: withLeases ? write.puts.map((p) => ({ key: p.key, valueJson: p.valueJson })) : write.puts,
+        deletes: write.deletes,
       };
       c.version = version;
-      for (const p of change.puts) {
+      for (const p of write.puts) {
         // A literal, not `{ ...p, version, … }`: V8 makes the spread-then-add shape the slow way,
         // ~4 µs per put (bench/core.ts, context update).
         c.entries.set(p.key, { key: p.key, valueJson: p.valueJson, version, updatedAtMs: write.nowMs, updatedBy: write.updatedBy });
       }
-      for (const k of change.deletes) c.entries.delete(k);
-      for (const p of write.puts) {
-        if (p.lease !== undefined) c.leases.set(p.key, p.lease);
-        else c.leases.delete(p.key);
+      for (const k of write.deletes) c.entries.delete(k);
+      if (withLeases || c.leases.size > 0) {
+        for (const p of write.puts) {
+          if (p.lease !== undefined) c.leases.set(p.key, p.lease);
+          else c.leases.delete(p.key);
+        }
+        for (const k of write.deletes) c.leases.delete(k);
       }
-      for (const k of write.deletes) c.leases.delete(k);
-      const bytes = changeBytes(change);
-      c.log.push({ change, bytes });
+      const bytes = changeBytes(write);
+      c.log.push(change);
+      c.sizes.push(bytes);
       c.logBytes += bytes;
       while (c.log.length - c.head > 1 && (c.log.length - c.head > maxLogEntries || c.logBytes > maxLogBytes)) {
         const dropped = c.log[c.head];
         if (dropped === undefined) break;
-        c.log[c.head++] = undefined;
-        c.logBytes -= dropped.bytes;
-        c.floor = dropped.change.version;
+        c.log[c.head] = undefined;
+        c.logBytes -= c.sizes[c.head++]!;
+        c.floor = dropped.version;
       }
       if (c.head >= 1024 && c.head * 2 >= c.log.length) {
         c.log.splice(0, c.head);
+        c.sizes.splice(0, c.head);
         c.head = 0;
       }
       notifyListeners(listeners, { kind: "change", change });
@@ -134,7 +143,7 @@ export function createMemoryContextStore(options: MemoryContextStoreOptions = {}
       // knownVersion are its tail.
       const skip = Number(knownVersion - c.floor);
       const records: ContextChange[] = [];
-      for (let i = c.head + skip; i < c.log.length; i++) records.push(c.log[i]!.change); // head … length-1 are set
+      for (let i = c.head + skip; i < c.log.length; i++) records.push(c.log[i]!); // head … length-1 are set
       return foldChanges(knownVersion, c.version, records);
     },
 
