@@ -98,6 +98,7 @@ export function createRedisClient(url: string, options: { connectionName?: strin
         ...common,
         sentinels: p.hosts,
         name: p.masterName ?? "",
+        failoverDetector: true,
         ...(p.db === undefined ? {} : { db: p.db }),
         ...(p.password === undefined ? {} : { sentinelPassword: p.password }),
         ...(p.tls ? { enableTLSForSentinelMode: true } : {}),

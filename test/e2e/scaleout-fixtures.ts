@@ -63,7 +63,7 @@ export interface Proc {
   stop(ms?: number): Promise<number | null>;
 }
 
-function startProc(command: string, args: readonly string[], cwd: string): Proc {
+export function startProc(command: string, args: readonly string[], cwd: string): Proc {
   const proc = spawn(command, args, { cwd, stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   proc.stdout?.setEncoding("utf8").on("data", (c: string) => (out += c));
