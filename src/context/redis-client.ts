@@ -7,8 +7,11 @@
  * - `redis+cluster://[user:password@]host1:port1,host2:port2[,…]`, `rediss+cluster://…`: a
  *   cluster, any reachable nodes as seeds (keys are hash-tagged per context and per session, so
  *   every script touches one slot);
- * - `redis+sentinel://[user:password@]host1:port1[,…]/mastername[/db]`, `rediss+sentinel://…`:
- *   the master `mastername` as the sentinels report it, followed across failovers.
+ * - `redis+sentinel://[user:password@]host1:port1[,…]/mastername[/db][?wait=N[&waitTimeoutMs=T]]`,
+ *   `rediss+sentinel://…`: the master `mastername` as the sentinels report it, followed across
+ *   failovers. With `wait=N` a context update is acknowledged only once N replicas have it
+ *   (Redis WAIT, bounded by T ms, default 1000): replication is asynchronous, so otherwise a
+ *   failover loses what the old master had not passed on yet.
  */
 import { Cluster, Redis, type RedisOptions } from "../optional/ioredis.js";
 
@@ -30,6 +33,8 @@ interface ParsedRedisUrl {
   password?: string;
   db?: number;
   masterName?: string;
+  /** `?wait=N&waitTimeoutMs=T` (sentinel only): replicas an update must reach before it is acknowledged. */
+  wait?: { replicas: number; timeoutMs: number };
 }
 
 /** Parses a `redis+cluster://` or `redis+sentinel://` URL; throws TypeError naming what is wrong. */
@@ -49,9 +54,11 @@ export function parseRedisUrl(url: string): ParsedRedisUrl {
     if (user !== "") out.username = user;
     if (pass !== "") out.password = pass;
   }
-  const slash = rest.indexOf("/");
-  const hostList = slash === -1 ? rest : rest.slice(0, slash);
-  const path = (slash === -1 ? "" : rest.slice(slash + 1)).replace(/\?.*$/, "").split("/").filter((p) => p !== "");
+  const end = rest.search(/[/?]/);
+  const hostList = end === -1 ? rest : rest.slice(0, end);
+  const tail = end === -1 ? "" : rest.slice(rest[end] === "/" ? end + 1 : end);
+  const q = tail.indexOf("?");
+  const path = (q === -1 ? tail : tail.slice(0, q)).split("/").filter((p) => p !== "");
   for (const h of hostList.split(",")) {
     const i = h.lastIndexOf(":");
     const host = (i === -1 ? h : h.slice(0, i)).replace(/^\[|\]$/g, "");
@@ -66,6 +73,18 @@ export function parseRedisUrl(url: string): ParsedRedisUrl {
   } else if (kind === "single" && path[0] !== undefined) out.db = Number(path[0]);
   if (kind === "cluster" && path.length > 0) throw new TypeError("a Redis Cluster has no databases: drop the /db from the redis+cluster:// URL");
   if (out.db !== undefined && (!Number.isInteger(out.db) || out.db < 0)) throw new TypeError("the database in a Redis URL must be a non-negative integer");
+  if (kind !== "single" && q !== -1) {
+    const query = new URLSearchParams(tail.slice(q + 1));
+    for (const k of query.keys()) {
+      if (k !== "wait" && k !== "waitTimeoutMs") throw new TypeError(`unknown option "${k}" in a Redis URL: redis+sentinel:// takes wait and waitTimeoutMs`);
+    }
+    if (kind === "cluster") throw new TypeError("wait= is for redis+sentinel:// URLs: a Redis Cluster here has no replicas to wait for");
+    const replicas = Number(query.get("wait") ?? "0");
+    const timeoutMs = Number(query.get("waitTimeoutMs") ?? "1000");
+    if (!Number.isInteger(replicas) || replicas < 1) throw new TypeError("wait= in a Redis URL must be a positive integer (replicas an update must reach)");
+    if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw new TypeError("waitTimeoutMs= in a Redis URL must be a positive integer (milliseconds)");
+    out.wait = { replicas, timeoutMs };
+  }
   return out;
 }
 
@@ -80,6 +99,10 @@ export function parseRedisUrl(url: string): ParsedRedisUrl {
 export function createRedisClient(url: string, options: { connectionName?: string; maxRetriesPerRequest?: number; autoPipelining?: boolean } = {}): RedisClient {
   const p = parseRedisUrl(url);
   const common: RedisOptions = {
+    // A command sent before a disconnect may have run (a script whose reply was lost): sent again
+    // on the new connection — after a failover, to another server — it would apply an update
+    // twice. It fails instead; commands not yet sent still wait in the offline queue.
+    autoResendUnfulfilledCommands: false,
     ...(options.autoPipelining === true && p.kind !== "cluster" ? { enableAutoPipelining: true } : {}),
     ...(options.connectionName === undefined ? {} : { connectionName: options.connectionName }),
     ...(options.maxRetriesPerRequest === undefined ? {} : { maxRetriesPerRequest: options.maxRetriesPerRequest }),
@@ -98,6 +121,9 @@ export function createRedisClient(url: string, options: { connectionName?: strin
         ...common,
         sentinels: p.hosts,
         name: p.masterName ?? "",
+        // Without it the connection stays on the old master after SENTINEL FAILOVER (it goes on
+        // accepting writes until Sentinel demotes it, seconds later) and every update written
+        // there is lost: on +switch-master the client reconnects and asks the sentinels again.
         failoverDetector: true,
         ...(p.db === undefined ? {} : { db: p.db }),
         ...(p.password === undefined ? {} : { sentinelPassword: p.password }),

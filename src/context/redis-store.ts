@@ -163,7 +163,9 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
   const { maxLogEntries, maxLogBytes } = resolveChangeLogOptions(options);
   const url = options.url ?? "redis://127.0.0.1:6379";
   const prefix = checkKeyPrefix(options.keyPrefix ?? "mcp:");
-  const cluster = parseRedisUrl(url).kind === "cluster";
+  const parsedUrl = parseRedisUrl(url);
+  const cluster = parsedUrl.kind === "cluster";
+  const wait = parsedUrl.wait;
   const pingTimeoutMs = options.pingTimeoutMs ?? 1000;
   const channel = `${prefix}ctx:changes`;
   const indexKey = `${prefix}ctx:index`;
@@ -364,6 +366,14 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
           throw tooManyKeys(id, Number(n), write.maxKeys ?? 0);
         default:
           throw new TypeError(`unexpected reply from the apply script: ${String(status)}`);
+      }
+      if (wait !== undefined) {
+        // Not acknowledged before the replicas have it: a master that dies or is demoted now
+        // takes only unacknowledged updates with it (docs/deploy.md "Redis", failover).
+        const acks = await redis.wait(wait.replicas, wait.timeoutMs);
+        if (acks < wait.replicas) {
+          throw new Error(`context ${id} version ${n} reached ${acks} of ${wait.replicas} replicas within ${wait.timeoutMs} ms: not acknowledged (a failover may lose it)`);
+        }
       }
       const change: ContextChange = {
         contextId: id,

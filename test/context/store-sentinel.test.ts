@@ -17,7 +17,7 @@ if (haveProgram("redis-server")) {
     await dir.remove();
   });
   // stores.ts reads this when it loads: the suite then runs on the Sentinel fixture alone. db 3:
-  // the database part of the URL reaches the master.
-  process.env["MCP_TEST_REDIS_SENTINEL_URL"] = `${sentinel.url}/3`;
+  // the database part of the URL reaches the master; wait=1: every update waits for the replica.
+  process.env["MCP_TEST_REDIS_SENTINEL_URL"] = `${sentinel.url}/3?wait=1`;
   await import("./store.test.js");
 }
