@@ -15,6 +15,9 @@
  */
 import { Cluster, Redis, type RedisOptions } from "../optional/ioredis.js";
 
+/** How long a command may go unanswered, in ms: the stores' scripts take milliseconds, so only a lost connection gets near it. */
+const COMMAND_TIMEOUT_MS = 2_000;
+
 /** A client of any of the three shapes; both have the commands the stores use. */
 export type RedisClient = Redis | Cluster;
 
@@ -101,8 +104,10 @@ export function createRedisClient(url: string, options: { connectionName?: strin
   const common: RedisOptions = {
     // A command sent before a disconnect may have run (a script whose reply was lost): sent again
     // on the new connection — after a failover, to another server — it would apply an update
-    // twice. It fails instead; commands not yet sent still wait in the offline queue.
+    // twice. Not resent, ioredis 5 drops it without settling its promise, so every command has a
+    // deadline (beyond a replica WAIT's): it fails as "Command timed out" instead of hanging.
     autoResendUnfulfilledCommands: false,
+    commandTimeout: COMMAND_TIMEOUT_MS + (p.wait?.timeoutMs ?? 0),
     ...(options.autoPipelining === true && p.kind !== "cluster" ? { enableAutoPipelining: true } : {}),
     ...(options.connectionName === undefined ? {} : { connectionName: options.connectionName }),
     ...(options.maxRetriesPerRequest === undefined ? {} : { maxRetriesPerRequest: options.maxRetriesPerRequest }),
