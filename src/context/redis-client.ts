@@ -121,20 +121,61 @@ export function createRedisClient(url: string, options: { connectionName?: strin
       return new Redis(url, common);
     case "cluster":
       return new Cluster(p.hosts, { redisOptions: common });
-    case "sentinel":
-      return new Redis({
+    case "sentinel": {
+      const client = new Redis({
         ...common,
         sentinels: p.hosts,
         name: p.masterName ?? "",
-        // Without it the connection stays on the old master after SENTINEL FAILOVER (it goes on
-        // accepting writes until Sentinel demotes it, seconds later) and every update written
-        // there is lost: on +switch-master the client reconnects and asks the sentinels again.
-        failoverDetector: true,
         ...(p.db === undefined ? {} : { db: p.db }),
         ...(p.password === undefined ? {} : { sentinelPassword: p.password }),
         ...(p.tls ? { enableTLSForSentinelMode: true } : {}),
       });
+      followFailovers(client, p);
+      return client;
+    }
   }
+}
+
+/**
+ * Moves `client` to the new master as soon as a sentinel announces `+switch-master`. Without it
+ * the connection stays on the old master after SENTINEL FAILOVER, which goes on accepting writes
+ * until Sentinel demotes it (up to ~10 s later), and every update written there is lost. Not
+ * ioredis's `failoverDetector`: it disconnects even while the client is reconnecting, and a
+ * reconnect cut short that way leaves the client ended for good (ioredis 5.9). Here only a ready
+ * client is disconnected (to reconnect at once); one still reconnecting asks the sentinels anyway.
+ */
+function followFailovers(client: Redis, p: ParsedRedisUrl): void {
+  let movedTo = "";
+  const watchers = p.hosts.map((h) => {
+    const w = new Redis({
+      host: h.host,
+      port: h.port,
+      ...(p.password === undefined ? {} : { password: p.password }),
+      ...(p.tls ? { tls: {} } : {}),
+      connectionName: "mcp-failover-watch",
+      retryStrategy: (n) => Math.min(n * 100, 2_000),
+    });
+    w.on("error", () => {}); // a sentinel down: the others still announce
+    w.subscribe("+switch-master").catch(() => {});
+    w.on("message", (_channel: string, message: string) => {
+      // "<master-name> <old-ip> <old-port> <new-ip> <new-port>", once from each sentinel.
+      const [name, , , ip, port] = message.split(" ");
+      if (name !== p.masterName || `${ip}:${port}` === movedTo) return;
+      movedTo = `${ip}:${port}`;
+      if (client.status === "ready") client.disconnect(true);
+    });
+    return w;
+  });
+  const stop = (): void => {
+    for (const w of watchers) w.disconnect();
+  };
+  client.once("end", stop);
+  // A client disconnected while it waits to reconnect never emits "end".
+  const disconnect = client.disconnect.bind(client);
+  client.disconnect = (reconnect = false) => {
+    if (!reconnect) stop();
+    disconnect(reconnect);
+  };
 }
 
 /**

@@ -183,6 +183,10 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
   // ioredis reports connection trouble as "error" events and also fails the affected
   // commands; the commands are where callers learn of it, so the events are not re-reported.
   redis.on("error", () => {});
+  // WAIT blocks its connection until the replicas answer: updates get one of their own, so reads
+  // and health pings do not queue behind it (WAIT counts the writes of the connection it is on).
+  const writer: RedisClient = wait === undefined ? redis : createRedisClient(url, { connectionName: `${prefix}ctx-w`, autoPipelining: true });
+  if (writer !== redis) writer.on("error", () => {});
   sub.on("error", () => {});
 
   const listeners = new Set<ContextStoreListener>();
@@ -347,11 +351,11 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
       for (const p of write.puts) args.push(p.lease ?? "");
       let reply: unknown;
       try {
-        reply = await redis.call("evalsha", args);
+        reply = await writer.call("evalsha", args);
       } catch (e) {
         // The script cache was flushed (restart, failover): send the body once more.
         if (!(e instanceof Error && e.message.startsWith("NOSCRIPT"))) throw e;
-        reply = await redis.call("eval", [APPLY_SCRIPT, ...args.slice(1)]);
+        reply = await writer.call("eval", [APPLY_SCRIPT, ...args.slice(1)]);
       }
       // The script returns exactly {status, number-as-string}.
       const [status, n] = reply as [string, string];
@@ -370,7 +374,7 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
       if (wait !== undefined) {
         // Not acknowledged before the replicas have it: a master that dies or is demoted now
         // takes only unacknowledged updates with it (docs/deploy.md "Redis", failover).
-        const acks = await redis.wait(wait.replicas, wait.timeoutMs);
+        const acks = await writer.wait(wait.replicas, wait.timeoutMs);
         if (acks < wait.replicas) {
           throw new Error(`context ${id} version ${n} reached ${acks} of ${wait.replicas} replicas within ${wait.timeoutMs} ms: not acknowledged (a failover may lose it)`);
         }
@@ -466,7 +470,7 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
       closed = true;
       listeners.clear();
       await draining;
-      await Promise.all([quit(redis), quit(sub)]);
+      await Promise.all([quit(redis), quit(sub), ...(writer === redis ? [] : [quit(writer)])]);
     },
   };
 }

@@ -222,11 +222,12 @@ export interface Scaleout {
 }
 
 /**
- * Starts Redis, `count` instances and the balancer (`balancer`, default HAProxy). With `tls`
+ * Starts Redis, `count` instances and the balancer (`balancer`, default HAProxy); `store`
+ * replaces the private Redis as the instances' `--store` (e.g. a Sentinel deployment). With `tls`
  * (HAProxy only), the instances speak TLS and HAProxy verifies them (sessions may be HIGH, e.g.
  * for `exec`; tokens then carry `mcp_level: high`).
  */
-export async function startScaleout(options: { secret: string; tls?: boolean; args?: readonly string[]; count?: number; balancer?: Balancer }): Promise<Scaleout> {
+export async function startScaleout(options: { secret: string; tls?: boolean; args?: readonly string[]; count?: number; balancer?: Balancer; store?: string }): Promise<Scaleout> {
   const balancer = options.balancer ?? "haproxy";
   if (balancer === "nginx" && options.tls === true) throw new Error("startScaleout: tls is tested with HAProxy only");
   const d = await tempDir("mcp-scaleout-");
@@ -242,7 +243,7 @@ export async function startScaleout(options: { secret: string; tls?: boolean; ar
   async function startInstance(i: number): Promise<void> {
     const tls = cert === undefined ? [] : ["--tls-cert", cert.cert, "--tls-key", cert.key];
     instances[i] = await startCli(
-      ["--port", String(ports[i]), "--store", `redis://127.0.0.1:${redisPort}`, "--jwt-secret", options.secret, ...tls, ...(options.args ?? [])],
+      ["--port", String(ports[i]), "--store", options.store ?? `redis://127.0.0.1:${redisPort}`, "--jwt-secret", options.secret, ...tls, ...(options.args ?? [])],
       { cwd: d.path, timeoutMs: 30_000 },
     );
   }

@@ -1,5 +1,5 @@
 /**
- * A private Redis Sentinel deployment for tests: one master, one replica (`--replicaof`) and three
+ * A private Redis Sentinel deployment for tests: one master, two replicas (`--replicaof`) and three
  * sentinels (`redis-server sentinel.conf --sentinel`, no redis-sentinel package needed), each on a
  * free loopback port with its data in a temp dir. Both data nodes are append-only with fsync on
  * every write (test/e2e/scaleout-fixtures.ts `startRedis`), so only replication can lose an
@@ -55,11 +55,15 @@ function fields(flat: unknown): Record<string, string> {
   return out;
 }
 
-/** Starts the deployment in `dir` and resolves once the replica is in sync and every sentinel knows both others and the replica. */
+/**
+ * Starts the deployment in `dir` and resolves once both replicas are in sync and every sentinel
+ * knows both other sentinels and both replicas. Two replicas: after a master is lost one is
+ * promoted and the other still acknowledges `wait=1` updates.
+ */
 export async function startRedisSentinel(dir: string): Promise<RedisSentinel> {
   const nodes = new Map<number, Proc>();
   const sentinels: Proc[] = [];
-  const dataPorts = [await freePort(), await freePort()];
+  const dataPorts = [await freePort(), await freePort(), await freePort()];
   const sentinelPorts = [await freePort(), await freePort(), await freePort()];
   const stop = async () => {
     await Promise.all([...sentinels, ...nodes.values()].map((p) => p.stop()));
@@ -94,14 +98,16 @@ export async function startRedisSentinel(dir: string): Promise<RedisSentinel> {
       await waitForPort(port, "redis-server --sentinel");
     }
     await eventually(async () => {
-      const info = String(await command(dataPorts[1]!, ["INFO", "replication"]).catch(() => ""));
-      if (!/master_link_status:up/.test(info)) return false;
+      for (const port of dataPorts.slice(1)) {
+        const info = String(await command(port, ["INFO", "replication"]).catch(() => ""));
+        if (!/master_link_status:up/.test(info)) return false;
+      }
       for (const port of sentinelPorts) {
         const m = fields(await command(port, ["SENTINEL", "MASTER", MASTER_NAME]).catch(() => []));
-        if (m["num-slaves"] !== "1" || m["num-other-sentinels"] !== "2" || m["flags"] !== "master") return false;
+        if (m["num-slaves"] !== "2" || m["num-other-sentinels"] !== "2" || m["flags"] !== "master") return false;
       }
       return true;
-    }, "the replica to sync and the sentinels to find each other and the replica", 20_000);
+    }, "the replicas to sync and the sentinels to find each other and the replicas", 20_000);
   } catch (e) {
     await stop();
     throw new Error(`the Sentinel deployment did not start: ${String(e)}\n${[...nodes.values(), ...sentinels].map((p) => p.output()).join("\n")}`);
