@@ -190,7 +190,9 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
   const { maxLogEntries, maxLogBytes } = resolveChangeLogOptions(options);
   const url = options.url ?? "redis://127.0.0.1:6379";
   const prefix = checkKeyPrefix(options.keyPrefix ?? "mcp:");
-  const cluster = parseRedisUrl(url).kind === "cluster";
+  const parsedUrl = parseRedisUrl(url);
+  const cluster = parsedUrl.kind === "cluster";
+  const wait = parsedUrl.wait;
   const pingTimeoutMs = options.pingTimeoutMs ?? 1000;
   const channel = `${prefix}ctx:changes`;
   const indexKey = `${prefix}ctx:index`;
@@ -208,6 +210,10 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
   // ioredis reports connection trouble as "error" events and also fails the affected
   // commands; the commands are where callers learn of it, so the events are not re-reported.
   redis.on("error", () => {});
+  // WAIT blocks its connection until the replicas answer: updates get one of their own, so reads
+  // and health pings do not queue behind it (WAIT counts the writes of the connection it is on).
+  const writer: RedisClient = wait === undefined ? redis : createRedisClient(url, { connectionName: `${prefix}ctx-w`, autoPipelining: true });
+  if (writer !== redis) writer.on("error", () => {});
   sub.on("error", () => {});
 
   const listeners = new Set<ContextStoreListener>();
@@ -383,11 +389,11 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
       for (const p of write.puts) args.push(p.lease ?? "");
       let reply: unknown;
       try {
-        reply = await redis.call("evalsha", args);
+        reply = await writer.call("evalsha", args);
       } catch (e) {
         // The script cache was flushed (restart, failover): send the body once more.
         if (!(e instanceof Error && e.message.startsWith("NOSCRIPT"))) throw e;
-        reply = await redis.call("eval", [script, ...args.slice(1)]);
+        reply = await writer.call("eval", [script, ...args.slice(1)]);
       }
       // The script returns exactly {status, number-as-string}.
       const [status, n] = reply as [string, string];
@@ -402,6 +408,14 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
           throw tooManyKeys(id, Number(n), write.maxKeys ?? 0);
         default:
           throw new TypeError(`unexpected reply from the apply script: ${String(status)}`);
+      }
+      if (wait !== undefined) {
+        // Not acknowledged before the replicas have it: a master that dies or is demoted now
+        // takes only unacknowledged updates with it (docs/deploy.md "Redis", failover).
+        const acks = await writer.wait(wait.replicas, wait.timeoutMs);
+        if (acks < wait.replicas) {
+          throw new Error(`context ${id} version ${n} reached ${acks} of ${wait.replicas} replicas within ${wait.timeoutMs} ms: not acknowledged (a failover may lose it)`);
+        }
       }
       const change: ContextChange = {
         contextId: id,
@@ -495,7 +509,7 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
       closed = true;
       listeners.clear();
       await draining;
-      await Promise.all([quit(redis), quit(sub)]);
+      await Promise.all([quit(redis), quit(sub), ...(writer === redis ? [] : [quit(writer)])]);
     },
   };
 }

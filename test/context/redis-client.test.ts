@@ -12,6 +12,9 @@ describe("parseRedisUrl", () => {
     { url: "rediss+cluster://:secret@a:7000", want: { kind: "cluster", tls: true, password: "secret" } },
     // sentinel: sentinels (default port 26379), the master's name, an optional database
     { url: "redis+sentinel://s1,s2:26380/mymaster/3", want: { kind: "sentinel", masterName: "mymaster", db: 3, hosts: [{ host: "s1", port: 26379 }, { host: "s2", port: 26380 }] } },
+    // an update is acknowledged once N replicas have it (WAIT), within waitTimeoutMs (default 1 s)
+    { url: "redis+sentinel://s1/m/0?wait=1", want: { kind: "sentinel", masterName: "m", db: 0, wait: { replicas: 1, timeoutMs: 1000 } } },
+    { url: "redis+sentinel://s1/m?wait=2&waitTimeoutMs=250", want: { masterName: "m", wait: { replicas: 2, timeoutMs: 250 } } },
   ];
   for (const { url, want } of cases) {
     test(url, () => {
@@ -26,6 +29,10 @@ describe("parseRedisUrl", () => {
     { url: "redis+cluster://a:7000/1", message: /no databases/ },
     { url: "redis+cluster://a:99999", message: /bad host:port/ },
     { url: "redis+sentinel://s1/m/x", message: /non-negative integer/ },
+    { url: "redis+sentinel://s1/m?wait=0", message: /positive integer/ },
+    { url: "redis+sentinel://s1/m?wait=1&waitTimeoutMs=soon", message: /waitTimeoutMs/ },
+    { url: "redis+sentinel://s1/m?replicas=1", message: /unknown option "replicas"/ },
+    { url: "redis+cluster://a:7000?wait=1", message: /for redis\+sentinel/ },
   ];
   for (const { url, message } of bad) {
     test(`${url} is refused with a TypeError`, () => {

@@ -52,7 +52,7 @@ export interface OpenedStore {
 }
 
 export interface StoreFixture {
-  name: "memory" | "sqlite" | "redis" | "redis-cluster";
+  name: "memory" | "sqlite" | "redis" | "redis-cluster" | "redis-sentinel";
   /** Whether the store keeps data for a twin or a restart (sqlite, redis). */
   durable: boolean;
   /** Whether a twin hears updates applied through another object (redis). */
@@ -110,22 +110,26 @@ const redis: StoreFixture = {
 
 /**
  * A Redis Cluster named by `MCP_TEST_REDIS_CLUSTER_URL` (`redis+cluster://…`), set by
- * test/context/store-cluster.test.ts around the cluster it starts; the cluster is thrown away
+ * test/context/store-cluster.test.ts around the cluster it starts, or a Sentinel deployment named
+ * by `MCP_TEST_REDIS_SENTINEL_URL` (test/context/store-sentinel.test.ts); either is thrown away
  * after the run, so keys are not removed one by one.
  */
+function throwaway(name: "redis-cluster" | "redis-sentinel", url: string): StoreFixture {
+  return {
+    name,
+    durable: true,
+    shared: true,
+    open(options = {}) {
+      const keyPrefix = `mcp-test:${runId}:${++seq}:`;
+      return {
+        store: track(createRedisContextStore({ ...options, url, keyPrefix })),
+        twin: (o = options) => track(createRedisContextStore({ ...o, url, keyPrefix })),
+      };
+    },
+  };
+}
 const clusterUrl = process.env["MCP_TEST_REDIS_CLUSTER_URL"];
-const redisCluster: StoreFixture = {
-  name: "redis-cluster",
-  durable: true,
-  shared: true,
-  open(options = {}) {
-    const keyPrefix = `mcp-test:${runId}:${++seq}:`;
-    return {
-      store: track(createRedisContextStore({ ...options, url: clusterUrl ?? "", keyPrefix })),
-      twin: (o = options) => track(createRedisContextStore({ ...o, url: clusterUrl ?? "", keyPrefix })),
-    };
-  },
-};
+const sentinelUrl = process.env["MCP_TEST_REDIS_SENTINEL_URL"];
 
 /** Removes every Redis key under a prefix. */
 export async function deleteKeys(prefix: string): Promise<void> {
@@ -146,8 +150,10 @@ export async function deleteKeys(prefix: string): Promise<void> {
 /** Every store to test here (Redis only when reachable or required by CI). */
 export const storeFixtures: StoreFixture[] =
   clusterUrl !== undefined
-    ? [redisCluster]
-    : [memory, sqlite, ...(reachable || process.env["CI"] !== undefined ? [redis] : [])];
+    ? [throwaway("redis-cluster", clusterUrl)]
+    : sentinelUrl !== undefined
+      ? [throwaway("redis-sentinel", sentinelUrl)]
+      : [memory, sqlite, ...(reachable || process.env["CI"] !== undefined ? [redis] : [])];
 
 /** Closes every store the fixtures opened and removes their data. Use in `afterEach`. */
 export async function cleanupStores(): Promise<void> {

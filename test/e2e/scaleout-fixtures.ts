@@ -63,7 +63,7 @@ export interface Proc {
   stop(ms?: number): Promise<number | null>;
 }
 
-function startProc(command: string, args: readonly string[], cwd: string): Proc {
+export function startProc(command: string, args: readonly string[], cwd: string): Proc {
   const proc = spawn(command, args, { cwd, stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   proc.stdout?.setEncoding("utf8").on("data", (c: string) => (out += c));
@@ -237,11 +237,12 @@ export interface Scaleout {
 }
 
 /**
- * Starts Redis, `count` instances and the balancer (`balancer`, default HAProxy). With `tls`,
+ * Starts Redis, `count` instances and the balancer (`balancer`, default HAProxy); `store`
+ * replaces the private Redis as the instances' `--store` (e.g. a Sentinel deployment). With `tls`,
  * the instances speak TLS and the balancer verifies them (sessions may be HIGH, e.g.
  * for `exec`; tokens then carry `mcp_level: high`).
  */
-export async function startScaleout(options: { secret: string; tls?: boolean; args?: readonly string[]; count?: number; balancer?: Balancer }): Promise<Scaleout> {
+export async function startScaleout(options: { secret: string; tls?: boolean; args?: readonly string[]; count?: number; balancer?: Balancer; store?: string }): Promise<Scaleout> {
   const balancer = options.balancer ?? "haproxy";
   const d = await tempDir("mcp-scaleout-");
   const cert = options.tls === true ? await selfSignedCert(d.path) : undefined;
@@ -256,7 +257,7 @@ export async function startScaleout(options: { secret: string; tls?: boolean; ar
   async function startInstance(i: number): Promise<void> {
     const tls = cert === undefined ? [] : ["--tls-cert", cert.cert, "--tls-key", cert.key];
     instances[i] = await startCli(
-      ["--port", String(ports[i]), "--store", `redis://127.0.0.1:${redisPort}`, "--jwt-secret", options.secret, ...tls, ...(options.args ?? [])],
+      ["--port", String(ports[i]), "--store", options.store ?? `redis://127.0.0.1:${redisPort}`, "--jwt-secret", options.secret, ...tls, ...(options.args ?? [])],
       { cwd: d.path, timeoutMs: 30_000 },
     );
   }
