@@ -13,6 +13,7 @@ import type { Event } from "../../gen/mcp/v1/event_pb.js";
 import { ClientMessageSchema, type AuthenticationResult, type ClientMessage, type HandshakeResult, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import { ProtocolVersion, SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { McpError, fromProtoError, toMcpError, toProtoError } from "../errors.js";
+import { IdMap } from "../id-map.js";
 import { OUTPUT_JSON_CAPABILITY, parseJsonObject } from "../transport/json-text.js";
 import { callChunks, uploadChunks, type ChunkStream, type ChunkStreamOptions, type ChunkUploadOptions } from "./chunks.js";
 import { createPushable, type Pushable } from "../pushable.js";
@@ -283,8 +284,9 @@ function streamEndError(reason: unknown): McpError {
 export async function openSession(openStream: OpenSessionStream, initialToken: string | undefined, o: SessionOptions): Promise<McpSession> {
   const reconnect: ResolvedReconnectOptions | undefined = o.reconnect === false ? undefined : resolveReconnectOptions(o.reconnect);
   const closeTimeoutMs = o.closeTimeoutMs ?? 2000;
-  const pendingResponses = new Map<string, PendingCommand>();
-  const pendingUpdates = new Map<string, PendingUpdate>();
+  // By id, entering and leaving at the rate of calls: IdMap, not Map (src/id-map.ts says why).
+  const pendingResponses = new IdMap<PendingCommand>();
+  const pendingUpdates = new IdMap<PendingUpdate>();
   const pendingSyncs = new Map<string, PendingSync[]>();
   const pendingPings = new Map<bigint, PendingPing>();
   let pendingAuth: PendingAuth | undefined;
