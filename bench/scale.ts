@@ -11,19 +11,22 @@
  *
  *   npm run bench:scale                                      # N 10000, W 1000,10000, U 50
  *   npm run bench:scale -- --sessions 200 --watchers 50 --updates 5     # a quick check
- *   npm run bench:scale -- --only watchers --from sources    # one part; the server from src/ via tsx
+ *   npm run bench:scale -- --only watchers --from sources    # one part; server and client from src/ via tsx
  *
- * The server runs from the build by default (`--from build`: dist/, what `mcp serve` runs; this
- * script compiles it first, incrementally). Under tsx every function also gets its `name` defined
+ * The server and this script's client run from the build by default (`--from build`: dist/, what
+ * `mcp serve` and an application importing the package run; this script compiles it first,
+ * incrementally). Under tsx every function also gets its `name` defined
  * at run time, which turns each closure's properties into a dictionary: ~8 KB more per session.
- * `BENCH_SERVER_PROF=1` writes the server's CPU profile to bench/.prof/.
+ * `BENCH_SERVER_PROF=scale` writes the server's CPU profile to bench/.prof/, `BENCH_CLIENT_PROF=1`
+ * this process's over the watchers' updates. The watchers rows also give the CPU time per update
+ * of both processes: on a busy machine a steadier figure than the latencies.
  *
  * Memory needs no quiet machine; the times do (bench/README.md "Scale").
  */
 import { execFileSync } from "node:child_process";
 import { createRequire } from "node:module";
 import { connect as h2connect, type ClientHttp2Session } from "node:http2";
-import { createMcpClient, type McpClient, type McpSession } from "../src/client/index.js";
+import type { McpClient, McpSession } from "../src/client/index.js";
 import { mintToken } from "../src/security/index.js";
 import { startChild as startLibChild, type Child } from "./lib/child.js";
 
@@ -43,6 +46,11 @@ const ONLY = arg("only", "all");
 const FROM = arg("from", "build");
 if (FROM !== "build" && FROM !== "sources") throw new TypeError(`--from must be build or sources, got ${FROM}`);
 if (FROM === "build") execFileSync(process.execPath, [createRequire(import.meta.url).resolve("typescript/bin/tsc"), "-p", "tsconfig.build.json"], { stdio: "inherit" });
+// The client (the watchers, the writer) runs from the same code as the server: the build is what
+// an application importing the package runs.
+const { createMcpClient } = (
+  FROM === "build" ? await import("../dist/src/client/index.js" as string) : await import("../src/client/index.js")
+) as typeof import("../src/client/index.js");
 
 interface Memory {
   rss: number;
@@ -125,6 +133,32 @@ interface WatchRow {
   p50: number;
   p99: number;
   max: number;
+  /** CPU time per update, ms: this process (the writer and every watcher) and the server's. */
+  clientCpu: number;
+  serverCpu: number;
+}
+
+interface CpuUsage {
+  user: number;
+  system: number;
+}
+const cpuMs = (a: CpuUsage, b: CpuUsage) => (b.user + b.system - a.user - a.system) / 1000;
+
+/** `BENCH_CLIENT_PROF=1`: this process's CPU profile over the updates only, into bench/.prof/. */
+async function clientProfile(): Promise<(() => Promise<void>) | undefined> {
+  if (process.env["BENCH_CLIENT_PROF"] !== "1") return undefined;
+  const { Session } = await import("node:inspector/promises");
+  const { mkdirSync, writeFileSync } = await import("node:fs");
+  const session = new Session();
+  session.connect();
+  await session.post("Profiler.enable");
+  await session.post("Profiler.start");
+  return async () => {
+    const { profile } = await session.post("Profiler.stop");
+    mkdirSync("bench/.prof", { recursive: true });
+    writeFileSync(`bench/.prof/client-watchers-${Date.now()}.cpuprofile`, JSON.stringify(profile));
+    session.disconnect();
+  };
 }
 
 /** W watcher sessions of one context; U updates one after another, each timed to its last receipt. */
@@ -150,6 +184,9 @@ async function watchRow(w: number, token: string): Promise<WatchRow> {
       return synced;
     });
     const times: number[] = [];
+    const stopProfile = await clientProfile();
+    const serverCpu0 = (await child.ask<{ cpu: CpuUsage }>("cpu")).cpu;
+    const clientCpu0 = process.cpuUsage();
     for (let u = 1; u <= UPDATES; u++) {
       received = 0;
       const done = new Promise<void>((resolve) => (waiting = resolve));
@@ -161,9 +198,12 @@ async function watchRow(w: number, token: string): Promise<WatchRow> {
       times.push(performance.now() - t0);
       await r;
     }
+    const clientCpu = cpuMs(clientCpu0, process.cpuUsage()) / UPDATES;
+    const serverCpu = cpuMs(serverCpu0, (await child.ask<{ cpu: CpuUsage }>("cpu")).cpu) / UPDATES;
+    await stopProfile?.();
     times.sort((a, b) => a - b);
     const q = (p: number) => times[Math.min(times.length - 1, Math.floor(p * times.length))]!;
-    return { watchers: w, p50: q(0.5), p99: q(0.99), max: times[times.length - 1]! };
+    return { watchers: w, p50: q(0.5), p99: q(0.99), max: times[times.length - 1]!, clientCpu, serverCpu };
   } finally {
     client.close();
     await child.stop();
@@ -191,9 +231,9 @@ if (ONLY === "all" || ONLY === "sessions") {
 
 if (ONLY === "all" || ONLY === "watchers") {
   console.log(`\n# watchers of one context, each its own session: update → last watcher's receipt, ${UPDATES} updates`);
-  console.log(`${"watchers".padEnd(10)}${"p50 ms".padStart(9)}${"p99 ms".padStart(9)}${"max ms".padStart(9)}`);
+  console.log(`${"watchers".padEnd(10)}${"p50 ms".padStart(9)}${"p99 ms".padStart(9)}${"max ms".padStart(9)}   CPU ms per update: client server`);
   for (const w of WATCHERS) {
     const r = await watchRow(w, token);
-    console.log(`${String(r.watchers).padEnd(10)}${r.p50.toFixed(1).padStart(9)}${r.p99.toFixed(1).padStart(9)}${r.max.toFixed(1).padStart(9)}`);
+    console.log(`${String(r.watchers).padEnd(10)}${r.p50.toFixed(1).padStart(9)}${r.p99.toFixed(1).padStart(9)}${r.max.toFixed(1).padStart(9)}${r.clientCpu.toFixed(1).padStart(28)}${r.serverCpu.toFixed(1).padStart(7)}`);
   }
 }

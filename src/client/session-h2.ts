@@ -6,12 +6,12 @@
  */
 import { constants, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { fromBinary } from "@bufbuild/protobuf";
-import { ClientMessageSchema, ServerMessageSchema, type ClientMessage } from "../../gen/mcp/v1/session_pb.js";
+import { ClientMessageSchema, type ClientMessage } from "../../gen/mcp/v1/session_pb.js";
 import { createFrameReader, encodeFrames } from "../transport/grpc-frames.js";
 import { VERSION } from "../version.js";
 import { createH2Channel, type H2Channel } from "./h2-channel.js";
 import { frameRefusalError, httpStatusError, trailerError } from "./grpc-trailers.js";
+import { createServerMessageDecoder } from "./server-message-decoder.js";
 import type { OpenSessionStream, SessionStream } from "./session-stream.js";
 
 /** Options of `h2SessionStream`. */
@@ -51,6 +51,8 @@ export function h2SessionStream(options: H2SessionStreamOptions): OpenSessionStr
   const readMaxBytes = options.readMaxBytes ?? 4 * 1024 * 1024 + 1024;
   const extra = options.headers ?? {};
   const channel = options.channel ?? createH2Channel({ origin });
+  // Shared by every stream opened here: a change watched by many sessions is decoded once.
+  const decode = createServerMessageDecoder();
 
   return (handlers) => {
     let ended = false; // our outbound side
@@ -105,7 +107,7 @@ export function h2SessionStream(options: H2SessionStreamOptions): OpenSessionStr
       (bytes) => {
         let m;
         try {
-          m = fromBinary(ServerMessageSchema, bytes);
+          m = decode(bytes);
         } catch (e) {
           failure ??= new ConnectError(`could not decode a ServerMessage: ${e instanceof Error ? e.message : String(e)}`, Code.Internal, undefined, undefined, e);
           stream.close(constants.NGHTTP2_CANCEL);

@@ -16,9 +16,9 @@ import { McpError, fromProtoError, toMcpError, toProtoError } from "../errors.js
 import { IdMap } from "../id-map.js";
 import { OUTPUT_JSON_CAPABILITY, parseJsonObject } from "../transport/json-text.js";
 import { callChunks, uploadChunks, type ChunkStream, type ChunkStreamOptions, type ChunkUploadOptions } from "./chunks.js";
-import { createPushable, type Pushable } from "../pushable.js";
 import { VERSION } from "../version.js";
 import { fromConnectError } from "./errors.js";
+import { createReader, type Reader } from "./reader.js";
 import { backoffDelayMs, resolveReconnectOptions, type ReconnectOptions, type ResolvedReconnectOptions } from "./reconnect.js";
 import type { OpenSessionStream, SessionStream } from "./session-stream.js";
 
@@ -149,7 +149,11 @@ export interface McpSession {
   update(update: MessageInitShape<typeof ContextUpdateSchema>): Promise<ContextUpdateResult>;
   /** Asks for a context's changes since `knownVersion`; with `watch`, later changes arrive on `contextSyncs()`. */
   sync(contextId: string, knownVersion?: bigint, watch?: boolean): Promise<ContextSync>;
-  /** Every ContextSync pushed for a watched context, across reconnects without gaps or duplicates. */
+  /**
+   * Every ContextSync pushed for a watched context, across reconnects without gaps or duplicates.
+   * Read-only: sessions of one client watching the same context get the same object for a change
+   * (decoded once, server-message-decoder.ts), and `sync()` resolves with it too.
+   */
   contextSyncs(): AsyncIterable<ContextSync>;
   /** Re-authenticates (token refresh) without reconnecting; later reconnects use this token. */
   authenticate(token: string): Promise<AuthenticationResult>;
@@ -294,10 +298,10 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
   const resumedResponses = new Map<string, Promise<Response>>();
   // Watched contexts and the version their watchers have seen: re-synced from it on a fresh session.
   const watched = new Map<string, bigint>();
-  const readers = new Set<Pushable<ServerMessage>>();
-  const syncReaders = new Set<Pushable<ContextSync>>();
-  const eventReaders = new Set<Pushable<Event>>();
-  const stateReaders = new Set<Pushable<SessionStateChange>>();
+  const readers = new Set<Reader<ServerMessage>>();
+  const syncReaders = new Set<Reader<ContextSync>>();
+  const eventReaders = new Set<Reader<Event>>();
+  const stateReaders = new Set<Reader<SessionStateChange>>();
 
   let token = initialToken;
   let link: Link = { kind: "connecting" };
@@ -863,10 +867,7 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
       return link.kind;
     },
     stateChanges() {
-      const p = createPushable<SessionStateChange>();
-      if (link.kind === "closed") p.end();
-      else stateReaders.add(p);
-      return p;
+      return createReader(stateReaders, link.kind === "closed");
     },
     call(tool, args = {}, co = NO_OPTIONS) {
       // A literal, not create(): every field is given, and this runs once per call (hot path).
@@ -932,10 +933,7 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
       });
     },
     contextSyncs() {
-      const p = createPushable<ContextSync>();
-      if (link.kind === "closed") p.end();
-      else syncReaders.add(p);
-      return p;
+      return createReader(syncReaders, link.kind === "closed");
     },
     authenticate(newToken) {
       const refused = refuseIfClosed();
@@ -976,16 +974,10 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
       };
     },
     messages() {
-      const p = createPushable<ServerMessage>();
-      if (link.kind === "closed") p.end();
-      else readers.add(p);
-      return p;
+      return createReader(readers, link.kind === "closed");
     },
     events() {
-      const p = createPushable<Event>();
-      if (link.kind === "closed") p.end();
-      else eventReaders.add(p);
-      return p;
+      return createReader(eventReaders, link.kind === "closed");
     },
     callChunks(this: McpSession, tool: string, args: JsonObject = {}, co: ChunkStreamOptions = {}) {
       return callChunks(this, tool, args, co);

@@ -14,7 +14,7 @@
  * for await (const sync of contexts.watch("proj", 0n, signal)) apply(sync);
  */
 export { createContextManager } from "./manager.js";
-export type { ContextManager, ContextManagerOptions } from "./manager.js";
+export type { ContextManager, ContextManagerOptions, WatchSink } from "./manager.js";
 export { openContextStore } from "./open-store.js";
 export type { OpenContextStoreOptions } from "./open-store.js";
 export { createMemoryContextStore } from "./memory-store.js";

@@ -119,6 +119,8 @@ export interface Telemetry {
   contextUpdated(): void;
   /** Counts a watch while it is open. */
   watched<T>(watch: AsyncIterable<T>): AsyncIterable<T>;
+  /** Counts one watch delivered into a sink as open; call the returned function (once or more) when it ends. */
+  watching(): () => void;
   /** The store with its operations timed (and traced when tracing). */
   instrumentStore(store: ContextStore, kind: string): ContextStore;
   /** Flushes the log. */
@@ -375,6 +377,17 @@ export function createTelemetry(options: TelemetryOptions = {}): Telemetry {
       };
     },
 
+    watching() {
+      watchers++;
+      let open = true;
+      return () => {
+        if (open) {
+          open = false;
+          watchers--;
+        }
+      };
+    },
+
     instrumentStore(store, kind) {
       storeKind = kind;
       store.subscribe((e) => {
@@ -436,6 +449,14 @@ interface ContextOperations {
   updateContext(...args: never[]): Promise<unknown>;
   syncContext(...args: never[]): Promise<unknown>;
   watchContext(...args: never[]): AsyncIterable<unknown>;
+  watchContextInto(auth: never, sync: never, signal: never, sink: EndingSink): () => void;
+}
+
+/** What the wrapper needs of a watch's sink (ContextManager's WatchSink). */
+interface EndingSink {
+  deliver(sync: never): boolean;
+  writable(): Promise<void>;
+  end(error?: unknown): void;
 }
 
 /**
@@ -447,7 +468,7 @@ export function observeContextOperations<C extends ContextOperations>(telemetry:
     telemetry.failed(e);
     throw e;
   };
-  const { getContext, updateContext, syncContext, watchContext } = core;
+  const { getContext, updateContext, syncContext, watchContext, watchContextInto } = core;
   // Each wrapper keeps the original's signature; the casts only restate it.
   core.getContext = ((...args: never[]) => getContext.apply(core, args).catch(counted)) as C["getContext"];
   core.updateContext = ((...args: never[]) =>
@@ -463,5 +484,24 @@ export function observeContextOperations<C extends ContextOperations>(telemetry:
       return counted(e);
     }
   }) as C["watchContext"];
+  core.watchContextInto = ((auth: never, sync: never, signal: never, sink: EndingSink) => {
+    let ended: (() => void) | undefined;
+    // Only its end is wrapped, to count the watch out.
+    const counting: EndingSink = {
+      deliver: (s) => sink.deliver(s),
+      writable: () => sink.writable(),
+      end(error) {
+        ended?.();
+        sink.end(error);
+      },
+    };
+    try {
+      const stop = watchContextInto.call(core, auth, sync, signal, counting);
+      ended = telemetry.watching();
+      return stop;
+    } catch (e) {
+      return counted(e);
+    }
+  }) as C["watchContextInto"];
   return core;
 }

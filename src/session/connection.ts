@@ -6,7 +6,8 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { Response } from "../../gen/mcp/v1/command_pb.js";
-import { ContextUpdateResultSchema, type ContextSync, type ContextUpdate, type StateSync } from "../../gen/mcp/v1/context_pb.js";
+import { ContextUpdateResultSchema, type ContextUpdate, type StateSync } from "../../gen/mcp/v1/context_pb.js";
+import type { WatchSink } from "../context/index.js";
 import {
   AuthenticationResultSchema,
   HandshakeResultSchema,
@@ -489,33 +490,37 @@ class StreamConnection implements Connection {
       );
     }
     const ac = new AbortController();
-    let iterable: AsyncIterable<ContextSync>;
     try {
-      iterable = core.watchContext(session.auth, sync, ac.signal);
+      // Stopped by aborting `ac` (a new sync of the context, the session's end).
+      core.watchContextInto(session.auth, sync, ac.signal, this.watchSink(session, id, ac, contextError));
     } catch (e) {
       return contextError(e);
     }
     session.watchOf(id)?.abort();
+    // Set after the old one's abort: its end (a later microtask) finds the new one and keeps it.
     session.setWatch(id, ac);
-    // A flag, not `ac.signal.aborted` per change (its receiver check is ~0.7 µs per watcher per change).
-    let aborted = false;
-    ac.signal.addEventListener("abort", () => (aborted = true), { once: true });
-    (async () => {
-      for await (const s of iterable) {
+  }
+
+  /**
+   * Where a watch's changes go: straight into the session's queue, synchronously with the
+   * store's notification (ContextManager.watchInto). While the session is congested the next
+   * changes wait in the context manager, which collapses a slow watcher to one catch-up sync
+   * instead of growing this session's queue.
+   */
+  private watchSink(session: Session, id: string, ac: AbortController, contextError: (e: unknown) => void): WatchSink {
+    return {
+      deliver(s) {
+        if (session.closed) return true;
         session.emit({ case: "contextSync", value: s });
-        // Pull the next change only when the client can take it: a slow watcher collapses to a
-        // catch-up sync inside the context manager instead of growing this session's queue.
-        if (session.isCongested) await session.writable();
-        if (aborted || session.closed) break;
-      }
-    })()
-      .catch((e: unknown) => {
-        if (!ac.signal.aborted) contextError(e);
-      })
-      .finally(() => {
+        return !session.isCongested;
+      },
+      writable: () => session.writable(),
+      end: (error) => {
+        if (error !== undefined && !ac.signal.aborted) contextError(error);
         session.unsetWatch(id, ac);
         this.answered();
-      });
+      },
+    };
   }
 
   async run(requests: AsyncIterable<ClientMessage>): Promise<void> {

@@ -12,7 +12,7 @@ import { SessionInfoSchema, type SessionInfo } from "../../gen/mcp/v1/admin_pb.j
 import type { ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import type { ResolvedServerOptions } from "../config.js";
-import type { ContextManager, ContextStore } from "../context/index.js";
+import type { ContextManager, ContextStore, WatchSink } from "../context/index.js";
 import { McpError } from "../errors.js";
 import type { AuditSink, Authorizer, AuthSubject, RevocationStore, TokenVerifier } from "../security/index.js";
 import { grantedLevel, levelAtLeast, levelName } from "../security/index.js";
@@ -89,6 +89,8 @@ export interface McpCore {
   updateContext(auth: AuthState, update: ContextUpdate, sessionId?: string): Promise<ContextUpdateResult>;
   syncContext(auth: AuthState, sync: StateSync): Promise<ContextSync>;
   watchContext(auth: AuthState, sync: StateSync, signal: AbortSignal): AsyncIterable<ContextSync>;
+  /** `watchContext` delivered into a sink, synchronously per change (ContextManager.watchInto); returns its stop. */
+  watchContextInto(auth: AuthState, sync: StateSync, signal: AbortSignal, sink: WatchSink): () => void;
   /** Sessions: registry for resume and administration. */
   readonly sessions: Map<string, Session>;
   /** `outputJson`: the client asked for `Response.output_json` (Handshake capability `output_json`). */
@@ -433,6 +435,11 @@ export function createCore(deps: CoreDeps): McpCore {
     watchContext(auth, sync, signal) {
       authorize(auth, contextPermission(sync.contextId, "read"), SecurityLevel.STANDARD, `watch context ${sync.contextId}`);
       return contexts.watch(sync.contextId, sync.knownVersion, signal);
+    },
+
+    watchContextInto(auth, sync, signal, sink) {
+      authorize(auth, contextPermission(sync.contextId, "read"), SecurityLevel.STANDARD, `watch context ${sync.contextId}`);
+      return contexts.watchInto(sync.contextId, sync.knownVersion, signal, sink);
     },
 
     async findForResume(sessionId, auth) {

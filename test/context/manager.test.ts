@@ -78,6 +78,52 @@ function startWatch(m: ContextManager, contextId: string, knownVersion: bigint) 
   };
 }
 
+/** A watchInto sink recording what it gets; `refuse` makes deliver return false (the receiver is full). */
+function recordingSink() {
+  const items: ContextSync[] = [];
+  const ended: { error: unknown }[] = [];
+  let waiters: { done: () => boolean; resolve: () => void }[] = [];
+  let writableAsked = 0;
+  let release: (() => void) | undefined;
+  const sink = {
+    items,
+    ended,
+    refuse: false,
+    /** Called after each deliver(), synchronously: to check what the other sinks had at that moment. */
+    onDeliver: undefined as (() => void) | undefined,
+    get writableAsked() {
+      return writableAsked;
+    },
+    deliver(s: ContextSync): boolean {
+      items.push(s);
+      sink.onDeliver?.();
+      waiters = waiters.filter((w) => (w.done() ? (w.resolve(), false) : true));
+      return !sink.refuse;
+    },
+    writable(): Promise<void> {
+      writableAsked++;
+      return new Promise<void>((resolve) => (release = resolve));
+    },
+    /** Resolves the pending writable(). */
+    release(): void {
+      release?.();
+      release = undefined;
+    },
+    end(error?: unknown): void {
+      ended.push({ error });
+      waiters = waiters.filter((w) => (w.done() ? (w.resolve(), false) : true));
+    },
+    until(done: () => boolean): Promise<void> {
+      if (done()) return Promise.resolve();
+      return new Promise<void>((resolve) => waiters.push({ done, resolve }));
+    },
+    reached(version: bigint): Promise<void> {
+      return sink.until(() => items.at(-1)?.toVersion === version);
+    },
+  };
+  return sink;
+}
+
 /** Checks a watcher's items form one unbroken chain of single-version deltas from `from`. */
 function expectChain(items: readonly ContextSync[], from: bigint, to: bigint): void {
   expect(items).toHaveLength(Number(to - from));
@@ -328,6 +374,86 @@ for (const fixture of storeFixtures) {
         const items: ContextSync[] = [];
         for await (const s of m2.watch("ctx", 0n, AbortSignal.abort())) items.push(s);
         expect(items).toEqual([]);
+      });
+
+      test("watchInto: a change reaches every live sink in one synchronous loop, as one shared delta", async () => {
+        const m = manager(fixture);
+        await m.update({ contextId: "ctx", ops: [put("a", 1)] }, "alice");
+        const sinks = [recordingSink(), recordingSink(), recordingSink()];
+        for (const k of sinks) m.watchInto("ctx", 1n, new AbortController().signal, k);
+        await Promise.all(sinks.map((k) => k.reached(1n)));
+        // When the first sink has version 2, before any promise continuation runs, the others have it too.
+        const seenTogether = new Promise<bigint[]>((resolve) => {
+          sinks[0]!.onDeliver = () => queueMicrotask(() => resolve(sinks.map((k) => k.items.at(-1)!.toVersion)));
+        });
+        await m.update({ contextId: "ctx", ops: [put("a", 2)] }, "bob");
+        expect(await seenTogether).toEqual([2n, 2n, 2n]);
+        const deltas = sinks.map((k) => k.items[1]);
+        expect(deltas[0]).toMatchObject({ full: false, fromVersion: 1n, toVersion: 2n });
+        expect(plain(deltas[0]!)).toEqual({ a: 2 });
+        expect(deltas[1]).toBe(deltas[0]);
+        expect(deltas[2]).toBe(deltas[0]);
+      });
+
+      test("watchInto: a sink that is full gets nothing until writable() resolves, then one catch-up past the backlog, then live deltas", async () => {
+        const m = manager(fixture, { maxWatcherBacklog: 3 });
+        await m.update({ contextId: "ctx", ops: [put("a", 0)] }, "alice");
+        const k = recordingSink();
+        m.watchInto("ctx", 1n, new AbortController().signal, k);
+        await k.reached(1n);
+        k.refuse = true;
+        await m.update({ contextId: "ctx", ops: [put("a", 1)] }, "alice");
+        await k.reached(2n);
+        expect(k.writableAsked).toBe(1);
+        // A watcher that keeps taking: once it has version 12, the full one has been offered them all.
+        const fast = recordingSink();
+        m.watchInto("ctx", 2n, new AbortController().signal, fast);
+        for (let i = 2; i <= 11; i++) await m.update({ contextId: "ctx", ops: [put("a", i), put(`k${i % 2}`, i)] }, "alice");
+        await fast.reached(12n);
+        expect(k.items.map((s) => s.toVersion)).toEqual([1n, 2n]);
+        k.refuse = false;
+        k.release();
+        await k.reached(12n);
+        expect(k.items[2]).toMatchObject({ full: false, fromVersion: 2n, toVersion: 12n });
+        expect(plain(k.items[2]!)).toEqual({ a: 11, k0: 10, k1: 11 });
+        await m.update({ contextId: "ctx", ops: [put("a", 13)] }, "alice");
+        await k.reached(13n);
+        expect(k.items.slice(3).map((s) => [s.fromVersion, s.toVersion])).toEqual([[12n, 13n]]);
+        expect(k.writableAsked).toBe(1);
+      });
+
+      test("watchInto: the stop function, the signal and close() each end it once, without an error", async () => {
+        const m = manager(fixture);
+        const byStop = recordingSink();
+        const bySignal = recordingSink();
+        const byClose = recordingSink();
+        const ac = new AbortController();
+        const stop = m.watchInto("ctx", 0n, new AbortController().signal, byStop);
+        m.watchInto("ctx", 0n, ac.signal, bySignal);
+        m.watchInto("ctx", 0n, new AbortController().signal, byClose);
+        await Promise.all([byStop, bySignal, byClose].map((k) => k.reached(0n)));
+        stop();
+        stop();
+        ac.abort();
+        await Promise.all([byStop, bySignal].map((k) => k.until(() => k.ended.length > 0)));
+        await m.update({ contextId: "ctx", ops: [put("a", 1)] }, "alice");
+        await byClose.reached(1n);
+        await m.close();
+        await byClose.until(() => byClose.ended.length > 0);
+        for (const k of [byStop, bySignal, byClose]) expect(k.ended).toEqual([{ error: undefined }]);
+        expect(byStop.items.map((s) => s.toVersion)).toEqual([0n]);
+        expect(bySignal.items.map((s) => s.toVersion)).toEqual([0n]);
+        // an already aborted signal: ended, nothing delivered
+        const m2 = manager(fixture);
+        const aborted = recordingSink();
+        m2.watchInto("ctx", 0n, AbortSignal.abort(), aborted);
+        await aborted.until(() => aborted.ended.length > 0);
+        expect(aborted.items).toEqual([]);
+        // a bad id or a closed manager: thrown at once
+        expect(() => m2.watchInto("a b", 0n, new AbortController().signal, recordingSink())).toThrow(
+          expect.objectContaining({ code: "invalid_argument", details: { field: "context_id" } }),
+        );
+        expect(() => m.watchInto("ctx", 0n, new AbortController().signal, recordingSink())).toThrow(TypeError);
       });
 
       const collapseCases: { name: string; maxLogEntries: number; full: boolean }[] = [
