@@ -207,7 +207,8 @@ class StreamConnection implements Connection {
   end(error?: McpError): void {
     if (error !== undefined) return this.fail(error);
     const s = this.state === "bound" ? this.bound! : undefined;
-    this.observed?.ended(s !== undefined && s.closed ? (s.closeReason?.code ?? "closed") : "disconnected");
+    // A SessionClose is the client's own end, like a half-close, not the session's "cancelled".
+    this.observed?.ended(this.closing !== undefined ? "client_closed" : s !== undefined && s.closed ? (s.closeReason?.code ?? "closed") : "disconnected");
     if (s !== undefined) s.detach(this);
     this.setState("closed");
   }

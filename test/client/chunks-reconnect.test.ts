@@ -5,14 +5,12 @@
  * and the target is as it was — no partial file, no temporary file. The same session then uploads
  * the file whole.
  */
-import { createHash } from "node:crypto";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { createMcpClient, type McpClient, type SessionStateChange } from "../../src/client/index.js";
-import { createBuiltinTools, defineJsonTool, type RegisteredTool } from "../../src/tools/index.js";
+import { holdTool, sha, uploadTool } from "../helpers/chunk-tools.js";
 import { eventually } from "../helpers/eventually.js";
 import { clientFrame, connectH2, openH2Stream } from "../helpers/raw-h2.js";
 import { handshake, startServer, type TestServer } from "../helpers/server.js";
@@ -22,20 +20,6 @@ let t: TestServer;
 let proxy: TcpProxy;
 let client: McpClient;
 let root = "";
-
-/** The real fs.write at STANDARD under another name: fs.write needs HIGH (TLS) by default. */
-function uploadTool(dir: string): RegisteredTool {
-  const w = createBuiltinTools({ root: dir, securityLevels: { "fs.write": SecurityLevel.STANDARD } }).find((x) => x.name === "fs.write")!;
-  return { ...w, name: "test.write", descriptor: { ...w.descriptor, name: "test.write" }, permission: "tool:test.write" };
-}
-
-/** Runs until aborted and never reads its input: an upload to it stops at the input window. */
-const holdTool = defineJsonTool({
-  name: "test.hold",
-  description: "waits for its abort",
-  inputSchema: { type: "object" },
-  handler: (_input, ctx) => new Promise((_resolve, reject) => ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason), { once: true })),
-});
 
 beforeAll(async () => {
   root = await mkdtemp(path.join(tmpdir(), "mcp-upload-cut-"));
@@ -50,7 +34,6 @@ afterAll(async () => {
 });
 
 const temporaries = async (name: string) => (await readdir(root)).filter((f) => f.startsWith(`.${name}.`));
-const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
 describe("an upload cut midway", () => {
   for (const how of ["reset", "close"] as const) {

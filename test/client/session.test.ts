@@ -234,20 +234,25 @@ describe("once the session is over, every call rejects at once with one McpError
     Object.fromEntries(await Promise.all(ps.map(async ([name, p]) => [name, await mcpFailure(p).then((e) => `${e.kind} ${e.code}`)] as const)));
 
   test("the server is gone and stays gone: pending and new calls → TRANSPORT connection_lost after the last attempt", async () => {
-    const { s, changes } = await open({ reconnect: { ...quick, maxAttempts: 3 } });
+    // Delays long enough that the calls below are made while it is still reconnecting (refused
+    // attempts fail at once: with the quick delays all three can be over before a poll sees them).
+    const { s, changes } = await open({ reconnect: { ...quick, initialDelayMs: 200, maxDelayMs: 400, maxAttempts: 3 } });
     proxy.refuse(true);
-    proxy.cut();
-    await eventually(() => s.state === "reconnecting", "the session to notice the cut");
-    const pending = calls(s, nextId("gone"));
-    const want = Object.fromEntries(pending.map(([name]) => [name, "TRANSPORT connection_lost"]));
-    expect(await settle(pending)).toEqual(want);
-    expect(s.state).toBe("closed");
-    expect(await settle(calls(s, nextId("after")))).toEqual(want);
-    const end = await s.closed;
-    expect([end?.kind, end?.code, end?.retryable]).toEqual(["TRANSPORT", "connection_lost", true]);
-    expect(end?.message).toMatch(/gave up reconnecting after 3 attempts/);
-    expect(changes.map((c) => (c.state === "reconnecting" ? `reconnecting ${c.attempt}` : c.state))).toEqual(["open", "reconnecting 1", "reconnecting 2", "reconnecting 3", "closed"]);
-    proxy.refuse(false);
+    try {
+      proxy.cut();
+      await eventually(() => changes.some((c) => c.state === "reconnecting"), "the session to notice the cut");
+      const pending = calls(s, nextId("gone"));
+      const want = Object.fromEntries(pending.map(([name]) => [name, "TRANSPORT connection_lost"]));
+      expect(await settle(pending)).toEqual(want);
+      expect(s.state).toBe("closed");
+      expect(await settle(calls(s, nextId("after")))).toEqual(want);
+      const end = await s.closed;
+      expect([end?.kind, end?.code, end?.retryable]).toEqual(["TRANSPORT", "connection_lost", true]);
+      expect(end?.message).toMatch(/gave up reconnecting after 3 attempts/);
+      expect(changes.map((c) => (c.state === "reconnecting" ? `reconnecting ${c.attempt}` : c.state))).toEqual(["open", "reconnecting 1", "reconnecting 2", "reconnecting 3", "closed"]);
+    } finally {
+      proxy.refuse(false);
+    }
   });
 
   for (const how of ["reset", "close"] as const) {
@@ -280,14 +285,17 @@ describe("once the session is over, every call rejects at once with one McpError
     const ac = new AbortController();
     const { s } = await open({ signal: ac.signal, reconnect: { ...quick, maxAttempts: Infinity } });
     proxy.refuse(true);
-    proxy.cut();
-    await eventually(() => s.state === "reconnecting", "the session to notice the cut");
-    const p = s.call("echo", { text: "x" });
-    ac.abort();
-    const e = await mcpFailure(p);
-    expect({ kind: e.kind, code: e.code }).toEqual({ kind: "COMMAND", code: "cancelled" });
-    expect(s.state).toBe("closed");
-    proxy.refuse(false);
+    try {
+      proxy.cut();
+      await eventually(() => s.state === "reconnecting", "the session to notice the cut");
+      const p = s.call("echo", { text: "x" });
+      ac.abort();
+      const e = await mcpFailure(p);
+      expect({ kind: e.kind, code: e.code }).toEqual({ kind: "COMMAND", code: "cancelled" });
+      expect(s.state).toBe("closed");
+    } finally {
+      proxy.refuse(false);
+    }
   });
 
   test("a server that cannot be reached at connect → TRANSPORT connection_lost", async () => {

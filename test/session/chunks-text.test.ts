@@ -6,7 +6,6 @@
  * `/mcp` bridge (a model reads text, not chunks); a read within the cap is `content` as before,
  * with no chunks.
  */
-import { createHash } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -16,6 +15,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { CommandService } from "../../gen/mcp/v1/command_pb.js";
 import { createMcpClient, type McpSession } from "../../src/client/index.js";
+import { collect, sha } from "../helpers/chunk-tools.js";
 import { startServer, type TestServer } from "../helpers/server.js";
 
 /** The server's default text cap (`maxReadBytes`). */
@@ -43,14 +43,6 @@ afterAll(async () => {
   await t.close();
   await rm(root, { recursive: true, force: true });
 });
-
-const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
-
-async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Buffer> {
-  const parts: Uint8Array[] = [];
-  for await (const c of chunks) parts.push(c);
-  return Buffer.concat(parts);
-}
 
 test("the file is over three caps (the cases below read beyond the cap)", () => {
   expect(text.length).toBeGreaterThanOrEqual(3 * CAP);

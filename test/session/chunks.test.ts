@@ -15,10 +15,9 @@ import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { CommandService } from "../../gen/mcp/v1/command_pb.js";
 import { ChunkSchema } from "../../gen/mcp/v1/event_pb.js";
-import { SecurityLevel } from "../../gen/mcp/v1/types_pb.js";
 import { createMcpClient, type McpSession } from "../../src/client/index.js";
 import { INPUT_WINDOW_BYTES, MAX_CHUNK_BYTES } from "../../src/session/chunks.js";
-import { createBuiltinTools, defineJsonTool, type RegisteredTool } from "../../src/tools/index.js";
+import { collect, holdTool, sha, uploadTool } from "../helpers/chunk-tools.js";
 import { eventually } from "../helpers/eventually.js";
 import { startServerProcess, type ChildMemory } from "../helpers/server-process.js";
 import { handshake, openRawStream, startServer, type RawStream, type TestServer } from "../helpers/server.js";
@@ -27,23 +26,6 @@ let t: TestServer;
 let root = "";
 let token = "";
 let session: McpSession;
-
-/**
- * fs.write needs HIGH (TLS) by default; the uploads here run the real fs.write at STANDARD under
- * another name over cleartext loopback — the same code, only the level differs.
- */
-function uploadTool(dir: string): RegisteredTool {
-  const w = createBuiltinTools({ root: dir, securityLevels: { "fs.write": SecurityLevel.STANDARD } }).find((x) => x.name === "fs.write")!;
-  return { ...w, name: "test.write", descriptor: { ...w.descriptor, name: "test.write" }, permission: "tool:test.write" };
-}
-
-/** Runs until aborted and never reads its input. */
-const holdTool = defineJsonTool({
-  name: "test.hold",
-  description: "waits for its abort",
-  inputSchema: { type: "object" },
-  handler: (_input, ctx) => new Promise((_resolve, reject) => ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason), { once: true })),
-});
 
 beforeAll(async () => {
   root = await mkdtemp(path.join(tmpdir(), "mcp-chunks-"));
@@ -56,14 +38,6 @@ afterAll(async () => {
   await t.close();
   await rm(root, { recursive: true, force: true });
 });
-
-const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
-
-async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Buffer> {
-  const parts: Uint8Array[] = [];
-  for await (const c of chunks) parts.push(c);
-  return Buffer.concat(parts);
-}
 
 /** Random bytes that are certainly not UTF-8 (a lone continuation byte and 0xff up front). */
 function binary(n: number): Buffer {
