@@ -987,26 +987,25 @@ export async function openSession(openStream: OpenSessionStream, initialToken: s
     },
     closed,
     close(co = {}) {
-      const open = link.kind === "open" && co.resumable !== true ? current : undefined;
-      if (open === undefined) {
+      const s = link.kind === "open" && co.resumable !== true ? current : undefined;
+      if (s === undefined) {
         finish(undefined);
         return Promise.resolve();
       }
       // Taken off the session first, so finish() leaves it open for the SessionClose to go out.
-      const s = open;
       current = undefined;
       s.send(payload({ case: "close", value: {} }));
       finish(undefined);
       return new Promise<void>((resolve) => {
-        const timer = setTimeout(done, closeTimeoutMs);
-        timer.unref();
-        closingStream = { stream: s, done };
-        function done() {
+        const done = () => {
           clearTimeout(timer);
           closingStream = undefined;
           s.close();
           resolve();
-        }
+        };
+        const timer = setTimeout(done, closeTimeoutMs);
+        timer.unref();
+        closingStream = { stream: s, done };
       });
     },
   };
