@@ -7,9 +7,10 @@
  *     connection), all on one connection, and one connection each — beside raw node:http2 holding
  *     N idle connections with one open stream each (the ceiling for "one connection each").
  * (ii) W watchers of one context, each its own session (shared connections): the time from an
- *     update's send to the last watcher's receipt, p50/p99 over U updates.
+ *     update's send to the last watcher's receipt, p50/p99 over U updates, after 10 warm-up
+ *     updates that are not counted (the first ones run cold code: 30–60 ms each, measured).
  *
- *   npm run bench:scale                                      # N 10000, W 1000,10000, U 50
+ *   npm run bench:scale                                      # N 10000, W 1000,10000, U 200
  *   npm run bench:scale -- --sessions 200 --watchers 50 --updates 5     # a quick check
  *   npm run bench:scale -- --only watchers --from sources    # one part; server and client from src/ via tsx
  *
@@ -39,7 +40,10 @@ function arg(name: string, fallback: string): string {
 }
 const N = Number(arg("sessions", "10000"));
 const WATCHERS = arg("watchers", "1000,10000").split(",").map(Number).filter((n) => n > 0);
-const UPDATES = Number(arg("updates", "50"));
+/** 200: with fewer than 100 samples a p99 is just the maximum. */
+const UPDATES = Number(arg("updates", "200"));
+/** Updates sent and waited for before the timed ones (JIT warm-up of every watcher's path). */
+const WARMUP_UPDATES = 10;
 /** Sessions opened at once while opening N (a client ramping up, not N handshakes in one tick). */
 const OPEN_CONCURRENCY = 256;
 const ONLY = arg("only", "all");
@@ -183,21 +187,24 @@ async function watchRow(w: number, token: string): Promise<WatchRow> {
       })();
       return synced;
     });
-    const times: number[] = [];
-    const stopProfile = await clientProfile();
-    const serverCpu0 = (await child.ask<{ cpu: CpuUsage }>("cpu")).cpu;
-    const clientCpu0 = process.cpuUsage();
-    for (let u = 1; u <= UPDATES; u++) {
+    /** Sends update `u` (context version u + 1: the first put above made version 1); resolves with the time to its last receipt, ms. */
+    const timedUpdate = async (u: number): Promise<number> => {
       received = 0;
       const done = new Promise<void>((resolve) => (waiting = resolve));
       const t0 = performance.now();
       const r = writer.update({ contextId: ctx, ops: [{ op: { case: "put", value: { key: "k", value: { kind: { case: "numberValue", value: u } } } } }] });
-      // The version this update makes: the context starts at 1 (the first put above).
       target = BigInt(u + 1);
       await done;
-      times.push(performance.now() - t0);
+      const ms = performance.now() - t0;
       await r;
-    }
+      return ms;
+    };
+    for (let u = 1; u <= WARMUP_UPDATES; u++) await timedUpdate(u);
+    const times: number[] = [];
+    const stopProfile = await clientProfile();
+    const serverCpu0 = (await child.ask<{ cpu: CpuUsage }>("cpu")).cpu;
+    const clientCpu0 = process.cpuUsage();
+    for (let u = WARMUP_UPDATES + 1; u <= WARMUP_UPDATES + UPDATES; u++) times.push(await timedUpdate(u));
     const clientCpu = cpuMs(clientCpu0, process.cpuUsage()) / UPDATES;
     const serverCpu = cpuMs(serverCpu0, (await child.ask<{ cpu: CpuUsage }>("cpu")).cpu) / UPDATES;
     await stopProfile?.();
@@ -230,7 +237,7 @@ if (ONLY === "all" || ONLY === "sessions") {
 }
 
 if (ONLY === "all" || ONLY === "watchers") {
-  console.log(`\n# watchers of one context, each its own session: update → last watcher's receipt, ${UPDATES} updates`);
+  console.log(`\n# watchers of one context, each its own session: update → last watcher's receipt, ${UPDATES} updates after ${WARMUP_UPDATES} warm-up ones`);
   console.log(`${"watchers".padEnd(10)}${"p50 ms".padStart(9)}${"p99 ms".padStart(9)}${"max ms".padStart(9)}   CPU ms per update: client server`);
   for (const w of WATCHERS) {
     const r = await watchRow(w, token);
