@@ -244,6 +244,27 @@ describe("exactly-once settle", () => {
     expect(runner.inflight).toBe(0);
   });
 
+  // A start takes its time from the end of the command settled last in the same synchronous run
+  // (command-runner.ts `startTime`): one clock read per command that answers as it runs.
+  test("commands answering as they run read the clock once each; the next run reads afresh", async () => {
+    const h = createHost();
+    let t = 1000;
+    const reads: number[] = [];
+    const now = () => (reads.push(t), t);
+    const runner = createCommandRunner(h.host, limits, now);
+    const responses: Response[] = [];
+    // Each probe "runs" 5 ms of the test's clock.
+    h.probe.during = () => (t += 5);
+    for (const id of ["a", "b", "c"]) runner.start(create(CommandSchema, { id, tool: "probe" }), (r) => responses.push(r));
+    expect(reads).toEqual([1000, 1005, 1010, 1015]);
+    expect(responses.map((r) => r.durationMs)).toEqual([5, 5, 5]);
+    await Promise.resolve();
+    t += 100; // idle between runs: not counted in the next command's time
+    runner.start(create(CommandSchema, { id: "d", tool: "probe" }), (r) => responses.push(r));
+    expect(reads.slice(4)).toEqual([1115, 1120]);
+    expect(responses[3]?.durationMs).toBe(5);
+  });
+
   test("the deadline timer exists only while commands are in flight", async () => {
     // Timers that hold the event loop open.
     const refTimers = () => process.getActiveResourcesInfo().filter((r) => r === "Timeout").length;
