@@ -172,11 +172,27 @@ interface HostChecks {
  * where a command's events go.
  */
 abstract class RunnerHost implements CommandHost {
+  /**
+   * The authorizer's view of the last auth state checked, kept while that state is current: a
+   * session replaces its AuthState object whenever it changes (refresh, expiry) and never edits
+   * one in place, so every command of a session costs no AuthSubject of its own.
+   */
+  private checkedAuth: AuthState | undefined = undefined;
+  private checkedSubject: AuthSubject | undefined = undefined;
+
   constructor(
     private readonly checks: HostChecks,
     readonly sessionId: string | undefined,
     readonly outputJson: boolean,
   ) {}
+
+  private subjectOf(auth: AuthState): AuthSubject {
+    if (auth !== this.checkedAuth || this.checkedSubject === undefined) {
+      this.checkedSubject = subjectOf(auth, this.sessionId);
+      this.checkedAuth = auth;
+    }
+    return this.checkedSubject;
+  }
 
   /** The auth state commands are checked against now. */
   abstract auth(): AuthState;
@@ -195,13 +211,12 @@ abstract class RunnerHost implements CommandHost {
       const why = tools.withheldReason(command.tool);
       throw new McpError("unknown_tool", `no tool named "${command.tool}"${why === undefined ? "" : `: ${why}`}`, { field: "tool" });
     }
-    const sessionId = this.sessionId;
-    authorizer.require(subjectOf(auth, sessionId), tool.permission, tool.securityLevel, `run ${tool.name}`);
+    const subject = this.subjectOf(auth);
+    authorizer.require(subject, tool.permission, tool.securityLevel, `run ${tool.name}`);
     if (command.contextVersion > 0n) {
-      authorizer.require(subjectOf(auth, sessionId), `context:${command.contextId}:read`, SecurityLevel.STANDARD, `precondition on ${command.contextId}`);
+      authorizer.require(subject, `context:${command.contextId}:read`, SecurityLevel.STANDARD, `precondition on ${command.contextId}`);
     }
-    const subject = auth.principal?.subject;
-    return new PreparedToolRun(tool, command, subject);
+    return new PreparedToolRun(tool, command, auth.principal?.subject);
   }
 
   async checkPrecondition(contextId: string, version: bigint): Promise<void> {

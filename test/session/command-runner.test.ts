@@ -25,9 +25,11 @@ interface Job {
 /**
  * A real CommandHost: tools are `work` (runs until the test ends it), `sync` (answers at once,
  * without a promise: its output is the command's id), `sync-throw` (its run throws synchronously),
+ * `probe` (answers at once like `sync`, after calling the test's `probe.during` while it runs),
  * anything else is refused at prepare with unknown_tool. Preconditions hold for context "here" at version 3 only.
  */
 function createHost() {
+  const probe: { during: (command: Command) => void } = { during: () => {} };
   const jobs = new Map<string, Job>();
   const events: { commandId: string; type: string }[] = [];
   const preconditions: { contextId: string; version: bigint; release: () => void }[] = [];
@@ -43,6 +45,14 @@ function createHost() {
         };
       }
       if (command.tool === "sync") return { run: () => ({ case: "output", value: { id: command.id } }) };
+      if (command.tool === "probe") {
+        return {
+          run: () => {
+            probe.during(command);
+            return { case: "output", value: { id: command.id } };
+          },
+        };
+      }
       if (command.tool !== "work") throw new McpError("unknown_tool", `no tool named "${command.tool}"`, { field: "tool" });
       return {
         run: (ctx) =>
@@ -68,6 +78,7 @@ function createHost() {
   };
   return {
     host,
+    probe,
     jobs,
     events,
     preconditions,
@@ -181,6 +192,77 @@ describe("exactly-once settle", () => {
     expect(runner.inflight).toBe(0);
     start({ id: "now", tool: "sync" });
     expect(of("now").map(codeOf)).toEqual(["output", "output"]);
+  });
+
+  // A command whose tool answers as it runs never enters the in-flight table (command-runner.ts
+  // `running`); while its tool runs it is in flight all the same, for every view of the table.
+  test("while a synchronous tool runs, its command is in flight: counted, listed, a duplicate id is refused", () => {
+    const { runner, probe, start, of } = setup();
+    const seen: { inflight: number; pending: string[] }[] = [];
+    probe.during = (command) => {
+      seen.push({ inflight: runner.inflight, pending: runner.pendingIds() });
+      if (command.id === "outer") start({ id: "outer", tool: "sync" });
+    };
+    start({ id: "outer", tool: "probe" });
+    expect(seen).toEqual([{ inflight: 1, pending: ["outer"] }]);
+    expect(of("outer").map(codeOf)).toEqual(["duplicate_command_id", "output"]);
+    expect(runner.inflight).toBe(0);
+    expect(runner.pendingIds()).toEqual([]);
+  });
+
+  test("abortAll while a synchronous tool runs answers its command once, with the reason; its own result is dropped", () => {
+    const { runner, probe, start, of } = setup();
+    probe.during = () => runner.abortAll(new McpError("session_expired", "the session closed"));
+    start({ id: "p", tool: "probe" });
+    expect(of("p").map(codeOf)).toEqual(["session_expired"]);
+    expect(runner.inflight).toBe(0);
+  });
+
+  test("a Cancel while a synchronous tool runs answers it cancelled, once", () => {
+    const { runner, probe, start, of } = setup();
+    const cancelled: boolean[] = [];
+    probe.during = (command) => cancelled.push(runner.cancel(command.id));
+    start({ id: "p", tool: "probe" });
+    expect(cancelled).toEqual([true]);
+    expect(of("p").map(codeOf)).toEqual(["cancelled"]);
+    expect(runner.cancel("p")).toBe(false);
+  });
+
+  test("a sequential batch of synchronous tools: each one in flight alone while it runs, the rest pending", () => {
+    const { runner, probe, onResponse } = setup();
+    const seen: [number, string[]][] = [];
+    probe.during = () => seen.push([runner.inflight, runner.pendingIds()]);
+    runner.startBatch(
+      create(CommandBatchSchema, { mode: BatchMode.SEQUENTIAL, commands: ["a", "b", "c"].map((id) => create(CommandSchema, { id, tool: "probe" })) }),
+      onResponse,
+    );
+    expect(seen).toEqual([
+      [1, ["a", "b", "c"]],
+      [1, ["b", "c"]],
+      [1, ["c"]],
+    ]);
+    expect(runner.inflight).toBe(0);
+  });
+
+  // A start takes its time from the end of the command settled last in the same synchronous run
+  // (command-runner.ts `startTime`): one clock read per command that answers as it runs.
+  test("commands answering as they run read the clock once each; the next run reads afresh", async () => {
+    const h = createHost();
+    let t = 1000;
+    const reads: number[] = [];
+    const now = () => (reads.push(t), t);
+    const runner = createCommandRunner(h.host, limits, now);
+    const responses: Response[] = [];
+    // Each probe "runs" 5 ms of the test's clock.
+    h.probe.during = () => (t += 5);
+    for (const id of ["a", "b", "c"]) runner.start(create(CommandSchema, { id, tool: "probe" }), (r) => responses.push(r));
+    expect(reads).toEqual([1000, 1005, 1010, 1015]);
+    expect(responses.map((r) => r.durationMs)).toEqual([5, 5, 5]);
+    await Promise.resolve();
+    t += 100; // idle between runs: not counted in the next command's time
+    runner.start(create(CommandSchema, { id: "d", tool: "probe" }), (r) => responses.push(r));
+    expect(reads.slice(4)).toEqual([1115, 1120]);
+    expect(responses[3]?.durationMs).toBe(5);
   });
 
   test("the deadline timer exists only while commands are in flight", async () => {

@@ -78,6 +78,22 @@ describe("one command, one Response", () => {
     });
   }
 
+  // The runner's host keeps the authorizer's view of the session's auth state between commands
+  // (core.ts `RunnerHost.subjectOf`): a refresh must replace it.
+  test("after an Authentication refresh with other roles, the next command is checked against the new roles", async () => {
+    const s = await open(t, ["developer"]);
+    expect(outputOf(await runOne(s, { id: nextId("dev"), tool: "sleep", payload: args({ ms: 0 }) }))).toEqual({ slept: 0 });
+    s.send({ case: "authentication", value: { token: await t.token("alice", ["viewer"]) } });
+    await s.waitFor((m) => m.message.case === "authenticationResult", "the AuthenticationResult");
+    const id = nextId("viewer");
+    expect(errorOf(await runOne(s, { id, tool: "sleep", payload: args({ ms: 0 }) }))).toMatchObject({
+      kind: ErrorKind.SECURITY,
+      code: "permission_denied",
+      commandId: id,
+    });
+    s.close();
+  });
+
   test("exec while switched off → COMMAND unknown_tool, saying how to switch it on", async () => {
     const s = await open();
     const r = await runOne(s, { id: nextId("exec"), tool: "exec", payload: args({ argv: ["true"] }) });

@@ -29,6 +29,11 @@ describe("encodeFrames / encodeMessages (one protobuf-es encode per batch)", () 
     expect(each[0]).toHaveLength(0);
     expect(encodeFrames(ServerMessageSchema, messages)).toEqual(Buffer.concat(each.map(frameBytes)));
   });
+  // framesOfMessages moves each message forward in one buffer, last first: large before small too.
+  test("the same bytes in any order of sizes", () => {
+    const mixed = [messages[3]!, messages[1]!, messages[0]!, messages[2]!, messages[1]!, messages[3]!];
+    expect(encodeFrames(ServerMessageSchema, mixed)).toEqual(Buffer.concat(mixed.map((m) => frameBytes(toBinary(ServerMessageSchema, m)))));
+  });
   test("encodeMessages: each message's protobuf bytes at its bounds, in order", () => {
     const { bytes, bounds } = encodeMessages(ServerMessageSchema, messages);
     expect(bounds).toHaveLength(2 * messages.length);
