@@ -76,9 +76,11 @@ export interface RedisContextStoreOptions extends ChangeLogOptions {
 // ones, as it would see earlier calls), and fails on its own: a Redis error inside one is caught
 // (pcall) and returned as its status, so the others' outcomes are still reported.
 // KEYS: per update meta, entries, log, leases; then the index (none on a cluster: another slot).
-// ARGV: the number of updates, then per update: id, expected, nowMs, updatedBy, stamp, maxKeys,
-//       maxContexts, nPuts, nDeletes, bytes, deletesJson, then nPuts (key, key as JSON, value JSON
-//       as a JSON string) triples, then nDeletes keys, then one lease per put ('' = none).
+// ARGV: the number of updates, then per update: id, expected, nPuts, nDeletes, bytes, deletesJson,
+//       stamp, then nowMs, updatedBy, maxKeys, maxContexts — or none of these four when stamp is
+//       '' (all five as in the update before: a turn's updates mostly share them, and each
+//       argument costs), then nPuts (key, key as JSON, value JSON as a JSON string) triples, then
+//       nDeletes keys, then one lease per put ('' = none).
 // Reply: per update its status and a number as a string ('error' and the message on an error).
 // The store's constants (log bounds, channel, exactTrim: true before Redis 6.2, which has no
 // XTRIM MINID, so XDEL per dropped record) are written into the script's first line instead:
@@ -99,12 +101,11 @@ const APPLY_BODY = `
 local nUpdates = tonumber(ARGV[1])
 local index = KEYS[4 * nUpdates + 1]
 local function s(n) return string.format('%.0f', n) end
-local function apply(k, a)
+local now, by, stamp, maxKeys, maxContexts
+local function apply(k, a, P)
 local meta, entries, log, leases = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
-local id, expected, now, by, stamp = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
-local maxKeys, maxContexts = tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
-local nPuts, nDeletes, bytes, deletesJson = tonumber(ARGV[a + 8]), tonumber(ARGV[a + 9]), ARGV[a + 10], ARGV[a + 11]
-local P = a + 12
+local id, expected = ARGV[a + 1], tonumber(ARGV[a + 2])
+local nPuts, nDeletes, bytes, deletesJson = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), ARGV[a + 5], ARGV[a + 6]
 local D = P + 3 * nPuts
 local L = D + nDeletes
 local m = redis.call('HMGET', meta, 'v', 'f', 'b')
@@ -185,14 +186,19 @@ end
 local out = {}
 local a = 1
 for u = 0, nUpdates - 1 do
-  local ok, status, n = pcall(apply, 4 * u, a)
+  local P = a + 8
+  if ARGV[a + 7] ~= '' then
+    stamp, now, by, maxKeys, maxContexts = ARGV[a + 7], ARGV[a + 8], ARGV[a + 9], tonumber(ARGV[a + 10]), tonumber(ARGV[a + 11])
+    P = a + 12
+  end
+  local ok, status, n = pcall(apply, 4 * u, a, P)
   if ok then
     out[2 * u + 1], out[2 * u + 2] = status, n
   else
     -- redis.call raises a table {err = message}; a Lua error is a string.
     out[2 * u + 1], out[2 * u + 2] = 'error', type(status) == 'table' and tostring(status.err) or tostring(status)
   end
-  a = a + 11 + 4 * tonumber(ARGV[a + 8]) + tonumber(ARGV[a + 9])
+  a = P - 1 + 4 * tonumber(ARGV[a + 3]) + tonumber(ARGV[a + 4])
 end
 return out
 `;
@@ -208,6 +214,19 @@ interface ApplyOutcome {
   status: string;
   n: string;
   acks: number;
+}
+
+/** The arguments a turn's updates mostly have in common, sent once for a run of updates that share them. */
+interface SharedArgs {
+  nowMs: number;
+  updatedBy: string;
+  maxKeys: number;
+  maxContexts: number;
+}
+
+/** stamp, nowMs, updatedBy, maxKeys, maxContexts (see APPLY_BODY); the stamp is never ''. */
+function pushShared(argv: (string | number)[], a: SharedArgs): void {
+  argv.push(`","${a.nowMs}",${JSON.stringify(a.updatedBy)},`, String(a.nowMs), a.updatedBy, a.maxKeys, a.maxContexts);
 }
 
 interface PendingApply {
@@ -398,17 +417,19 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
    * arriving meanwhile go out together when its reply is in, so under load Redis runs one
    * command per round trip instead of one per update, and the instance builds, times and parses one.
    */
-  const queued: { keys: string[]; argv: (string | number)[]; calls: PendingApply[] }[] = [];
+  const queued: { keys: string[]; argv: (string | number)[]; calls: PendingApply[]; shared?: SharedArgs }[] = [];
   /** The script calls in flight; settles once their updates' callers have their outcomes. */
   let inFlight: Promise<void> | undefined;
   let flushScheduled = false;
 
   /** Runs one update's part of the apply script; a cluster's updates go one per call, each to its slot. */
-  function runApply(keys: string[], argv: (string | number)[]): Promise<ApplyOutcome> {
+  function runApply(keys: string[], head: (string | number)[], shared: SharedArgs, tail: string[]): Promise<ApplyOutcome> {
     return new Promise<ApplyOutcome>((resolve, reject) => {
       const call: PendingApply = { resolve, reject };
       if (cluster) {
-        void sendBatch(keys, argv, [call]);
+        const argv = [...head];
+        pushShared(argv, shared);
+        void sendBatch(keys, [...argv, ...tail], [call]);
         return;
       }
       let batch = queued[queued.length - 1];
@@ -417,7 +438,15 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
         queued.push(batch);
       }
       for (const k of keys) batch.keys.push(k);
-      for (const a of argv) batch.argv.push(a);
+      for (const a of head) batch.argv.push(a);
+      const last = batch.shared;
+      if (last !== undefined && last.nowMs === shared.nowMs && last.updatedBy === shared.updatedBy && last.maxKeys === shared.maxKeys && last.maxContexts === shared.maxContexts) {
+        batch.argv.push("");
+      } else {
+        pushShared(batch.argv, shared);
+        batch.shared = shared;
+      }
+      for (const a of tail) batch.argv.push(a);
       batch.calls.push(call);
       if (inFlight === undefined && !flushScheduled) {
         flushScheduled = true;
@@ -489,24 +518,14 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
         for (const lease of new Set(write.puts.flatMap((p) => (p.lease === undefined ? [] : [p.lease])))) await redis.sadd(leaseIndexKey(lease), id);
       }
       const keys = [metaKey(id), entriesKey(id), logKey(id), leasesKey(id)];
-      const argv: (string | number)[] = [
-        id,
-        write.expectedVersion.toString(),
-        String(write.nowMs),
-        write.updatedBy,
-        `","${write.nowMs}",${JSON.stringify(write.updatedBy)},`,
-        write.maxKeys ?? 0,
-        cluster ? 0 : maxContexts,
-        write.puts.length,
-        write.deletes.length,
-        changeBytes(write),
-        JSON.stringify(write.deletes),
-      ];
+      const head: (string | number)[] = [id, write.expectedVersion.toString(), write.puts.length, write.deletes.length, changeBytes(write), JSON.stringify(write.deletes)];
+      const shared: SharedArgs = { nowMs: write.nowMs, updatedBy: write.updatedBy, maxKeys: write.maxKeys ?? 0, maxContexts: cluster ? 0 : maxContexts };
+      const tail: string[] = [];
       // Keys and values escaped here, once: the script pastes them into the entry and the log record.
-      for (const p of write.puts) argv.push(p.key, JSON.stringify(p.key), JSON.stringify(p.valueJson));
-      for (const k of write.deletes) argv.push(k);
-      for (const p of write.puts) argv.push(p.lease ?? "");
-      const { status, n, acks } = await runApply(keys, argv);
+      for (const p of write.puts) tail.push(p.key, JSON.stringify(p.key), JSON.stringify(p.valueJson));
+      for (const k of write.deletes) tail.push(k);
+      for (const p of write.puts) tail.push(p.lease ?? "");
+      const { status, n, acks } = await runApply(keys, head, shared, tail);
       switch (status) {
         case "ok":
           break;

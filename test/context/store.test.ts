@@ -419,7 +419,8 @@ for (const fixture of storeFixtures) {
         try {
           // Two updates of "t0" in the batch: the second sees the first, as a later call would.
           applied = await Promise.all([
-            ...Array.from({ length: 10 }, (_, i) => store.apply(write(`t${i}`, { puts: [put("k", i)] }))),
+            // Stamps shared by a run of updates go once; t5 has its own, t6 the first one again.
+            ...Array.from({ length: 10 }, (_, i) => store.apply(write(`t${i}`, { puts: [put("k", i)], ...(i === 5 ? { updatedBy: "bob", nowMs: 2_000 } : {}) }))),
             store.apply(write("t0", { expectedVersion: 1n, puts: [put("k", "again")] })),
           ]);
           const marker = new Promise<void>((resolve) => monitor.on("monitor", (_t: string, args: string[]) => args[1] === `${prefix}batch-marker` && resolve()));
@@ -434,6 +435,11 @@ for (const fixture of storeFixtures) {
         expect(calls).toHaveLength(1);
         expect(await values(store, "t0")).toEqual({ k: "again" });
         expect(await values(store, "t9")).toEqual({ k: 9 });
+        for (const [id, updatedBy, updatedAtMs] of [["t4", "alice", 1_000], ["t5", "bob", 2_000], ["t6", "alice", 1_000]] as const) {
+          expect((await store.snapshot(id))?.entries).toEqual([{ key: "k", valueJson: json(Number(id.slice(1))), version: 1n, updatedBy, updatedAtMs }]);
+          expect((await store.changesSince(id, 0n)) as unknown).toMatchObject({ toVersion: 1n });
+        }
+        expect(applied[5]).toMatchObject({ updatedBy: "bob", updatedAtMs: 2_000 });
       });
 
       test("a Redis error in one update of a batch fails that update only", async () => {
