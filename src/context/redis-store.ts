@@ -234,8 +234,10 @@ interface PendingApply {
   reject(error: unknown): void;
 }
 
-/** Updates per script call at most: a call blocks Redis while it runs (~20 µs per update). */
+/** Updates per script call at most: a call blocks Redis while it runs (~20 µs per update)… */
 const MAX_BATCH = 128;
+/** …and their keys and values in bytes at most (one update may pass it alone). */
+const MAX_BATCH_BYTES = 1 << 20;
 
 /** Stream records read per round trip when catching up. */
 const READ_PAGE = 500n;
@@ -417,13 +419,13 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
    * arriving meanwhile go out together when its reply is in, so under load Redis runs one
    * command per round trip instead of one per update, and the instance builds, times and parses one.
    */
-  const queued: { keys: string[]; argv: (string | number)[]; calls: PendingApply[]; shared?: SharedArgs }[] = [];
+  const queued: { keys: string[]; argv: (string | number)[]; calls: PendingApply[]; bytes: number; shared?: SharedArgs }[] = [];
   /** The script calls in flight; settles once their updates' callers have their outcomes. */
   let inFlight: Promise<void> | undefined;
   let flushScheduled = false;
 
   /** Runs one update's part of the apply script; a cluster's updates go one per call, each to its slot. */
-  function runApply(keys: string[], head: (string | number)[], shared: SharedArgs, tail: string[]): Promise<ApplyOutcome> {
+  function runApply(keys: string[], head: (string | number)[], bytes: number, shared: SharedArgs, tail: string[]): Promise<ApplyOutcome> {
     return new Promise<ApplyOutcome>((resolve, reject) => {
       const call: PendingApply = { resolve, reject };
       if (cluster) {
@@ -433,10 +435,11 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
         return;
       }
       let batch = queued[queued.length - 1];
-      if (batch === undefined || batch.calls.length >= MAX_BATCH) {
-        batch = { keys: [], argv: [], calls: [] };
+      if (batch === undefined || batch.calls.length >= MAX_BATCH || batch.bytes + bytes > MAX_BATCH_BYTES) {
+        batch = { keys: [], argv: [], calls: [], bytes: 0 };
         queued.push(batch);
       }
+      batch.bytes += bytes;
       for (const k of keys) batch.keys.push(k);
       for (const a of head) batch.argv.push(a);
       const last = batch.shared;
@@ -518,14 +521,15 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
         for (const lease of new Set(write.puts.flatMap((p) => (p.lease === undefined ? [] : [p.lease])))) await redis.sadd(leaseIndexKey(lease), id);
       }
       const keys = [metaKey(id), entriesKey(id), logKey(id), leasesKey(id)];
-      const head: (string | number)[] = [id, write.expectedVersion.toString(), write.puts.length, write.deletes.length, changeBytes(write), JSON.stringify(write.deletes)];
+      const bytes = changeBytes(write);
+      const head: (string | number)[] = [id, write.expectedVersion.toString(), write.puts.length, write.deletes.length, bytes, JSON.stringify(write.deletes)];
       const shared: SharedArgs = { nowMs: write.nowMs, updatedBy: write.updatedBy, maxKeys: write.maxKeys ?? 0, maxContexts: cluster ? 0 : maxContexts };
       const tail: string[] = [];
       // Keys and values escaped here, once: the script pastes them into the entry and the log record.
       for (const p of write.puts) tail.push(p.key, JSON.stringify(p.key), JSON.stringify(p.valueJson));
       for (const k of write.deletes) tail.push(k);
       for (const p of write.puts) tail.push(p.lease ?? "");
-      const { status, n, acks } = await runApply(keys, head, shared, tail);
+      const { status, n, acks } = await runApply(keys, head, bytes, shared, tail);
       switch (status) {
         case "ok":
           break;

@@ -442,6 +442,31 @@ for (const fixture of storeFixtures) {
         expect(applied[5]).toMatchObject({ updatedBy: "bob", updatedAtMs: 2_000 });
       });
 
+      test("a batch is cut at 1 MiB of keys and values: large updates of one turn take more calls", async () => {
+        const { store } = fixture.open();
+        await store.apply(write("warm", { puts: [put("k", 0)] }));
+        const raw = new Redis(redisUrl);
+        const prefix = await findPrefix(raw, "warm");
+        const monitor = await raw.monitor();
+        let calls = 0;
+        monitor.on("monitor", (_time: string, args: string[], source: string) => {
+          if (source !== "lua" && /^eval/i.test(args[0] ?? "") && args.some((a) => a.startsWith(prefix))) calls++;
+        });
+        const big = "x".repeat(400_000);
+        try {
+          // 2 × 400 kB fit in one call; the third would pass 1 MiB.
+          await Promise.all([1, 2, 3].map((i) => store.apply(write(`big${i}`, { puts: [put("k", big)] }))));
+          const marker = new Promise<void>((resolve) => monitor.on("monitor", (_t: string, args: string[]) => args[1] === `${prefix}big-marker` && resolve()));
+          await raw.get(`${prefix}big-marker`);
+          await marker;
+        } finally {
+          monitor.disconnect();
+          raw.disconnect();
+        }
+        expect(calls).toBe(2);
+        expect(await values(store, "big3")).toEqual({ k: big });
+      });
+
       test("a Redis error in one update of a batch fails that update only", async () => {
         const { store } = fixture.open();
         await store.apply(write("warm", { puts: [put("k", 0)] }));
