@@ -97,9 +97,13 @@ export function parseRedisUrl(url: string): ParsedRedisUrl {
  * `autoPipelining`: commands issued in one event-loop turn go out in one write (ioredis's
  * `enableAutoPipelining`) — fewer syscalls on both sides when many commands are in flight. Not on
  * a cluster: ioredis groups a turn's commands by the slot of their first argument, which for
- * EVALSHA is the script's hash, not a key.
+ * EVALSHA is the script's hash, not a key. `notPipelined`: commands written at once all the same
+ * (ioredis's `autoPipeliningIgnoredCommands`), for a caller that batches them itself.
  */
-export function createRedisClient(url: string, options: { connectionName?: string; maxRetriesPerRequest?: number; autoPipelining?: boolean } = {}): RedisClient {
+export function createRedisClient(
+  url: string,
+  options: { connectionName?: string; maxRetriesPerRequest?: number; autoPipelining?: boolean; notPipelined?: string[] } = {},
+): RedisClient {
   const p = parseRedisUrl(url);
   const common: RedisOptions = {
     // A command sent before a disconnect may have run (a script whose reply was lost): sent again
@@ -108,7 +112,7 @@ export function createRedisClient(url: string, options: { connectionName?: strin
     // deadline (beyond a replica WAIT's): it fails as "Command timed out" instead of hanging.
     autoResendUnfulfilledCommands: false,
     commandTimeout: COMMAND_TIMEOUT_MS + (p.wait?.timeoutMs ?? 0),
-    ...(options.autoPipelining === true && p.kind !== "cluster" ? { enableAutoPipelining: true } : {}),
+    ...(options.autoPipelining === true && p.kind !== "cluster" ? { enableAutoPipelining: true, autoPipeliningIgnoredCommands: options.notPipelined ?? [] } : {}),
     ...(options.connectionName === undefined ? {} : { connectionName: options.connectionName }),
     ...(options.maxRetriesPerRequest === undefined ? {} : { maxRetriesPerRequest: options.maxRetriesPerRequest }),
     ...(p.username === undefined ? {} : { username: p.username }),

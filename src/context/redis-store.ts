@@ -9,8 +9,9 @@
  *   `<version>-0`, so a range of versions is one `XRANGE`;
  * - `<prefix>ctx:index` set of context ids; `<prefix>ctx:changes` pub/sub channel.
  *
- * An update is one Lua script (compare-and-set, limits, version bump, entry writes, `XADD`,
- * trimming, `PUBLISH`), so it is atomic across instances. On a cluster the index lives in
+ * An update is one run of a Lua script (compare-and-set, limits, version bump, entry writes,
+ * `XADD`, trimming, `PUBLISH`), so it is atomic across instances; on one server the updates that
+ * arrive while a call is in flight share the next call, each still checked and applied on its own. On a cluster the index lives in
  * another slot: the script leaves it out and the store adds the id after the script, so
  * `maxContexts` is checked before the update rather than inside it (a burst of concurrent
  * creations may overshoot it slightly). The channel only announces
@@ -69,10 +70,18 @@ export interface RedisContextStoreOptions extends ChangeLogOptions {
   pingTimeoutMs?: number;
 }
 
-// KEYS: meta, entries, log, leases[, index] (no index on a cluster: another slot).
-// ARGV: id, expected, nowMs, updatedBy, stamp, maxKeys, maxContexts, nPuts, nDeletes, bytes,
-//       deletesJson, then nPuts (key, key as JSON, value JSON as a JSON string) triples, then
+// One call applies a batch of updates (all an instance's updates of one event-loop turn): Redis
+// then runs one command instead of one per update, and the instance builds, times and parses one.
+// Each update is checked and applied on its own, in order (an update sees the batch's earlier
+// ones, as it would see earlier calls), and fails on its own: a Redis error inside one is caught
+// (pcall) and returned as its status, so the others' outcomes are still reported.
+// KEYS: per update meta, entries, log, leases; then the index (none on a cluster: another slot).
+// ARGV: the number of updates, then per update: id, expected, nPuts, nDeletes, bytes, deletesJson,
+//       stamp, then nowMs, updatedBy, maxKeys, maxContexts — or none of these four when stamp is
+//       '' (all five as in the update before: a turn's updates mostly share them, and each
+//       argument costs), then nPuts (key, key as JSON, value JSON as a JSON string) triples, then
 //       nDeletes keys, then one lease per put ('' = none).
+// Reply: per update its status and a number as a string ('error' and the message on an error).
 // The store's constants (log bounds, channel, exactTrim: true before Redis 6.2, which has no
 // XTRIM MINID, so XDEL per dropped record) are written into the script's first line instead:
 // ioredis spends ~0.25 µs per argument of every call building the command.
@@ -89,20 +98,22 @@ export interface RedisContextStoreOptions extends ChangeLogOptions {
 // switch to exponent notation from 1e14 on. Each format costs about as much as a small command:
 // strings the caller sent are reused where the value did not change.
 const APPLY_BODY = `
-local meta, entries, log, leases, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local id, expected, now, by, stamp = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
-local maxKeys, maxContexts = tonumber(ARGV[6]), tonumber(ARGV[7])
-local nPuts, nDeletes, bytes, deletesJson = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10], ARGV[11]
-local P = 12
+local nUpdates = tonumber(ARGV[1])
+local index = KEYS[4 * nUpdates + 1]
+local function s(n) return string.format('%.0f', n) end
+local now, by, stamp, maxKeys, maxContexts
+local function apply(k, a, P)
+local meta, entries, log, leases = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+local id, expected = ARGV[a + 1], tonumber(ARGV[a + 2])
+local nPuts, nDeletes, bytes, deletesJson = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), ARGV[a + 5], ARGV[a + 6]
 local D = P + 3 * nPuts
 local L = D + nDeletes
-local function s(n) return string.format('%.0f', n) end
 local m = redis.call('HMGET', meta, 'v', 'f', 'b')
 local current = tonumber(m[1] or '0')
-if expected ~= 0 and expected ~= current then return {'conflict', s(current)} end
+if expected ~= 0 and expected ~= current then return 'conflict', s(current) end
 if current == 0 and maxContexts > 0 and index then
   local n = redis.call('SCARD', index)
-  if n >= maxContexts then return {'too_many_contexts', s(n)} end
+  if n >= maxContexts then return 'too_many_contexts', s(n) end
 end
 local before = maxKeys > 0 and redis.call('HLEN', entries) or 0
 -- Only when the puts could pass the limit (they add at most one key each) is each key looked up.
@@ -114,7 +125,7 @@ if maxKeys > 0 and before + nPuts > maxKeys then
   for i = 0, nDeletes - 1 do
     if redis.call('HEXISTS', entries, ARGV[D + i]) == 1 then after = after - 1 end
   end
-  if after > maxKeys and after > before then return {'too_many_keys', s(after)} end
+  if after > maxKeys and after > before then return 'too_many_keys', s(after) end
 end
 local v = current + 1
 local vs = s(v)
@@ -170,7 +181,26 @@ end
 redis.call('HSET', meta, 'v', vs, 'f', fs, 'b', s(logBytes))
 if current == 0 and index then redis.call('SADD', index, id) end
 redis.call('PUBLISH', channel, vs .. ' ' .. id)
-return {'ok', vs}
+return 'ok', vs
+end
+local out = {}
+local a = 1
+for u = 0, nUpdates - 1 do
+  local P = a + 8
+  if ARGV[a + 7] ~= '' then
+    stamp, now, by, maxKeys, maxContexts = ARGV[a + 7], ARGV[a + 8], ARGV[a + 9], tonumber(ARGV[a + 10]), tonumber(ARGV[a + 11])
+    P = a + 12
+  end
+  local ok, status, n = pcall(apply, 4 * u, a, P)
+  if ok then
+    out[2 * u + 1], out[2 * u + 2] = status, n
+  else
+    -- redis.call raises a table {err = message}; a Lua error is a string.
+    out[2 * u + 1], out[2 * u + 2] = 'error', type(status) == 'table' and tostring(status.err) or tostring(status)
+  end
+  a = P - 1 + 4 * tonumber(ARGV[a + 3]) + tonumber(ARGV[a + 4])
+end
+return out
 `;
 
 /** The apply script with a store's constants; a Lua string literal of bytes as decimal escapes. */
@@ -178,6 +208,36 @@ function applyScript(maxLogEntries: number, maxLogBytes: number, channel: string
   const literal = `"${[...Buffer.from(channel, "utf8")].map((b) => `\\${b}`).join("")}"`;
   return `local maxLogEntries, maxLogBytes, channel, exactTrim = ${maxLogEntries}, ${maxLogBytes}, ${literal}, ${exactTrim}${APPLY_BODY}`;
 }
+
+/** What the apply script said about one update, and how many replicas acknowledged its batch (with `?wait=`). */
+interface ApplyOutcome {
+  status: string;
+  n: string;
+  acks: number;
+}
+
+/** The arguments a turn's updates mostly have in common, sent once for a run of updates that share them. */
+interface SharedArgs {
+  nowMs: number;
+  updatedBy: string;
+  maxKeys: number;
+  maxContexts: number;
+}
+
+/** stamp, nowMs, updatedBy, maxKeys, maxContexts (see APPLY_BODY); the stamp is never ''. */
+function pushShared(argv: (string | number)[], a: SharedArgs): void {
+  argv.push(`","${a.nowMs}",${JSON.stringify(a.updatedBy)},`, String(a.nowMs), a.updatedBy, a.maxKeys, a.maxContexts);
+}
+
+interface PendingApply {
+  resolve(outcome: ApplyOutcome): void;
+  reject(error: unknown): void;
+}
+
+/** Updates per script call at most: a call blocks Redis while it runs (~20 µs per update)… */
+const MAX_BATCH = 128;
+/** …and their keys and values in bytes at most (one update may pass it alone). */
+const MAX_BATCH_BYTES = 1 << 20;
 
 /** Stream records read per round trip when catching up. */
 const READ_PAGE = 500n;
@@ -204,7 +264,10 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
   // before the update (a crash in between leaves only a harmless extra member).
   const leaseIndexKey = (lease: string): string => taggedKey(prefix, "lease", lease);
 
-  const redis: RedisClient = createRedisClient(url, { connectionName: `${prefix}ctx`, autoPipelining: true });
+  // The apply script's calls are batched here (`runApply`): ioredis's own pipelining would only
+  // hold each batch back a turn (setImmediate) and wrap it in a pipeline of one.
+  const notPipelined = ["evalsha", "eval"];
+  const redis: RedisClient = createRedisClient(url, { connectionName: `${prefix}ctx`, autoPipelining: true, notPipelined });
   // Named so operators (and tests) can tell the subscriber apart in CLIENT LIST.
   const sub: RedisClient = createRedisClient(url, { connectionName: `${prefix}ctx-sub` });
   // ioredis reports connection trouble as "error" events and also fails the affected
@@ -212,7 +275,7 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
   redis.on("error", () => {});
   // WAIT blocks its connection until the replicas answer: updates get one of their own, so reads
   // and health pings do not queue behind it (WAIT counts the writes of the connection it is on).
-  const writer: RedisClient = wait === undefined ? redis : createRedisClient(url, { connectionName: `${prefix}ctx-w`, autoPipelining: true });
+  const writer: RedisClient = wait === undefined ? redis : createRedisClient(url, { connectionName: `${prefix}ctx-w`, autoPipelining: true, notPipelined });
   if (writer !== redis) writer.on("error", () => {});
   sub.on("error", () => {});
 
@@ -269,9 +332,11 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
     if (last === undefined) delivered.set(id, version - 1n);
     else if (version <= last) return;
     if ((pending.get(id) ?? 0n) < version) pending.set(id, version);
-    // A turn later: an own update's reply, racing its announcement on the other connection,
-    // usually lands first and delivers it without a read of the log.
+    // A turn later, and after the script call in flight: an own update's reply, racing its
+    // announcement on the other connection (a batch's reply comes after all its announcements),
+    // then delivers it without a read of the log.
     draining ??= new Promise<void>((resolve) => setImmediate(resolve))
+      .then(() => inFlight)
       .then(drain)
       .finally(() => {
         draining = undefined;
@@ -348,6 +413,93 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
     return rows.map(([streamId, fields]) => parseRecord(id, streamId, fields));
   }
 
+  /**
+   * Updates waiting for a script call, in order, in batches of at most `MAX_BATCH`. One call is
+   * in flight at a time (as ioredis's auto-pipelining sends one pipeline at a time): the updates
+   * arriving meanwhile go out together when its reply is in, so under load Redis runs one
+   * command per round trip instead of one per update, and the instance builds, times and parses one.
+   */
+  const queued: { keys: string[]; argv: (string | number)[]; calls: PendingApply[]; bytes: number; shared?: SharedArgs }[] = [];
+  /** The script calls in flight; settles once their updates' callers have their outcomes. */
+  let inFlight: Promise<void> | undefined;
+  let flushScheduled = false;
+
+  /** Runs one update's part of the apply script; a cluster's updates go one per call, each to its slot. */
+  function runApply(keys: string[], head: (string | number)[], bytes: number, shared: SharedArgs, tail: string[]): Promise<ApplyOutcome> {
+    return new Promise<ApplyOutcome>((resolve, reject) => {
+      const call: PendingApply = { resolve, reject };
+      if (cluster) {
+        const argv = [...head];
+        pushShared(argv, shared);
+        void sendBatch(keys, [...argv, ...tail], [call]);
+        return;
+      }
+      let batch = queued[queued.length - 1];
+      if (batch === undefined || batch.calls.length >= MAX_BATCH || batch.bytes + bytes > MAX_BATCH_BYTES) {
+        batch = { keys: [], argv: [], calls: [], bytes: 0 };
+        queued.push(batch);
+      }
+      batch.bytes += bytes;
+      for (const k of keys) batch.keys.push(k);
+      for (const a of head) batch.argv.push(a);
+      const last = batch.shared;
+      if (last !== undefined && last.nowMs === shared.nowMs && last.updatedBy === shared.updatedBy && last.maxKeys === shared.maxKeys && last.maxContexts === shared.maxContexts) {
+        batch.argv.push("");
+      } else {
+        pushShared(batch.argv, shared);
+        batch.shared = shared;
+      }
+      for (const a of tail) batch.argv.push(a);
+      batch.calls.push(call);
+      if (inFlight === undefined && !flushScheduled) {
+        flushScheduled = true;
+        // After the turn's microtasks: every update dispatched from one read is in the batch.
+        process.nextTick(flush);
+      }
+    });
+  }
+
+  function flush(): void {
+    flushScheduled = false;
+    if (queued.length === 0) return;
+    const batches = queued.splice(0);
+    // sendBatch never rejects: it settles its calls instead.
+    inFlight = Promise.all(batches.map((b) => sendBatch(b.keys, b.argv, b.calls))).then(() => {
+      inFlight = undefined;
+      flush();
+    });
+  }
+
+  /** One EVALSHA for `calls` (their keys and arguments in order), then one WAIT when asked for; settles every call. */
+  async function sendBatch(keys: string[], argv: (string | number)[], calls: PendingApply[]): Promise<void> {
+    const args: (string | number)[] = [sha, keys.length + (cluster ? 0 : 1)];
+    for (const k of keys) args.push(k);
+    if (!cluster) args.push(indexKey);
+    args.push(calls.length);
+    for (const a of argv) args.push(a);
+    let reply: string[];
+    let acks = 0;
+    try {
+      try {
+        reply = (await writer.call("evalsha", args)) as string[];
+      } catch (e) {
+        // The script cache was flushed (restart, failover): send the body once more.
+        if (!(e instanceof Error && e.message.startsWith("NOSCRIPT"))) throw e;
+        reply = (await writer.call("eval", [script, ...args.slice(1)])) as string[];
+      }
+      if (wait !== undefined && calls.some((_, i) => reply[2 * i] === "ok")) {
+        // Not acknowledged before the replicas have it: a master that dies or is demoted now
+        // takes only unacknowledged updates with it (docs/deploy.md "Redis", failover).
+        acks = await writer.wait(wait.replicas, wait.timeoutMs);
+      }
+    } catch (e) {
+      for (const c of calls) c.reject(e);
+      return;
+    }
+    // Settled in the order the updates ran: consecutive own updates go out in order.
+    for (let i = 0; i < calls.length; i++) calls[i]!.resolve({ status: reply[2 * i] ?? "", n: reply[2 * i + 1] ?? "", acks });
+  }
+
   async function checkReady(): Promise<void> {
     if (closed) throw new TypeError("the context store is closed");
     await ready;
@@ -368,35 +520,16 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
         // Another slot than the context's keys (see leaseIndexKey), so not inside the script.
         for (const lease of new Set(write.puts.flatMap((p) => (p.lease === undefined ? [] : [p.lease])))) await redis.sadd(leaseIndexKey(lease), id);
       }
-      const args: (string | number)[] = [sha, cluster ? 4 : 5, metaKey(id), entriesKey(id), logKey(id), leasesKey(id)];
-      if (!cluster) args.push(indexKey);
-      args.push(
-        id,
-        write.expectedVersion.toString(),
-        String(write.nowMs),
-        write.updatedBy,
-        `","${write.nowMs}",${JSON.stringify(write.updatedBy)},`,
-        write.maxKeys ?? 0,
-        cluster ? 0 : maxContexts,
-        write.puts.length,
-        write.deletes.length,
-        changeBytes(write),
-        JSON.stringify(write.deletes),
-      );
+      const keys = [metaKey(id), entriesKey(id), logKey(id), leasesKey(id)];
+      const bytes = changeBytes(write);
+      const head: (string | number)[] = [id, write.expectedVersion.toString(), write.puts.length, write.deletes.length, bytes, JSON.stringify(write.deletes)];
+      const shared: SharedArgs = { nowMs: write.nowMs, updatedBy: write.updatedBy, maxKeys: write.maxKeys ?? 0, maxContexts: cluster ? 0 : maxContexts };
+      const tail: string[] = [];
       // Keys and values escaped here, once: the script pastes them into the entry and the log record.
-      for (const p of write.puts) args.push(p.key, JSON.stringify(p.key), JSON.stringify(p.valueJson));
-      for (const k of write.deletes) args.push(k);
-      for (const p of write.puts) args.push(p.lease ?? "");
-      let reply: unknown;
-      try {
-        reply = await writer.call("evalsha", args);
-      } catch (e) {
-        // The script cache was flushed (restart, failover): send the body once more.
-        if (!(e instanceof Error && e.message.startsWith("NOSCRIPT"))) throw e;
-        reply = await writer.call("eval", [script, ...args.slice(1)]);
-      }
-      // The script returns exactly {status, number-as-string}.
-      const [status, n] = reply as [string, string];
+      for (const p of write.puts) tail.push(p.key, JSON.stringify(p.key), JSON.stringify(p.valueJson));
+      for (const k of write.deletes) tail.push(k);
+      for (const p of write.puts) tail.push(p.lease ?? "");
+      const { status, n, acks } = await runApply(keys, head, bytes, shared, tail);
       switch (status) {
         case "ok":
           break;
@@ -406,16 +539,13 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
           throw tooManyContexts(id, Number(n), write.maxContexts ?? 0);
         case "too_many_keys":
           throw tooManyKeys(id, Number(n), write.maxKeys ?? 0);
+        case "error":
+          throw new Error(n);
         default:
           throw new TypeError(`unexpected reply from the apply script: ${String(status)}`);
       }
-      if (wait !== undefined) {
-        // Not acknowledged before the replicas have it: a master that dies or is demoted now
-        // takes only unacknowledged updates with it (docs/deploy.md "Redis", failover).
-        const acks = await writer.wait(wait.replicas, wait.timeoutMs);
-        if (acks < wait.replicas) {
-          throw new Error(`context ${id} version ${n} reached ${acks} of ${wait.replicas} replicas within ${wait.timeoutMs} ms: not acknowledged (a failover may lose it)`);
-        }
+      if (wait !== undefined && acks < wait.replicas) {
+        throw new Error(`context ${id} version ${n} reached ${acks} of ${wait.replicas} replicas within ${wait.timeoutMs} ms: not acknowledged (a failover may lose it)`);
       }
       const change: ContextChange = {
         contextId: id,

@@ -405,6 +405,92 @@ for (const fixture of storeFixtures) {
         expect(reads.length).toBeLessThanOrEqual(5);
       });
 
+      test("updates issued in one turn go to Redis as one script call, each applied in order on its own", async () => {
+        const { store } = fixture.open();
+        await store.apply(write("warm", { puts: [put("k", 0)] }));
+        const raw = new Redis(redisUrl);
+        const prefix = await findPrefix(raw, "warm");
+        const monitor = await raw.monitor();
+        const calls: string[][] = [];
+        monitor.on("monitor", (_time: string, args: string[], source: string) => {
+          if (source !== "lua" && /^eval/i.test(args[0] ?? "") && args.some((a) => a.startsWith(prefix))) calls.push(args);
+        });
+        let applied: Awaited<ReturnType<ContextStore["apply"]>>[];
+        try {
+          // Two updates of "t0" in the batch: the second sees the first, as a later call would.
+          applied = await Promise.all([
+            // Stamps shared by a run of updates go once; t5 has its own, t6 the first one again.
+            ...Array.from({ length: 10 }, (_, i) => store.apply(write(`t${i}`, { puts: [put("k", i)], ...(i === 5 ? { updatedBy: "bob", nowMs: 2_000 } : {}) }))),
+            store.apply(write("t0", { expectedVersion: 1n, puts: [put("k", "again")] })),
+          ]);
+          const marker = new Promise<void>((resolve) => monitor.on("monitor", (_t: string, args: string[]) => args[1] === `${prefix}batch-marker` && resolve()));
+          await raw.get(`${prefix}batch-marker`);
+          await marker;
+        } finally {
+          monitor.disconnect();
+          raw.disconnect();
+        }
+        expect(applied.map((c) => `${c.contextId}@${c.version}`)).toEqual([...Array.from({ length: 10 }, (_, i) => `t${i}@1`), "t0@2"]);
+        // One call instead of eleven.
+        expect(calls).toHaveLength(1);
+        expect(await values(store, "t0")).toEqual({ k: "again" });
+        expect(await values(store, "t9")).toEqual({ k: 9 });
+        for (const [id, updatedBy, updatedAtMs] of [["t4", "alice", 1_000], ["t5", "bob", 2_000], ["t6", "alice", 1_000]] as const) {
+          expect((await store.snapshot(id))?.entries).toEqual([{ key: "k", valueJson: json(Number(id.slice(1))), version: 1n, updatedBy, updatedAtMs }]);
+          expect((await store.changesSince(id, 0n)) as unknown).toMatchObject({ toVersion: 1n });
+        }
+        expect(applied[5]).toMatchObject({ updatedBy: "bob", updatedAtMs: 2_000 });
+      });
+
+      test("a batch is cut at 1 MiB of keys and values: large updates of one turn take more calls", async () => {
+        const { store } = fixture.open();
+        await store.apply(write("warm", { puts: [put("k", 0)] }));
+        const raw = new Redis(redisUrl);
+        const prefix = await findPrefix(raw, "warm");
+        const monitor = await raw.monitor();
+        let calls = 0;
+        monitor.on("monitor", (_time: string, args: string[], source: string) => {
+          if (source !== "lua" && /^eval/i.test(args[0] ?? "") && args.some((a) => a.startsWith(prefix))) calls++;
+        });
+        const big = "x".repeat(400_000);
+        try {
+          // 2 × 400 kB fit in one call; the third would pass 1 MiB.
+          await Promise.all([1, 2, 3].map((i) => store.apply(write(`big${i}`, { puts: [put("k", big)] }))));
+          const marker = new Promise<void>((resolve) => monitor.on("monitor", (_t: string, args: string[]) => args[1] === `${prefix}big-marker` && resolve()));
+          await raw.get(`${prefix}big-marker`);
+          await marker;
+        } finally {
+          monitor.disconnect();
+          raw.disconnect();
+        }
+        expect(calls).toBe(2);
+        expect(await values(store, "big3")).toEqual({ k: big });
+      });
+
+      test("a Redis error in one update of a batch fails that update only", async () => {
+        const { store } = fixture.open();
+        await store.apply(write("warm", { puts: [put("k", 0)] }));
+        const raw = new Redis(redisUrl);
+        try {
+          const prefix = await findPrefix(raw, "warm");
+          // A meta key of the wrong type: the script's first command on it fails (WRONGTYPE).
+          await raw.set(`${prefix}ctx:{bad}:m`, "not a hash");
+        } finally {
+          await raw.quit();
+        }
+        const [a, bad, c] = await Promise.allSettled([
+          store.apply(write("a", { puts: [put("k", 1)] })),
+          store.apply(write("bad", { puts: [put("k", 2)] })),
+          store.apply(write("c", { puts: [put("k", 3)] })),
+        ]);
+        expect(a).toMatchObject({ status: "fulfilled", value: { contextId: "a", version: 1n } });
+        expect(c).toMatchObject({ status: "fulfilled", value: { contextId: "c", version: 1n } });
+        expect(bad.status).toBe("rejected");
+        expect(String((bad as PromiseRejectedResult).reason)).toMatch(/WRONGTYPE/);
+        expect(await values(store, "a")).toEqual({ k: 1 });
+        expect(await values(store, "c")).toEqual({ k: 3 });
+      });
+
       test("a version announced but missing from the log is reported as a gap, never skipped", async () => {
         const a = fixture.open();
         const heard = recordEvents(a.store);
