@@ -14,6 +14,7 @@ import { McpError } from "../errors.js";
 import type { McpCore } from "../session/core.js";
 import type { AuthState } from "../session/session.js";
 import { startCommand } from "../server/routes.js";
+import { chunkPolicy, resolveMaxTextBytes } from "./no-chunks.js";
 
 /** One call's options. */
 export interface BackendCallOptions {
@@ -111,15 +112,41 @@ async function* connectStream<T>(source: AsyncIterable<T>, signal: AbortSignal):
   }
 }
 
+/** Options of `clientBackend`. */
+export interface ClientBackendOptions {
+  /**
+   * Most bytes of text a model gets from one `fs.read` (docs/bridge.md): set it to the server's
+   * `maxReadBytes` so the answer is the one `/mcp` gives.
+   * @default 1048576 (1 MiB, the server's default cap)
+   */
+  maxTextBytes?: number;
+}
+
 /**
  * The remote backend over our TypeScript client: commands on the one session stream (so they
  * share its resume), tools and contexts over the unary and server-stream RPCs with the same token.
  */
-export function clientBackend(client: McpClient, session: McpSession): BridgeBackend {
+export function clientBackend(client: McpClient, session: McpSession, options: ClientBackendOptions = {}): BridgeBackend {
+  const maxTextBytes = resolveMaxTextBytes(options.maxTextBytes);
   return {
     listTools: async () => (await connectCall(client.commands.listTools({}))).tools,
-    call: (tool, args, { signal, onEvent }) =>
-      session.execute({ tool, payload: { case: "arguments", value: args } }, { signal, onEvent }),
+    async call(tool, args, { signal, onEvent }) {
+      // A session stream may answer in chunks; a model gets what /mcp gives, which carries none.
+      const policy = chunkPolicy(tool, args, maxTextBytes);
+      const cut = new AbortController();
+      const response = await session.execute(
+        { tool, payload: { case: "arguments", value: policy.args } },
+        {
+          signal: AbortSignal.any([signal, cut.signal]),
+          onEvent(event) {
+            if (event.chunk === undefined) onEvent(event);
+            // Cancel the rest instead of taking bytes no model will see.
+            else if (!cut.signal.aborted && !policy.accept(event.chunk)) cut.abort(policy.refusal);
+          },
+        },
+      );
+      return signal.aborted ? response : policy.answer(response);
+    },
     readContext: (contextId) => connectCall(client.contexts.getContext({ contextId })),
     watchContext: (contextId, signal) => connectStream(client.contexts.watchContext({ contextId, knownVersion: 0n, watch: true }, { signal }), signal),
     async *contextChanges(signal) {

@@ -11,6 +11,7 @@ import { createMcpClient, type McpSession } from "../client/index.js";
 import type { McpError } from "../errors.js";
 import { clientBackend } from "./backend.js";
 import { createModelServer } from "./model-server.js";
+import { resolveMaxTextBytes } from "./no-chunks.js";
 
 /** Options of `startStdioBridge`. */
 export interface StdioBridgeOptions {
@@ -22,6 +23,12 @@ export interface StdioBridgeOptions {
   stdin?: Readable;
   /** @default process.stdout */
   stdout?: Writable;
+  /**
+   * Most bytes of text a model gets from one `fs.read`; set it to the server's `maxReadBytes` when
+   * that is not the default, so the answer is the one `/mcp` gives (docs/bridge.md).
+   * @default 1048576 (1 MiB)
+   */
+  maxTextBytes?: number;
   /** Errors of background work and of the SDK (never on stdout). @default ignore */
   onerror?: (e: unknown) => void;
 }
@@ -50,13 +57,15 @@ export async function startStdioBridge(options: StdioBridgeOptions): Promise<Std
   const onerror = options.onerror ?? (() => {});
   const stdin = options.stdin ?? process.stdin;
   const stdout = options.stdout ?? process.stdout;
+  // Checked before connecting, so a bad option leaves no session behind.
+  const maxTextBytes = resolveMaxTextBytes(options.maxTextBytes);
   const client = createMcpClient({ baseUrl: options.url, ...(options.token === undefined ? {} : { token: options.token }) });
   // Over TLS ask for HIGH (granted as far as the token allows), as `mcp call` does; cleartext may not (§5).
   const session = await client.connect({
     clientName: "mcp-bridge",
     securityLevel: options.url.startsWith("https:") ? SecurityLevel.HIGH : SecurityLevel.UNSPECIFIED,
   });
-  const backend = clientBackend(client, session);
+  const backend = clientBackend(client, session, { maxTextBytes });
   const handle = serveStdio(({ era }) => createModelServer(backend, { era, pushAllChanges: true, onerror }), {
     transport: new StdioServerTransport(stdin, stdout),
     onerror,

@@ -45,6 +45,7 @@ Usage:
   mcp sessions list | revoke ID                                   administer sessions (needs sessions:admin)
   mcp bridge --stdio [--url URL] [--token T]                      serve the Model Context Protocol on stdin/stdout,
                                                                   translated onto one session with the server
+                                                                  (--max-text-bytes N: the server's fs.read cap)
   mcp status [--json]                                             version, uptime, sessions, commands, store, top tools (needs sessions:admin)
   mcp --version | --help
 
@@ -364,13 +365,17 @@ async function context(client: McpClient, positionals: string[], values: { expec
  * child process. stdout carries only that protocol; everything else goes to stderr.
  */
 async function bridge(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { stdio: { type: "boolean" }, url: { type: "string" }, token: { type: "string" } }, strict: true });
-  if (values.stdio !== true) throw new UsageError("usage: mcp bridge --stdio [--url URL] [--token T] (stdio is the only way in; HTTP clients use the server's /mcp)");
+  const { values } = parseArgs({ args, options: { stdio: { type: "boolean" }, url: { type: "string" }, token: { type: "string" }, "max-text-bytes": { type: "string" } }, strict: true });
+  if (values.stdio !== true) throw new UsageError("usage: mcp bridge --stdio [--url URL] [--token T] [--max-text-bytes N] (stdio is the only way in; HTTP clients use the server's /mcp)");
   const url = values.url ?? process.env["MCP_URL"] ?? "http://127.0.0.1:9000";
   const tok = values.token ?? process.env["MCP_TOKEN"];
+  const maxText = values["max-text-bytes"];
+  // The server's fs.read cap when it is not the default (docs/bridge.md).
+  if (maxText !== undefined && !/^[1-9]\d*$/.test(maxText)) throw new UsageError("--max-text-bytes must be a positive integer (bytes)");
   const { startStdioBridge } = await import("../bridge/stdio.js");
   const running = await startStdioBridge({
     url,
+    ...(maxText === undefined ? {} : { maxTextBytes: Number(maxText) }),
     ...(tok === undefined || tok === "" ? {} : { token: tok }),
     onerror: (e) => process.stderr.write(`mcp bridge: ${e instanceof Error ? e.message : String(e)}\n`),
   });

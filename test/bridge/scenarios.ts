@@ -61,6 +61,51 @@ const ticks = defineJsonTool({
   },
 });
 
+/** The server's default text cap of fs.read (`maxReadBytes`), and the size of its chunks. */
+const CAP = 1024 * 1024;
+const CHUNK = 256 * 1024;
+
+/**
+ * A text file of `size` bytes of ASCII with a multi-byte character across each offset in
+ * `across`: `ch`'s first byte is at `at - 1`, so a cut at `at` splits it.
+ */
+export function textFile(size: number, across: number[], ch = "€"): Buffer {
+  const file = Buffer.alloc(size, "a");
+  for (let i = 79; i < size; i += 80) file[i] = 0x0a; // lines, as a model's text has
+  for (const at of across) Buffer.from(ch).copy(file, at - 1);
+  return file;
+}
+
+/** Writes chunks until aborted: a tool whose bytes a model cannot take. */
+export function endlessBytes(stopped: (reason: unknown) => void) {
+  return defineJsonTool({
+    name: "bytes.endless",
+    description: "Streams bytes until cancelled.",
+    securityLevel: SecurityLevel.STANDARD,
+    inputSchema: { type: "object" },
+    async handler(_args, ctx) {
+      try {
+        // Where the call carries no chunks (/mcp), writeChunk rejects with invalid_argument.
+        for (;;) await ctx.writeChunk!(new Uint8Array(CHUNK));
+      } finally {
+        stopped(ctx.signal.aborted ? ctx.signal.reason : "returned");
+      }
+    },
+  });
+}
+
+/** Our error's kind and code as a tools/call outcome shows them (thrown or isError). */
+export async function outcomeOf(call: Promise<unknown>): Promise<unknown> {
+  try {
+    const r = (await call) as { isError?: boolean; _meta?: Record<string, unknown>; structuredContent?: unknown };
+    return r.isError === true ? { isError: true, error: r._meta?.[ERROR_META_KEY] } : { result: r.structuredContent };
+  } catch (e) {
+    if (!(e instanceof ProtocolError)) throw e;
+    const data = e.data as Record<string, { kind: string; code: string; field?: string }>;
+    return { thrown: e.code, kind: data[ERROR_META_KEY]?.kind, code: data[ERROR_META_KEY]?.code };
+  }
+}
+
 /** Waits for `what` with a bound, so a broken case fails instead of hanging. */
 function within<T>(p: Promise<T>, what: string, ms = 10_000): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -84,12 +129,18 @@ export function bridgeScenarios(way: string, connect: Connect, changesOverThisEr
       let viewer: Client;
       let devToken: string;
 
+      let big: Buffer;
+      const stops: unknown[] = [];
+
       beforeAll(async () => {
         root = mkdtempSync(join(tmpdir(), "mcp-bridge-"));
         writeFileSync(join(root, "hello.txt"), "hello from the workspace\n");
+        // Over the cap, a "€" across the cap (where the text is cut) and across two chunk boundaries.
+        big = textFile(CAP + 3 * CHUNK + 17, [CHUNK, 2 * CHUNK, CAP]);
+        writeFileSync(join(root, "big.txt"), big);
         const test = createTestTools();
         probe = test.probe;
-        server = await startServer({ workspaceRoot: root, tools: [...test.tools, noteWrite, ticks] });
+        server = await startServer({ workspaceRoot: root, tools: [...test.tools, noteWrite, ticks, endlessBytes((r) => stops.push(r))] });
         devToken = await server.token("alice", ["developer"]);
         dev = await connect(server, devToken, era);
         viewer = await connect(server, await server.token("vera", ["viewer"]), era);
@@ -126,6 +177,51 @@ export function bridgeScenarios(way: string, connect: Connect, changesOverThisEr
         expect(JSON.parse(first?.text ?? "null")).toEqual(result.structuredContent);
         const native = await createMcpClient({ baseUrl: server.url, token: devToken }).call("fs.read", { path: "hello.txt" });
         expect(result.structuredContent).toEqual(native);
+      });
+
+      it("reads a text file over the cap as its first part with truncated, the same as a native unary call", async () => {
+        const result = await dev.callTool({ name: "fs.read", arguments: { path: "big.txt" } });
+        expect(result.isError).not.toBe(true);
+        const out = result.structuredContent as { content: string; size: string; nextOffset: string; truncated: boolean; chunked?: boolean };
+        // The cut falls before the "€" the cap splits: the bytes up to it, exactly.
+        expect(Buffer.from(out.content, "utf8").equals(big.subarray(0, CAP - 1))).toBe(true);
+        expect(out).toEqual({ content: out.content, size: String(big.length), nextOffset: String(CAP - 1), truncated: true });
+        // Unary Execute carries no chunks, as /mcp: the answer a model must get either way.
+        const native = await createMcpClient({ baseUrl: server.url, token: devToken }).call("fs.read", { path: "big.txt" });
+        expect(out).toEqual(native);
+        // Reading on from next_offset starts with the whole character.
+        const next = await dev.callTool({ name: "fs.read", arguments: { path: "big.txt", offset: CAP - 1, length: 3 } });
+        expect(next.structuredContent).toMatchObject({ content: "€", nextOffset: String(CAP + 2), truncated: true });
+      });
+
+      it("reads a text range with a length over the cap the same way", async () => {
+        const result = await dev.callTool({ name: "fs.read", arguments: { path: "big.txt", offset: 10, length: 2 * CAP } });
+        const native = await createMcpClient({ baseUrl: server.url, token: devToken }).call("fs.read", { path: "big.txt", offset: 10, length: 2 * CAP });
+        expect(result.structuredContent).toEqual(native);
+        expect(native).toMatchObject({ size: String(big.length), nextOffset: String(CAP + 10), truncated: true });
+      });
+
+      it("refuses a binary fs.read with COMMAND invalid_argument, as a call without chunks does", async () => {
+        expect(await outcomeOf(dev.callTool({ name: "fs.read", arguments: { path: "big.txt", binary: true } }))).toEqual({
+          thrown: -32602,
+          kind: "COMMAND",
+          code: "invalid_argument",
+        });
+      });
+
+      it("stops a tool that streams bytes a model cannot take, and refuses the call with invalid_argument", async () => {
+        const before = stops.length;
+        expect(await within(outcomeOf(dev.callTool({ name: "bytes.endless", arguments: {} })), "the endless call to settle")).toEqual({
+          thrown: -32602,
+          kind: "COMMAND",
+          code: "invalid_argument",
+        });
+        await within(
+          (async () => {
+            while (stops.length === before) await sleep(10);
+          })(),
+          "the tool to stop",
+        );
       });
 
       it("refuses a viewer's write with our kind and code in the error data", async () => {
