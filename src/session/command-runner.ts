@@ -486,7 +486,7 @@ class Runner implements CommandRunner {
       this.deadlines.added(entry.deadline);
       this.host.checkPrecondition(command.contextId, command.contextVersion).then(
         () => {
-          if (!entry.settled) this.runPrepared(entry, prepared);
+          if (!entry.settled) this.runPrepared(entry, prepared, true);
         },
         (e: unknown) => this.fail(entry, e),
       );
@@ -502,11 +502,12 @@ class Runner implements CommandRunner {
   // `.then`, not an async function: a suspended async frame per command costs more than the two
   // closures (bench/README.md). Neither closure is bound to a name: tsx (esbuild keepNames) would
   // give each a `__name()` call — an Object.defineProperty per command, ~10 % of the core.
-  private runPrepared(entry: Inflight, prepared: PreparedCommand): void {
+  private runPrepared(entry: Inflight, prepared: PreparedCommand, tabled = false): void {
     let running: Response["result"] | Promise<Response["result"]>;
     // Saved and restored: a sequential batch starts its next command from this one's Response.
+    // One already in the table (it waited for its precondition) is counted there, not twice.
     const outer = this.running;
-    this.running = entry;
+    this.running = tabled ? undefined : entry;
     try {
       running = prepared.run(entry);
     } catch (e) {

@@ -6,7 +6,7 @@
  */
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
-import { describe, expect, test } from "vitest";
+import { describe, expect, test, vi } from "vitest";
 import { create, type JsonObject } from "@bufbuild/protobuf";
 import { BatchMode, CommandBatchSchema, CommandSchema, type Command, type Response } from "../../gen/mcp/v1/command_pb.js";
 import { ErrorKind } from "../../gen/mcp/v1/error_pb.js";
@@ -208,6 +208,16 @@ describe("exactly-once settle", () => {
     expect(of("outer").map(codeOf)).toEqual(["duplicate_command_id", "output"]);
     expect(runner.inflight).toBe(0);
     expect(runner.pendingIds()).toEqual([]);
+  });
+
+  test("a synchronous tool run after its precondition is counted and listed once", async () => {
+    const { runner, probe, start, of } = setup();
+    const seen: { inflight: number; pending: string[] }[] = [];
+    probe.during = () => seen.push({ inflight: runner.inflight, pending: runner.pendingIds() });
+    start({ id: "pc", tool: "probe", contextId: "here", contextVersion: 3n });
+    await vi.waitFor(() => expect(of("pc").map(codeOf)).toEqual(["output"]));
+    expect(seen).toEqual([{ inflight: 1, pending: ["pc"] }]);
+    expect(runner.inflight).toBe(0);
   });
 
   test("abortAll while a synchronous tool runs answers its command once, with the reason; its own result is dropped", () => {
