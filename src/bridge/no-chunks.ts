@@ -16,16 +16,13 @@ import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import type { Response } from "../../gen/mcp/v1/command_pb.js";
 import type { Chunk } from "../../gen/mcp/v1/event_pb.js";
 import { McpError, toProtoError } from "../errors.js";
-
-/**
- * The default of `maxTextBytes`: the server's default text cap for `fs.read` (`maxReadBytes`).
- * A bridge in front of a server with another cap should be told that cap.
- */
-export const DEFAULT_MAX_TEXT_BYTES = 1024 * 1024;
+import { DEFAULT_MAX_READ_BYTES } from "../tools/builtin/options.js";
+import { completeUtf8Length } from "../tools/builtin/utf8.js";
 
 /** `maxTextBytes` checked, or its default; TypeError on misuse. */
 export function resolveMaxTextBytes(maxTextBytes: number | undefined): number {
-  const n = maxTextBytes ?? DEFAULT_MAX_TEXT_BYTES;
+  // By default the server's default cap; a bridge in front of a server with another cap is told it.
+  const n = maxTextBytes ?? DEFAULT_MAX_READ_BYTES;
   if (!Number.isSafeInteger(n) || n <= 0) throw new TypeError('"maxTextBytes" option must be a positive integer');
   return n;
 }
@@ -120,18 +117,6 @@ function textOutput(output: JsonObject, bytes: Buffer, args: JsonObject): JsonOb
   const end = offset + bytes.length < size ? completeUtf8Length(bytes) : bytes.length;
   const nextOffset = offset + end;
   return { ...rest, content: bytes.subarray(0, end).toString("utf8"), nextOffset: String(nextOffset), truncated: nextOffset < size };
-}
-
-/** The length of `bytes` without a trailing incomplete UTF-8 sequence. */
-function completeUtf8Length(bytes: Uint8Array): number {
-  // A sequence is at most 4 bytes: look back at most 3 for its lead byte.
-  for (let i = bytes.length - 1; i >= Math.max(0, bytes.length - 3); i--) {
-    const byte = bytes[i] ?? 0;
-    if ((byte & 0xc0) === 0x80) continue;
-    const needed = byte >= 0xf0 ? 4 : byte >= 0xe0 ? 3 : byte >= 0xc0 ? 2 : 1;
-    return i + needed <= bytes.length ? bytes.length : i;
-  }
-  return bytes.length;
 }
 
 /** `response`, or the refusal in its place when the bridge cut the call. */

@@ -12,6 +12,7 @@ import type { RegisteredTool, ToolContext } from "../registered-tool.js";
 import { resolveInRoot } from "../workspace.js";
 import { fsError } from "./fs-errors.js";
 import type { ResolvedBuiltinToolsOptions } from "./options.js";
+import { completeUtf8Length } from "./utf8.js";
 
 /**
  * Creates `fs.read`. A text range within `maxReadBytes` is answered as `content`; a longer one is
@@ -112,16 +113,4 @@ async function streamRange(handle: FileHandle, offset: number, length: number, s
 function safeNumber(value: bigint, field: string): number {
   if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw new McpError("invalid_argument", `${field} is too large`, { field });
   return Number(value);
-}
-
-/** The length of `buffer[0, length)` without a trailing incomplete UTF-8 sequence. */
-function completeUtf8Length(buffer: Buffer, length: number): number {
-  // A sequence is at most 4 bytes: look back at most 3 for its lead byte.
-  for (let i = length - 1; i >= Math.max(0, length - 3); i--) {
-    const byte = buffer[i] ?? 0;
-    if ((byte & 0xc0) === 0x80) continue; // continuation byte: keep looking for the lead
-    const needed = byte >= 0xf0 ? 4 : byte >= 0xe0 ? 3 : byte >= 0xc0 ? 2 : 1;
-    return i + needed <= length ? length : i;
-  }
-  return length;
 }

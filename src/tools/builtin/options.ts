@@ -101,12 +101,15 @@ export interface ResolvedBuiltinToolsOptions {
 
 const MIB = 1024 * 1024;
 
+/** `maxReadBytes` when not set: fs.read's text cap (the bridges give a model at most this by default). */
+export const DEFAULT_MAX_READ_BYTES = MIB;
+
 /** Applies defaults and checks values; throws `TypeError` on misuse. Does not modify `options`. */
 export function resolveBuiltinToolsOptions(options: BuiltinToolsOptions = {}): ResolvedBuiltinToolsOptions {
   const exec = options.exec ?? {};
   return {
     root: options.root ?? process.cwd(),
-    maxReadBytes: positiveInteger("maxReadBytes", options.maxReadBytes ?? MIB),
+    maxReadBytes: positiveInteger("maxReadBytes", options.maxReadBytes ?? DEFAULT_MAX_READ_BYTES),
     readChunkBytes: atMost("readChunkBytes", positiveInteger("readChunkBytes", options.readChunkBytes ?? 256 * 1024), MIB),
     listPageSize: positiveInteger("listPageSize", options.listPageSize ?? 1000),
     maxSearchResults: positiveInteger("maxSearchResults", options.maxSearchResults ?? 1000),
