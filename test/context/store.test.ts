@@ -381,23 +381,13 @@ for (const fixture of storeFixtures) {
         // The first version of a context new to this instance comes through the log (an earlier
         // version's announcement could still be on its way); from then on, from the replies.
         await heard.until((e) => e.length === 1);
-        const raw = new Redis(redisUrl);
-        const prefix = await findPrefix(raw, "own");
-        const monitor = await raw.monitor();
-        const reads: string[][] = [];
-        monitor.on("monitor", (_time: string, args: string[], source: string) => {
-          if (source !== "lua" && args[0]?.toLowerCase() === "xrange" && args[1] === `${prefix}ctx:{own}:l`) reads.push(args);
-        });
+        const monitor = await monitorCommands("own", (args, prefix) => args[0]?.toLowerCase() === "xrange" && args[1] === `${prefix}ctx:{own}:l`);
+        const reads = monitor.seen;
         try {
           for (let i = 1; i <= 20; i++) await a.store.apply(write("own", { puts: [put("k", i)] }));
           await heard.until((e) => e.length === 21);
-          // A marker through the same Redis: MONITOR has shown everything before it.
-          const marker = new Promise<void>((resolve) => monitor.on("monitor", (_t: string, args: string[]) => args[1] === `${prefix}own-marker` && resolve()));
-          await raw.get(`${prefix}own-marker`);
-          await marker;
         } finally {
-          monitor.disconnect();
-          raw.disconnect();
+          await monitor.done();
         }
         expect(changeVersions(heard.events, "own")).toEqual(Array.from({ length: 21 }, (_, i) => BigInt(i + 1)));
         // An announcement can still beat its reply to this instance (two connections); then that
@@ -408,13 +398,8 @@ for (const fixture of storeFixtures) {
       test("updates issued in one turn go to Redis as one script call, each applied in order on its own", async () => {
         const { store } = fixture.open();
         await store.apply(write("warm", { puts: [put("k", 0)] }));
-        const raw = new Redis(redisUrl);
-        const prefix = await findPrefix(raw, "warm");
-        const monitor = await raw.monitor();
-        const calls: string[][] = [];
-        monitor.on("monitor", (_time: string, args: string[], source: string) => {
-          if (source !== "lua" && /^eval/i.test(args[0] ?? "") && args.some((a) => a.startsWith(prefix))) calls.push(args);
-        });
+        const monitor = await monitorCommands("warm", isEvalOf);
+        const calls = monitor.seen;
         let applied: Awaited<ReturnType<ContextStore["apply"]>>[];
         try {
           // Two updates of "t0" in the batch: the second sees the first, as a later call would.
@@ -423,12 +408,8 @@ for (const fixture of storeFixtures) {
             ...Array.from({ length: 10 }, (_, i) => store.apply(write(`t${i}`, { puts: [put("k", i)], ...(i === 5 ? { updatedBy: "bob", nowMs: 2_000 } : {}) }))),
             store.apply(write("t0", { expectedVersion: 1n, puts: [put("k", "again")] })),
           ]);
-          const marker = new Promise<void>((resolve) => monitor.on("monitor", (_t: string, args: string[]) => args[1] === `${prefix}batch-marker` && resolve()));
-          await raw.get(`${prefix}batch-marker`);
-          await marker;
         } finally {
-          monitor.disconnect();
-          raw.disconnect();
+          await monitor.done();
         }
         expect(applied.map((c) => `${c.contextId}@${c.version}`)).toEqual([...Array.from({ length: 10 }, (_, i) => `t${i}@1`), "t0@2"]);
         // One call instead of eleven.
@@ -445,25 +426,15 @@ for (const fixture of storeFixtures) {
       test("a batch is cut at 1 MiB of keys and values: large updates of one turn take more calls", async () => {
         const { store } = fixture.open();
         await store.apply(write("warm", { puts: [put("k", 0)] }));
-        const raw = new Redis(redisUrl);
-        const prefix = await findPrefix(raw, "warm");
-        const monitor = await raw.monitor();
-        let calls = 0;
-        monitor.on("monitor", (_time: string, args: string[], source: string) => {
-          if (source !== "lua" && /^eval/i.test(args[0] ?? "") && args.some((a) => a.startsWith(prefix))) calls++;
-        });
+        const monitor = await monitorCommands("warm", isEvalOf);
         const big = "x".repeat(400_000);
         try {
           // 2 × 400 kB fit in one call; the third would pass 1 MiB.
           await Promise.all([1, 2, 3].map((i) => store.apply(write(`big${i}`, { puts: [put("k", big)] }))));
-          const marker = new Promise<void>((resolve) => monitor.on("monitor", (_t: string, args: string[]) => args[1] === `${prefix}big-marker` && resolve()));
-          await raw.get(`${prefix}big-marker`);
-          await marker;
         } finally {
-          monitor.disconnect();
-          raw.disconnect();
+          await monitor.done();
         }
-        expect(calls).toBe(2);
+        expect(monitor.seen).toHaveLength(2);
         expect(await values(store, "big3")).toEqual({ k: big });
       });
 
@@ -511,6 +482,37 @@ for (const fixture of storeFixtures) {
     }
   });
 }
+
+/**
+ * The commands a Redis fixture's connections send (not those its scripts run), as MONITOR shows
+ * them, kept where `keep(args, prefix)` says so; `done()` waits until MONITOR has shown everything
+ * sent before it (a marker through the same Redis), then disconnects.
+ */
+async function monitorCommands(contextId: string, keep: (args: string[], prefix: string) => boolean) {
+  const raw = new Redis(redisUrl);
+  const prefix = await findPrefix(raw, contextId);
+  const monitor = await raw.monitor();
+  const seen: string[][] = [];
+  monitor.on("monitor", (_time: string, args: string[], source: string) => {
+    if (source !== "lua" && keep(args, prefix)) seen.push(args);
+  });
+  return {
+    seen,
+    async done(): Promise<void> {
+      try {
+        const marker = new Promise<void>((resolve) => monitor.on("monitor", (_t: string, args: string[]) => args[1] === `${prefix}marker` && resolve()));
+        await raw.get(`${prefix}marker`);
+        await marker;
+      } finally {
+        monitor.disconnect();
+        raw.disconnect();
+      }
+    },
+  };
+}
+
+/** An EVAL/EVALSHA of the fixture's keys: one call of the apply script. */
+const isEvalOf = (args: string[], prefix: string): boolean => /^eval/i.test(args[0] ?? "") && args.some((a) => a.startsWith(prefix));
 
 /** The key prefix a Redis fixture used, found through the context's meta key. */
 async function findPrefix(raw: Redis, contextId: string): Promise<string> {
