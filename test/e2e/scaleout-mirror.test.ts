@@ -8,6 +8,8 @@
  * loses nothing a resume needs: the session, still attached to instance A with its last batch
  * not yet written, resumes on instance B with every Response, once.
  */
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { Redis } from "ioredis";
 import { BatchMode } from "../../gen/mcp/v1/command_pb.js";
@@ -19,16 +21,40 @@ import { freePort, haveProgram, startRedis, type Proc } from "./scaleout-fixture
 const N = 2000;
 const IN_FLIGHT = 64;
 
-describe.runIf(haveProgram("redis-server"))("the session mirror on Redis", () => {
+/**
+ * MONITOR through `redis-cli`: ioredis's own monitor() fails ("Command queue state error") when
+ * a command of the servers (their SUBSCRIBE at start-up) is shown before MONITOR's OK is read.
+ * Calls `onCommand` with each command's arguments and its source ("lua" for a script's calls);
+ * resolves once MONITOR is on.
+ */
+async function monitorRedis(port: number, onCommand: (argv: string[], source: string) => void): Promise<{ stop(): void }> {
+  const cli = spawn("redis-cli", ["-p", String(port), "monitor"], { stdio: ["ignore", "pipe", "inherit"] });
+  const lines = createInterface({ input: cli.stdout });
+  await new Promise<void>((resolve, reject) => {
+    cli.once("error", reject);
+    lines.on("line", (line) => {
+      if (line === "OK") return resolve();
+      // 1796251048.371229 [0 127.0.0.1:52518] "subscribe" "mcp:revocations"
+      const m = /^\d+\.\d+ \[\d+ ([^\]]+)\] (.*)$/.exec(line);
+      if (m === null) return;
+      const argv = [...m[2]!.matchAll(/"((?:[^"\\]|\\.)*)"/g)].map((a) => a[1]!.replace(/\\(.)/g, "$1"));
+      onCommand(argv, m[1]!);
+    });
+  });
+  return { stop: () => cli.kill() };
+}
+
+describe.runIf(haveProgram("redis-server") && haveProgram("redis-cli"))("the session mirror on Redis", () => {
   let dir: Awaited<ReturnType<typeof tempDir>>;
   let redis: Proc;
   let raw: Redis;
+  let port: number;
   let a: TestServer;
   let b: TestServer;
 
   beforeAll(async () => {
     dir = await tempDir("mcp-mirror-");
-    const port = await freePort();
+    port = await freePort();
     redis = await startRedis(dir.path, port);
     raw = new Redis(port, "127.0.0.1", { maxRetriesPerRequest: 1 });
     raw.on("error", () => {});
@@ -53,8 +79,6 @@ describe.runIf(haveProgram("redis-server"))("the session mirror on Redis", () =>
   }
 
   test(`${N} echo commands on one session cost at most 0.1 Redis round trips each, and the session resumes on another instance with every Response`, async () => {
-    // MONITOR first, while Redis is idle (ioredis stumbles on monitor lines racing its OK).
-    const monitor = await raw.monitor();
     const tok = await a.token();
     const r = await openReader(a.url, handshake(tok));
     const sessionId = sessionIdOf(r);
@@ -64,7 +88,7 @@ describe.runIf(haveProgram("redis-server"))("the session mirror on Redis", () =>
     let counting = false;
     let markerAgain: () => void = () => {};
     const done = new Promise<void>((resolve) => (markerAgain = resolve));
-    monitor.on("monitor", (_time: string, argv: string[], source: string) => {
+    const monitor = await monitorRedis(port, (argv, source) => {
       if (argv[1] === marker) {
         if (counting) markerAgain();
         counting = true;
@@ -94,7 +118,7 @@ describe.runIf(haveProgram("redis-server"))("the session mirror on Redis", () =>
     expect(hr.message.case === "handshakeResult" && hr.message.value).toMatchObject({ sessionId, resumed: true });
     await raw.get(marker);
     await done;
-    monitor.disconnect();
+    monitor.stop();
 
     const replayed = again.messages.filter((m) => m.seq < hr.seq && m.message.case === "response").map((m) => (m.message.case === "response" ? m.message.value.commandId : ""));
     expect(replayed).toEqual(r.messages.filter((m) => m.message.case === "response").map((m) => (m.message.case === "response" ? m.message.value.commandId : "")));
