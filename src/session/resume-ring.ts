@@ -16,6 +16,15 @@ import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { ServerMessageSchema, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 
 const INITIAL_SLOTS = 4;
+/**
+ * A message sent alone and shorter than this is copied into the ring's arena (see `encoded`):
+ * Node's Buffer pool serves allocations under 4 KiB, and a view kept of a pooled frame would pin
+ * its 8 KiB slab.
+ */
+const ARENA_COPY_MAX = 4096;
+/** The first arena's size; each next one doubles, up to ARENA_MAX. */
+const ARENA_MIN = 256;
+const ARENA_MAX = 16 * 1024;
 
 /**
  * The bounds of `n` slots. A small ring's are a plain array: a Uint32Array's buffer costs ~0.2 KB
@@ -36,6 +45,9 @@ export class ResumeRing {
   private last = 0;
   /** Bytes of the encoded messages held (objects not yet encoded count 0 until `compact`). */
   heldBytes = 0;
+  /** Where messages sent alone are copied, and how much of it is used. */
+  private arena: Uint8Array | undefined = undefined;
+  private arenaUsed = 0;
 
   constructor(
     /** Messages held at most. */
@@ -82,12 +94,38 @@ export class ResumeRing {
       if (this.slots[slot] !== m) continue;
       const start = bounds[2 * i]!;
       const end = bounds[2 * i + 1]!;
-      this.slots[slot] = bytes;
-      this.bounds[2 * slot] = start;
-      this.bounds[2 * slot + 1] = end;
+      if (batch.length === 1 && end - start < ARENA_COPY_MAX) {
+        this.copyToArena(slot, bytes, start, end);
+      } else {
+        this.slots[slot] = bytes;
+        this.bounds[2 * slot] = start;
+        this.bounds[2 * slot + 1] = end;
+      }
       this.heldBytes += end - start;
     }
     if (this.heldBytes > this.maxBytes) this.trim();
+  }
+
+  /**
+   * Keeps a message sent alone as a range of the arena. A watcher's session sends one message at
+   * a time: kept as its own buffer (or a view of a pooled frame) each held message cost ~150 B of
+   * heap objects that every scavenge copied until they reached the old generation — the scavenge
+   * pauses of 1,000 watchers (bench/scale.ts). A full arena is replaced by a new one; the old one
+   * lives as long as a message in it is held.
+   */
+  private copyToArena(slot: number, bytes: Uint8Array, start: number, end: number): void {
+    const n = end - start;
+    let arena = this.arena;
+    if (arena === undefined || arena.length - this.arenaUsed < n) {
+      arena = this.arena = new Uint8Array(Math.max(n, Math.min(ARENA_MAX, Math.max(ARENA_MIN, 2 * (arena?.length ?? 0)))));
+      this.arenaUsed = 0;
+    }
+    const at = this.arenaUsed;
+    arena.set(bytes.subarray(start, end), at);
+    this.arenaUsed = at + n;
+    this.slots[slot] = arena;
+    this.bounds[2 * slot] = at;
+    this.bounds[2 * slot + 1] = at + n;
   }
 
   /** Encodes every message still held as an object (the session detached), then applies the byte bound. */

@@ -28,7 +28,8 @@ export interface AuthState {
 export interface MessageSink {
   /**
    * Takes a batch in seq order; false when the transport's buffer is full (stop producing).
-   * `encoded`, when given, is what `encode` made of this batch.
+   * `encoded`, when given, is what `encode` made of this batch. The array is the session's and
+   * is emptied for reuse once this returns: keep its messages, not the array.
    */
   write(batch: readonly ServerMessage[], encoded?: EncodedBatch): boolean;
   /**
@@ -142,6 +143,8 @@ export class Session {
   /** What is kept for resume, bounded by count and bytes. */
   private readonly ring: ResumeRing;
   private pending: ServerMessage[] = [];
+  /** The array the last flush sent, emptied: the next flush's queue (see `flush`). */
+  private spare: ServerMessage[] | undefined = undefined;
   private flushScheduled = false;
   private congested = false;
   /** Producers waiting for `writable()`; made by the first. */
@@ -291,7 +294,11 @@ export class Session {
     // While congested, messages wait here — bounded by maxOutboundMessages — not in the transport.
     if (this.state.kind !== "attached" || this.pending.length === 0 || this.congested) return;
     const batch = this.pending;
-    this.pending = [];
+    // Two arrays take turns instead of a new one per flush: a fresh array would live until the
+    // session's next message, long enough on a watcher's session to reach the old generation and
+    // take the messages pushed into it there too (a full GC's work, not a scavenge's).
+    this.pending = this.spare ?? [];
+    this.spare = undefined;
     const sink = this.state.sink;
     let encoded: EncodedBatch | undefined;
     if (sink.encode !== undefined) {
@@ -305,6 +312,8 @@ export class Session {
         () => this.setUncongested(sink),
       );
     }
+    batch.length = 0;
+    this.spare = batch;
     // Producers that waited for the backlog (not the transport) to go out may go on.
     if (!this.congested) this.releaseWriters();
   }

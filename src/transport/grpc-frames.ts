@@ -175,17 +175,27 @@ class StreamFrameReader implements FrameReader {
 
   push(chunk: Buffer, maxFrames?: number): boolean {
     if (this.stopped) return false;
+    // Nothing held (a stream's usual case: each read ends on a frame boundary): read the chunk
+    // itself, without holding it in `parts` first.
+    if (this.held === 0) return this.scan(chunk, maxFrames);
     this.parts.push(chunk);
     this.held += chunk.length;
     return this.read(maxFrames);
   }
 
-  read(maxFrames = Infinity): boolean {
+  read(maxFrames?: number): boolean {
     if (this.stopped || this.held < this.need) return false;
     const parts = this.parts;
     const buf = parts.length === 1 ? parts[0]! : Buffer.concat(parts, this.held); // held >= need > 0: parts is not empty
-    this.parts = [];
+    // Emptied, not replaced: a stream reads for hours, and a fresh array per read lives until the
+    // next one — long enough on an idle stream to be promoted and left to the old generation.
+    parts.length = 0;
     this.held = 0;
+    return this.scan(buf, maxFrames);
+  }
+
+  /** Hands `buf`'s whole frames to `onFrame`, keeps the rest; nothing is held when called. */
+  private scan(buf: Buffer, maxFrames = Infinity): boolean {
     this.need = FRAME_HEADER_BYTES;
     let off = 0;
     let frames = 0;

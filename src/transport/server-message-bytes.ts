@@ -13,7 +13,7 @@ import { toBinary } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { ContextSyncSchema, type ContextSync } from "../../gen/mcp/v1/context_pb.js";
 import { ServerMessageSchema, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
-import { frameBytes, type EncodedMessages } from "./grpc-frames.js";
+import { FRAME_HEADER_BYTES, frameBytes, type EncodedMessages } from "./grpc-frames.js";
 
 const SEQ_FIELD = ServerMessageSchema.field.seq.number;
 const CONTEXT_SYNC_FIELD = ServerMessageSchema.field.contextSync.number;
@@ -27,23 +27,47 @@ const writer = new BinaryWriter();
 /** Encoded ContextSyncs by object: kept as long as the object lives (the change log's delta, a session's ring slot). */
 const contextSyncBytes = new WeakMap<ContextSync, Uint8Array>();
 
-/** The protobuf bytes of one ServerMessage, a ContextSync payload's bytes shared with every other session sending it. */
-export function serverMessageBytes(m: ServerMessage): Uint8Array {
-  if (m.message.case !== "contextSync") return toBinary(ServerMessageSchema, m);
-  const sync = m.message.value;
+/** A ContextSync's bytes, encoded on first use. */
+function contextSyncPayload(sync: ContextSync): Uint8Array {
   let payload = contextSyncBytes.get(sync);
   if (payload === undefined) {
     payload = toBinary(ContextSyncSchema, sync);
     contextSyncBytes.set(sync, payload);
   }
+  return payload;
+}
+
+/** The protobuf bytes of one ServerMessage, a ContextSync payload's bytes shared with every other session sending it. */
+export function serverMessageBytes(m: ServerMessage): Uint8Array {
+  if (m.message.case !== "contextSync") return toBinary(ServerMessageSchema, m);
+  const payload = contextSyncPayload(m.message.value);
   const w = writer;
   // proto3: a zero seq (a message outside a session) is not written, as toBinary does.
   if (m.seq !== 0n) w.tag(SEQ_FIELD, WireType.Varint).uint64(m.seq);
   return w.tag(CONTEXT_SYNC_FIELD, WireType.LengthDelimited).bytes(payload).finish();
 }
 
-/** A batch of one ServerMessage as `encodeFrameBatch` returns it: bytes, bounds and the frame. */
+/**
+ * A batch of one ServerMessage as `encodeFrameBatch` returns it: bytes, bounds and the frame. A
+ * ContextSync's frame is written into one buffer from Node's pool — the frame header, protobuf-es's
+ * writer's seq and field header, the shared payload — and its bytes are a view of the frame: no
+ * buffer of their own per watcher (the resume ring copies what it keeps).
+ */
 export function encodeOneServerMessage(m: ServerMessage): EncodedMessages & { wire: Buffer } {
-  const bytes = serverMessageBytes(m);
-  return { wire: frameBytes(bytes), bytes, bounds: [0, bytes.length] };
+  if (m.message.case !== "contextSync") {
+    const bytes = toBinary(ServerMessageSchema, m);
+    return { wire: frameBytes(bytes), bytes, bounds: [0, bytes.length] };
+  }
+  const payload = contextSyncPayload(m.message.value);
+  const w = writer;
+  if (m.seq !== 0n) w.tag(SEQ_FIELD, WireType.Varint).uint64(m.seq);
+  // What `bytes(payload)` writes before the payload: the tag and the length.
+  const head = w.tag(CONTEXT_SYNC_FIELD, WireType.LengthDelimited).uint32(payload.length).finish();
+  const length = head.length + payload.length;
+  const wire = Buffer.allocUnsafe(FRAME_HEADER_BYTES + length);
+  wire[0] = 0;
+  wire.writeUInt32BE(length, 1);
+  wire.set(head, FRAME_HEADER_BYTES);
+  wire.set(payload, FRAME_HEADER_BYTES + head.length);
+  return { wire, bytes: wire.subarray(FRAME_HEADER_BYTES), bounds: [0, length] };
 }

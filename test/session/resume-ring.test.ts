@@ -9,6 +9,8 @@ import { describe, expect, test } from "vitest";
 import { ServerMessageSchema, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import { ResumeRing } from "../../src/session/resume-ring.js";
 import { encodeFrameBatch } from "../../src/transport/grpc-frames.js";
+import { encodeOneServerMessage } from "../../src/transport/server-message-bytes.js";
+import { ContextSyncSchema } from "../../gen/mcp/v1/context_pb.js";
 
 const pong = (seq: number): ServerMessage => create(ServerMessageSchema, { seq: BigInt(seq), message: { case: "pong", value: { id: BigInt(seq) } } });
 const big = (seq: number, bytes: number): ServerMessage =>
@@ -101,6 +103,58 @@ describe("byte bound", () => {
     fill(ring, 5, 8); // four objects replace the four encoded messages
     expect(full).toBeGreaterThan(400);
     expect(ring.heldBytes).toBe(0);
+  });
+});
+
+describe("messages sent one at a time (a watcher's session)", () => {
+  /** Puts each message and encodes it alone, as a transport's batch of one, the way the server's session stream does. */
+  function sendAlone(ring: ResumeRing, from: number, to: number, make: (s: number) => ServerMessage): ServerMessage[] {
+    const out: ServerMessage[] = [];
+    for (let s = from; s <= to; s++) {
+      const m = make(s);
+      ring.put(s, m);
+      const e = encodeOneServerMessage(m);
+      ring.encoded([m], e.bytes, e.bounds);
+      e.wire.fill(0xee); // the frame is gone once written: what the ring keeps must be its own copy
+      out.push(m);
+    }
+    return out;
+  }
+  const sync = create(ContextSyncSchema, { contextId: "ctx", fromVersion: 1n, toVersion: 2n, entries: [{ key: "k", value: { kind: { case: "stringValue", value: "v" } }, version: 2n }] });
+  const watched = (s: number) => create(ServerMessageSchema, { seq: BigInt(s), message: { case: "contextSync", value: sync } });
+
+  test("a shared ContextSync under each seq, over many arenas: replayed exactly, bytes counted exactly", () => {
+    const ring = new ResumeRing(4096, Infinity);
+    const sent = sendAlone(ring, 1, 2000, watched);
+    expect(ring.after(0n)).toEqual(sent);
+    expect(ring.heldBytes).toBe(sent.reduce((n, m) => n + encodeOneServerMessage(m).bytes.length, 0));
+  });
+
+  test("sizes from a few bytes to past the copy limit (4 KiB), mixed with batches: each replays as sent", () => {
+    const ring = new ResumeRing(4096, Infinity);
+    const sizes = [1, 200, 3000, 4090, 4096, 9000, 17000, 5];
+    const sent: ServerMessage[] = [];
+    let seq = 1;
+    for (const size of sizes) {
+      sent.push(...sendAlone(ring, seq, seq, (s) => big(s, size)));
+      seq++;
+      const batch = fill(ring, seq, seq + 1, (s) => big(s, size));
+      const encoded = encodeFrameBatch(ServerMessageSchema, batch);
+      ring.encoded(batch, encoded.bytes, encoded.bounds);
+      sent.push(...batch);
+      seq += 2;
+    }
+    expect(ring.after(0n)).toEqual(sent);
+  });
+
+  test("past the byte bound the oldest go, as for batches", () => {
+    const ring = new ResumeRing(4096, 10_000);
+    const sent = sendAlone(ring, 1, 100, (s) => big(s, 500));
+    expect(ring.heldBytes).toBeLessThanOrEqual(10_000);
+    expect(ring.heldBytes).toBeGreaterThan(9_000);
+    const kept = ring.after(BigInt(ring.oldest - 1));
+    expect(kept).toEqual(sent.slice(ring.oldest - 1));
+    expect(ring.after(0n)).toBeUndefined();
   });
 });
 

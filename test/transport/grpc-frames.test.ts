@@ -88,6 +88,30 @@ describe("reassembly", () => {
     expect(r.held).toBe(0);
   });
 
+  test("maxFrames 0 with nothing held: the chunk waits whole for read()", () => {
+    const got: bigint[] = [];
+    const r = createFrameReader(1024, (b) => (got.push(fromBinary(PongSchema, b).id), true), () => {});
+    expect(r.push(wire, 0)).toBe(true);
+    expect(got).toEqual([]);
+    expect(r.held).toBe(wire.length);
+    expect(r.read()).toBe(false);
+    expect(got).toEqual([1n, 300n, 70000n]);
+    expect(r.held).toBe(0);
+  });
+
+  test("a long stream cut every way in turn: every frame once, in order, nothing held", () => {
+    const got: bigint[] = [];
+    const r = createFrameReader(1024, (b) => (got.push(fromBinary(PongSchema, b).id), true), () => {});
+    const expected: bigint[] = [];
+    for (let round = 0; round < 50; round++) {
+      for (const [, cut] of cuts) for (const chunk of cut(wire)) r.push(chunk, round % 3 === 0 ? 1 : undefined);
+      while (r.read(1));
+      expected.push(1n, 300n, 70000n, 1n, 300n, 70000n, 1n, 300n, 70000n, 1n, 300n, 70000n, 1n, 300n, 70000n);
+    }
+    expect(got).toEqual(expected);
+    expect(r.held).toBe(0);
+  });
+
   test("frameBytes frames bytes already encoded, like encodeFrames", () => {
     expect(frameBytes(wire.subarray(5, 5 + wire.readUInt32BE(1)))).toEqual(encodeFrames(PongSchema, [pongs[0] as Pong]));
   });

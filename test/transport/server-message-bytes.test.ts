@@ -48,13 +48,15 @@ describe("serverMessageBytes", () => {
     }
   });
 
-  test("encodeOneServerMessage: one gRPC frame around the bytes, bounds covering them", () => {
-    const m = cases[0]!.m;
-    const e = encodeOneServerMessage(m);
-    expect(e.bounds).toEqual([0, e.bytes.length]);
-    const frames: Uint8Array[] = [];
-    createFrameReader(1 << 20, (b) => (frames.push(b), true), () => {}).push(e.wire);
-    expect(frames).toHaveLength(1);
-    expect(fromBinary(ServerMessageSchema, frames[0]!)).toEqual(m);
-  });
+  for (const { name, m } of cases) {
+    test(`encodeOneServerMessage, ${name}: one gRPC frame around toBinary's bytes, bounds covering them`, () => {
+      const e = encodeOneServerMessage(m);
+      expect(e.bounds).toEqual([0, e.bytes.length]);
+      expect(Buffer.from(e.bytes).equals(Buffer.from(toBinary(ServerMessageSchema, m)))).toBe(true);
+      const frames: Uint8Array[] = [];
+      createFrameReader(1 << 20, (b) => (frames.push(b), true), () => {}).push(e.wire);
+      expect(frames).toHaveLength(1);
+      expect(fromBinary(ServerMessageSchema, frames[0]!)).toEqual(m);
+    });
+  }
 });
