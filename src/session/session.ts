@@ -103,9 +103,50 @@ export interface SessionHooks {
   onDropped?(session: Session, err: McpError): void;
 }
 
-/** `Session.flush` as a callback for `process.nextTick` and `setImmediate`: no bound function per session. */
+/** `Session.flush` as a callback for `setImmediate`: no bound function per session. */
 function flushSession(session: Session): void {
   session.flush();
+}
+
+/** Sessions flushed in one turn at most; the rest wait for the next turn (`scheduleFlush`). */
+const FLUSHES_PER_TURN = 32;
+/** Sessions with messages to send, in the order they had them; `flushHead` is the next to flush. */
+const flushQueue: (Session | undefined)[] = [];
+let flushHead = 0;
+let flushesScheduled = false;
+
+/**
+ * Flushes `session` at the end of this tick — one write per tick, not per message (ARCHITECTURE.md
+ * "hot path") — or, when more than FLUSHES_PER_TURN sessions have messages at once (a change to a
+ * context 1,000 sessions watch), in slices of that many per event-loop turn: node:http2 writes a
+ * turn's frames to the socket only after the turn, so the first watchers' frames go out and the
+ * client reads them while the next slice is encoded, instead of after all of them.
+ */
+function scheduleFlush(session: Session): void {
+  flushQueue.push(session);
+  if (flushesScheduled) return;
+  flushesScheduled = true;
+  process.nextTick(runFlushes);
+}
+
+function runFlushes(): void {
+  const end = Math.min(flushQueue.length, flushHead + FLUSHES_PER_TURN);
+  try {
+    while (flushHead < end) {
+      const session = flushQueue[flushHead]!; // flushHead < end <= length
+      flushQueue[flushHead++] = undefined;
+      session.flush();
+    }
+  } finally {
+    // Also after a flush threw: the other sessions still get theirs.
+    if (flushHead < flushQueue.length) {
+      setImmediate(runFlushes);
+    } else {
+      flushQueue.length = 0;
+      flushHead = 0;
+      flushesScheduled = false;
+    }
+  }
 }
 
 /**
@@ -264,7 +305,7 @@ export class Session {
       if (!this.flushScheduled) {
         this.flushScheduled = true;
         // One write per tick, not per message (ARCHITECTURE.md "hot path").
-        process.nextTick(flushSession, this);
+        scheduleFlush(this);
       }
     } else if (this.state.kind === "detached") {
       // No stream: what a finishing command answers is kept as bytes, within the ring's bounds.
