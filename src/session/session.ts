@@ -108,19 +108,22 @@ function flushSession(session: Session): void {
   session.flush();
 }
 
-/** Sessions flushed in one turn at most; the rest wait for the next turn (`scheduleFlush`). */
-const FLUSHES_PER_TURN = 32;
+/** Sessions flushed in the first turn of a pass at most (`scheduleFlush`); each next turn of the same pass flushes twice as many. */
+const FIRST_SLICE = 32;
 /** Sessions with messages to send, in the order they had them; `flushHead` is the next to flush. */
 const flushQueue: (Session | undefined)[] = [];
 let flushHead = 0;
+let flushSlice = FIRST_SLICE;
 let flushesScheduled = false;
 
 /**
  * Flushes `session` at the end of this tick — one write per tick, not per message (ARCHITECTURE.md
- * "hot path") — or, when more than FLUSHES_PER_TURN sessions have messages at once (a change to a
- * context 1,000 sessions watch), in slices of that many per event-loop turn: node:http2 writes a
- * turn's frames to the socket only after the turn, so the first watchers' frames go out and the
- * client reads them while the next slice is encoded, instead of after all of them.
+ * "hot path"). When more than FIRST_SLICE sessions have messages at once (a change to a context
+ * 1,000 sessions watch) the pass goes on over the next event-loop turns: node:http2 writes a
+ * turn's frames to the socket only after the turn, so the first watchers' frames go out, and the
+ * client reads them, while the next slice is encoded. Each turn flushes twice as many as the one
+ * before, so a pass over N sessions takes about log2(N / FIRST_SLICE) turns, and a session never
+ * waits long behind sessions that keep having messages (each is in the queue once).
  */
 function scheduleFlush(session: Session): void {
   flushQueue.push(session);
@@ -130,7 +133,7 @@ function scheduleFlush(session: Session): void {
 }
 
 function runFlushes(): void {
-  const end = Math.min(flushQueue.length, flushHead + FLUSHES_PER_TURN);
+  const end = Math.min(flushQueue.length, flushHead + flushSlice);
   try {
     while (flushHead < end) {
       const session = flushQueue[flushHead]!; // flushHead < end <= length
@@ -140,10 +143,12 @@ function runFlushes(): void {
   } finally {
     // Also after a flush threw: the other sessions still get theirs.
     if (flushHead < flushQueue.length) {
+      flushSlice *= 2;
       setImmediate(runFlushes);
     } else {
       flushQueue.length = 0;
       flushHead = 0;
+      flushSlice = FIRST_SLICE;
       flushesScheduled = false;
     }
   }

@@ -1,8 +1,9 @@
 /**
  * How sessions send what they queued (src/session/session.ts `scheduleFlush`): one write per
  * session per tick, and when many sessions have messages at once — a change to a context 1,000
- * sessions watch — at most 32 sessions' writes per event-loop turn, so node:http2 sends the first
- * ones' frames while the rest are encoded. Every session still gets each message once, in order.
+ * sessions watch — 32 sessions' writes in the first event-loop turn and twice as many in each
+ * next one, so node:http2 sends the first ones' frames while the rest are encoded and the pass
+ * ends in a few turns. Every session still gets each message once, in order.
  */
 import { expect, test } from "vitest";
 import type { ServerMessage } from "../../gen/mcp/v1/session_pb.js";
@@ -55,7 +56,7 @@ test("a few sessions: each sends its messages of one tick in one write, at the e
   for (const w of r.writes) expect(w.seqs).toEqual([1n, 2n, 3n]);
 });
 
-test("1,000 sessions at once: 32 writes per turn, each message once and in order", async () => {
+test("1,000 sessions at once: 32 writes in the first turn, twice as many in each next, each message once and in order", async () => {
   const r = recorder();
   const n = 1000;
   const sessions = Array.from({ length: n }, (_, i) => session(i, r.sink(i)));
@@ -66,8 +67,11 @@ test("1,000 sessions at once: 32 writes per turn, each message once and in order
   for (let i = 0; i < 100 && r.writes.reduce((k, w) => k + w.seqs.length, 0) < 2 * n; i++) await r.nextTurn();
   const perTurn = new Map<number, number>();
   for (const w of r.writes) perTurn.set(w.turn, (perTurn.get(w.turn) ?? 0) + 1);
-  expect(Math.max(...perTurn.values())).toBe(32);
-  expect(perTurn.size).toBeGreaterThan(1000 / 32);
+  const counts = [...perTurn.entries()].sort((a, b) => a[0] - b[0]).map(([, k]) => k);
+  expect(counts[0]).toBe(32);
+  for (let i = 1; i < counts.length; i++) expect(counts[i]).toBeLessThanOrEqual(2 * counts[i - 1]!);
+  // 1,000 first writes and the second messages: a few turns, not one per 32 sessions.
+  expect(counts.length).toBeLessThanOrEqual(8);
   // The first writes in the order the sessions had messages.
   const firsts: number[] = [];
   const seqsOf = new Map<number, bigint[]>();
