@@ -30,7 +30,7 @@ function session(n: number, sink: MessageSink): Session {
   return new Session(
     {
       id: `s${n}`,
-      auth: { level: SecurityLevel.READ, expired: false },
+      auth: { level: SecurityLevel.STANDARD, expired: false },
       resumeBufferMessages: 64,
       resumeBufferBytes: 1 << 20,
       maxOutboundMessages: 1024,
