@@ -10,6 +10,7 @@ import { createServer, connect } from "node:net";
 import { join } from "node:path";
 import { createClient } from "@connectrpc/connect";
 import { AdminService } from "../../gen/mcp/v1/admin_pb.js";
+import { createMcpClient } from "../../src/client/index.js";
 import { mintToken } from "../../src/security/index.js";
 import { selfSignedCert, transportFor } from "../security/e2e-helpers.js";
 import { REPO, startCli, tempDir, type CliServer } from "./helpers.js";
@@ -226,7 +227,11 @@ export interface Scaleout {
   readonly ca: string | undefined;
   readonly redisPort: number;
   readonly redis: Proc;
-  /** (Re)starts instance `i` on its port. */
+  /**
+   * (Re)starts instance `i` on its port; once the balancer runs, resolves only when it routes new
+   * sessions to `i` again (HAProxy re-admits a server at its next health check, up to 500 ms
+   * later: a test that went on at once could find no server up after stopping the other one).
+   */
   startInstance(i: number): Promise<void>;
   /** Stops Redis (SIGTERM) and starts it again on its port and data; resolves with the old exit code. */
   restartRedis(onDown?: () => Promise<void>): Promise<number | null>;
@@ -267,6 +272,23 @@ export async function startScaleout(options: { secret: string; tls?: boolean; ar
     balancer === "nginx"
       ? await startNginx(d.path, lbPort, ports, cert === undefined ? {} : { tls: { caFile: cert.cert } })
       : await startHaproxy(d.path, lbPort, ports, cert === undefined ? undefined : { caFile: cert.cert });
+  /** Opens sessions through the balancer until one lands on instance `i`. */
+  async function routedTo(i: number): Promise<void> {
+    const client = createMcpClient({ baseUrl: `http://127.0.0.1:${lbPort}`, token: await token() });
+    try {
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        const session = await client.connect({ heartbeatIntervalMs: 0 }).catch(() => undefined);
+        const at = session === undefined ? -1 : await s.holderOf(session.sessionId);
+        await session?.close();
+        if (at === i) return;
+        if (Date.now() > deadline) throw new Error(`the balancer did not route to instance ${i} within 10 s of its restart`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    } finally {
+      client.close();
+    }
+  }
   const s: Scaleout = {
     dir: d.path,
     lb: `http://127.0.0.1:${lbPort}`,
@@ -276,7 +298,10 @@ export async function startScaleout(options: { secret: string; tls?: boolean; ar
     get redis() {
       return redis;
     },
-    startInstance,
+    async startInstance(i) {
+      await startInstance(i);
+      await routedTo(i);
+    },
     async restartRedis(onDown) {
       const code = await redis.stop();
       await onDown?.();
