@@ -28,14 +28,14 @@ export interface AuthState {
 export interface MessageSink {
   /**
    * Takes a batch in seq order; false when the transport's buffer is full (stop producing).
-   * `encoded`, when given, is what `encode` made of this batch. The array is the session's and
-   * is emptied for reuse once this returns: keep its messages, not the array.
+   * `encoded`, when given, is what `encode` made of this batch.
    */
   write(batch: readonly ServerMessage[], encoded?: EncodedBatch): boolean;
   /**
    * For a transport that sends protobuf bytes itself: encodes a batch its way. The session calls
    * it once per batch, passes the result to `write`, and keeps the bytes — not the message
-   * objects — for resume.
+   * objects — for resume. Such a transport is done with the batch array when `write` returns:
+   * the session empties it and reuses it for a later batch.
    */
   encode?(batch: readonly ServerMessage[]): EncodedBatch;
   /** Resolves once the transport can take more after `write` returned false. */
@@ -340,12 +340,14 @@ export class Session {
     // While congested, messages wait here — bounded by maxOutboundMessages — not in the transport.
     if (this.state.kind !== "attached" || this.pending.length === 0 || this.congested) return;
     const batch = this.pending;
+    const sink = this.state.sink;
     // Two arrays take turns instead of a new one per flush: a fresh array would live until the
     // session's next message, long enough on a watcher's session to reach the old generation and
-    // take the messages pushed into it there too (a full GC's work, not a scavenge's).
-    this.pending = this.spare ?? [];
+    // take the messages pushed into it there too (a full GC's work, not a scavenge's). Only with
+    // a transport that encodes (see `encode`); another may keep the array it was given.
+    const reuse = sink.encode !== undefined;
+    this.pending = (reuse ? this.spare : undefined) ?? [];
     this.spare = undefined;
-    const sink = this.state.sink;
     let encoded: EncodedBatch | undefined;
     if (sink.encode !== undefined) {
       encoded = sink.encode(batch);
@@ -358,8 +360,10 @@ export class Session {
         () => this.setUncongested(sink),
       );
     }
-    batch.length = 0;
-    this.spare = batch;
+    if (reuse) {
+      batch.length = 0;
+      this.spare = batch;
+    }
     // Producers that waited for the backlog (not the transport) to go out may go on.
     if (!this.congested) this.releaseWriters();
   }

@@ -112,3 +112,31 @@ test("a flush that throws does not stop the other sessions' writes", async () =>
   expect(errors).toEqual([new Error("boom")]);
   expect(r.writes.map((w) => w.session)).toEqual([0, ...Array.from({ length: 40 }, (_, i) => i + 2)]);
 });
+
+test("a transport that does not encode may keep the batch arrays it was given; one that encodes gets one array back and forth", async () => {
+  const kept: (readonly ServerMessage[])[] = [];
+  const keeping: MessageSink = { write: (batch) => (kept.push(batch), true), drain: () => Promise.resolve(), close: () => {} };
+  const a = session(0, keeping);
+  for (let m = 1; m <= 3; m++) {
+    a.emit(pong(m));
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  expect(kept.map((b) => b.map((m) => m.seq))).toEqual([[1n], [2n], [3n]]);
+
+  const arrays: (readonly ServerMessage[])[] = [];
+  const seqs: bigint[][] = [];
+  const encoding: MessageSink = {
+    encode: () => ({ wire: new Uint8Array(0), bytes: new Uint8Array(0), bounds: [0, 0] }),
+    write: (batch) => (arrays.push(batch), seqs.push(batch.map((m) => m.seq)), true),
+    drain: () => Promise.resolve(),
+    close: () => {},
+  };
+  const b = session(1, encoding);
+  for (let m = 1; m <= 4; m++) {
+    b.emit(pong(m));
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  expect(seqs).toEqual([[1n], [2n], [3n], [4n]]);
+  expect(new Set(arrays).size).toBe(2); // two arrays take turns
+  expect(arrays.every((x) => x.length === 0)).toBe(true); // emptied once written
+});
