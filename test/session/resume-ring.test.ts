@@ -158,6 +158,48 @@ describe("messages sent one at a time (a watcher's session)", () => {
   });
 });
 
+describe("held in segments (4, 8, 16, 32, then 64 slots each; nothing copied to grow)", () => {
+  test("a byte bound every message passes alone: each put drops the one before, and the ring goes on", () => {
+    const ring = new ResumeRing(4096, 100);
+    for (let s = 1; s <= 300; s++) {
+      const [m] = fill(ring, s, s, (seq) => big(seq, 150));
+      const e = encodeFrameBatch(ServerMessageSchema, [m!]);
+      ring.encoded([m!], e.bytes, e.bounds);
+      expect(ring.heldBytes).toBe(0);
+      expect(ring.oldest).toBe(s + 1);
+    }
+    // Still usable: objects not yet encoded are held by count.
+    const more = fill(ring, 301, 310);
+    expect(ring.after(300n)).toEqual(more);
+  });
+
+  test("restore, then far past the restored segment: the count bound holds and the order is kept", () => {
+    const ring = new ResumeRing(100, Infinity);
+    const restored = Array.from({ length: 30 }, (_, i) => pong(i + 21));
+    ring.restore(50, restored);
+    expect(seqs(ring.after(20n))).toEqual(Array.from({ length: 30 }, (_, i) => i + 21));
+    const later = fill(ring, 51, 1000);
+    expect(ring.oldest).toBe(901);
+    expect(ring.after(900n)).toEqual(later.slice(-100));
+    expect(ring.after(899n)).toBeUndefined();
+  });
+
+  test("a count bound that is no multiple of a segment, over many segments, with encoded batches of every size", () => {
+    const ring = new ResumeRing(777, Infinity);
+    const all: ServerMessage[] = [];
+    let seq = 1;
+    for (let size = 1; seq <= 5000; size = (size % 97) + 1) {
+      const batch = fill(ring, seq, seq + size - 1, (s) => big(s, s % 13));
+      const e = encodeFrameBatch(ServerMessageSchema, batch);
+      ring.encoded(batch, e.bytes, e.bounds);
+      all.push(...batch);
+      seq += size;
+    }
+    expect(ring.oldest).toBe(seq - 777);
+    expect(ring.after(BigInt(seq - 778))).toEqual(all.slice(-777));
+  });
+});
+
 test("restore: a ring another instance held continues from its last seq", () => {
   const ring = new ResumeRing(4096, Infinity);
   ring.restore(20, [pong(18), pong(19), pong(20)]);
