@@ -33,7 +33,9 @@ type Slot = ServerMessage | Uint8Array | undefined;
 
 /**
  * Consecutive seqs from `start`: slot i holds seq `start + i`, as the message object or as a range
- * `bounds[2i] .. bounds[2i+1]` of the bytes in the slot.
+ * `bounds[2i] .. bounds[2i+1]` of the bytes in the slot. The bounds are a plain array: a
+ * Uint32Array's buffer costs ~0.2 KB of bookkeeping besides its bytes (measured, Node 20), and 64
+ * segments of 64 slots (4,096 messages) take 64 KB of bounds beside up to 1 MiB of bytes.
  */
 interface Segment {
   readonly start: number;
