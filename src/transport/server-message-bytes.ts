@@ -37,16 +37,6 @@ function contextSyncPayload(sync: ContextSync): Uint8Array {
   return payload;
 }
 
-/** The protobuf bytes of one ServerMessage, a ContextSync payload's bytes shared with every other session sending it. */
-export function serverMessageBytes(m: ServerMessage): Uint8Array {
-  if (m.message.case !== "contextSync") return toBinary(ServerMessageSchema, m);
-  const payload = contextSyncPayload(m.message.value);
-  const w = writer;
-  // proto3: a zero seq (a message outside a session) is not written, as toBinary does.
-  if (m.seq !== 0n) w.tag(SEQ_FIELD, WireType.Varint).uint64(m.seq);
-  return w.tag(CONTEXT_SYNC_FIELD, WireType.LengthDelimited).bytes(payload).finish();
-}
-
 /**
  * A batch of one ServerMessage as `encodeFrameBatch` returns it: bytes, bounds and the frame. A
  * ContextSync's frame is written into one buffer from Node's pool — the frame header, protobuf-es's
@@ -60,6 +50,7 @@ export function encodeOneServerMessage(m: ServerMessage): EncodedMessages & { wi
   }
   const payload = contextSyncPayload(m.message.value);
   const w = writer;
+  // proto3: a zero seq (a message outside a session) is not written, as toBinary does.
   if (m.seq !== 0n) w.tag(SEQ_FIELD, WireType.Varint).uint64(m.seq);
   // What `bytes(payload)` writes before the payload: the tag and the length.
   const head = w.tag(CONTEXT_SYNC_FIELD, WireType.LengthDelimited).uint32(payload.length).finish();

@@ -10,7 +10,10 @@ import { describe, expect, test } from "vitest";
 import { ContextSyncSchema } from "../../gen/mcp/v1/context_pb.js";
 import { ServerMessageSchema, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
 import { createServerMessageDecoder } from "../../src/client/server-message-decoder.js";
-import { serverMessageBytes } from "../../src/transport/server-message-bytes.js";
+import { encodeOneServerMessage } from "../../src/transport/server-message-bytes.js";
+
+/** The bytes the server sends for one message (its fast path). */
+const serverMessageBytes = (m: ServerMessage): Uint8Array => encodeOneServerMessage(m).bytes;
 
 const sync = (v: bigint) =>
   create(ContextSyncSchema, {
