@@ -117,10 +117,19 @@ function batchWrapper(schema: DescMessage): DescMessage {
 
 /** One uncompressed gRPC frame around bytes already encoded. */
 export function frameBytes(bin: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + bin.length);
+  return framePieces(NO_BYTES, bin);
+}
+
+const NO_BYTES = new Uint8Array(0);
+
+/** One uncompressed gRPC frame around a message encoded in two pieces (a field header written apart from a shared payload). */
+export function framePieces(head: Uint8Array, body: Uint8Array): Buffer {
+  const length = head.length + body.length;
+  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + length);
   out[0] = 0;
-  out.writeUInt32BE(bin.length, 1);
-  out.set(bin, FRAME_HEADER_BYTES);
+  out.writeUInt32BE(length, 1);
+  out.set(head, FRAME_HEADER_BYTES);
+  out.set(body, FRAME_HEADER_BYTES + head.length);
   return out;
 }
 

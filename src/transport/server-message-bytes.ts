@@ -13,7 +13,7 @@ import { toBinary } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { ContextSyncSchema, type ContextSync } from "../../gen/mcp/v1/context_pb.js";
 import { ServerMessageSchema, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
-import { FRAME_HEADER_BYTES, frameBytes, type EncodedMessages } from "./grpc-frames.js";
+import { FRAME_HEADER_BYTES, frameBytes, framePieces, type EncodedMessages } from "./grpc-frames.js";
 
 const SEQ_FIELD = ServerMessageSchema.field.seq.number;
 const CONTEXT_SYNC_FIELD = ServerMessageSchema.field.contextSync.number;
@@ -54,11 +54,6 @@ export function encodeOneServerMessage(m: ServerMessage): EncodedMessages & { wi
   if (m.seq !== 0n) w.tag(SEQ_FIELD, WireType.Varint).uint64(m.seq);
   // What `bytes(payload)` writes before the payload: the tag and the length.
   const head = w.tag(CONTEXT_SYNC_FIELD, WireType.LengthDelimited).uint32(payload.length).finish();
-  const length = head.length + payload.length;
-  const wire = Buffer.allocUnsafe(FRAME_HEADER_BYTES + length);
-  wire[0] = 0;
-  wire.writeUInt32BE(length, 1);
-  wire.set(head, FRAME_HEADER_BYTES);
-  wire.set(payload, FRAME_HEADER_BYTES + head.length);
-  return { wire, bytes: wire.subarray(FRAME_HEADER_BYTES), bounds: [0, length] };
+  const wire = framePieces(head, payload);
+  return { wire, bytes: wire.subarray(FRAME_HEADER_BYTES), bounds: [0, wire.length - FRAME_HEADER_BYTES] };
 }
