@@ -1,6 +1,7 @@
 /**
- * ioredis's `Redis` and `Cluster` client classes, loaded when the first Redis store (context,
- * session or revocation store) opens (see ./load.ts). Each is also the client's type, as in ioredis.
+ * ioredis's `Redis` and `Cluster` client classes and its `Command`, loaded when the first Redis
+ * store (context, session or revocation store) opens (see ./load.ts). Each is also its type, as in
+ * ioredis.
  *
  * @private Internal code, does not follow semantic versioning.
  */
@@ -18,4 +19,5 @@ export const Redis: typeof IoRedis.Redis = lazyClass(() => loadIoRedis().Redis);
 export type Redis = IoRedis.Redis;
 export const Cluster: typeof IoRedis.Cluster = lazyClass(() => loadIoRedis().Cluster);
 export type Cluster = IoRedis.Cluster;
+export const Command: typeof IoRedis.Command = lazyClass(() => loadIoRedis().Command);
 export type { RedisOptions } from "ioredis";
