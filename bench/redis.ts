@@ -353,6 +353,7 @@ try {
   row("round trips per echo (target <= 0.1)", fmt(echoRt.sentTotal, 3), echoRt.sentTotal <= 0.1 ? "met" : "MISSED");
   console.log(`    echo, commands Redis ran: ${top(echo1.redis.calls, echo1.ops)}`);
   console.log(`    update, commands Redis ran: ${top(upd1.redis.calls, upd1.ops, 10)}`);
+  console.log(`    update, Redis µs per update by command (commandstats usec; evalsha is the whole script): ${top(upd1.redis.usec, upd1.ops, 11)}`);
   console.log(`    echo, sent: ${top(echoRt.sent, 1)}; update, sent: ${top(updRt.sent, 1)}`);
   console.log("");
   console.log("(iii) two instances on one Redis, a client session on each, against one instance under one");

@@ -7,6 +7,8 @@
  * - `<prefix>ctx:{<id>}:e` hash: key → JSON `[version, updatedAtMs, updatedBy, valueJson]`;
  * - `<prefix>ctx:{<id>}:l` stream: the change log, one record per version with the stream id
  *   `<version>-0`, so a range of versions is one `XRANGE`;
+ * - `<prefix>ctx:{<id>}:s` list: `<version> <bytes>` per log record, oldest first, so trimming
+ *   learns a dropped record's size with an `LPOP` instead of reading the record;
  * - `<prefix>ctx:index` set of context ids; `<prefix>ctx:changes` pub/sub channel.
  *
  * An update is one run of a Lua script (compare-and-set, limits, version bump, entry writes,
@@ -76,7 +78,7 @@ export interface RedisContextStoreOptions extends ChangeLogOptions {
 // Each update is checked and applied on its own, in order (an update sees the batch's earlier
 // ones, as it would see earlier calls), and fails on its own: a Redis error inside one is caught
 // (pcall) and returned as its status, so the others' outcomes are still reported.
-// KEYS: per update meta, entries, log, leases; then the index (none on a cluster: another slot).
+// KEYS: per update meta, entries, log, leases, sizes; then the index (none on a cluster: another slot).
 // ARGV: the number of updates, then per update: id, expected, nPuts, nDeletes, bytes, deletesJson,
 //       stamp, then nowMs, updatedBy, maxKeys, maxContexts — or none of these four when stamp is
 //       '' (all five as in the update before: a turn's updates mostly share them, and each
@@ -95,16 +97,42 @@ export interface RedisContextStoreOptions extends ChangeLogOptions {
 // the script's time once a context's log is full). Records below the floor may stay a while;
 // nothing reads below the floor. Whole nodes can go only every so often, so XTRIM runs each time
 // the floor passes a multiple of 32.
+// A dropped record's size comes from the sizes list (`<version> <bytes>` pushed with the record):
+// reading the record back with XRANGE took 2.6 of the script's 15.7 µs per update once a log was full
+// (bench/README.md, "December 4"). Records without an item — logged before the list existed, or by
+// an instance of an older version, which also drops records without popping theirs — are read as
+// before; an item older than the record being dropped is such a leftover and is skipped.
 // Versions are Lua doubles: exact up to 2^53, formatted with %.0f because tostring() would
 // switch to exponent notation from 1e14 on. Each format costs about as much as a small command:
 // strings the caller sent are reused where the value did not change.
 const APPLY_BODY = `
 local nUpdates = tonumber(ARGV[1])
-local index = KEYS[4 * nUpdates + 1]
+local index = KEYS[5 * nUpdates + 1]
 local function s(n) return string.format('%.0f', n) end
 local now, by, stamp, maxKeys, maxContexts
+local function droppedBytes(log, sizes, r, rid)
+  while true do
+    local item = redis.call('LPOP', sizes)
+    if not item then break end
+    local sp = string.find(item, ' ', 1, true)
+    local iv = tonumber(string.sub(item, 1, sp - 1))
+    if iv == r then return tonumber(string.sub(item, sp + 1)) end
+    if iv > r then
+      redis.call('LPUSH', sizes, item)
+      break
+    end
+  end
+  local rec = redis.call('XRANGE', log, rid, rid)
+  if rec[1] then
+    local f = rec[1][2]
+    for j = 1, #f, 2 do
+      if f[j] == 's' then return tonumber(f[j + 1]) end
+    end
+  end
+  return 0
+end
 local function apply(k, a, P)
-local meta, entries, log, leases = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+local meta, entries, log, leases, sizes = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]
 local id, expected = ARGV[a + 1], tonumber(ARGV[a + 2])
 local nPuts, nDeletes, bytes, deletesJson = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), ARGV[a + 5], ARGV[a + 6]
 local D = P + 3 * nPuts
@@ -158,20 +186,15 @@ if hasLeases then
   for i = 0, nDeletes - 1 do redis.call('HDEL', leases, ARGV[D + i]) end
 end
 redis.call('XADD', log, vs .. '-0', 't', now, 'b', by, 's', bytes, 'p', p, 'd', deletesJson)
+redis.call('RPUSH', sizes, vs .. ' ' .. bytes)
 local floor = tonumber(m[2] or '0')
 local logBytes = tonumber(m[3] or '0') + tonumber(bytes)
 local fs, from = m[2] or '0', floor
 while v - floor > 1 and (v - floor > maxLogEntries or logBytes > maxLogBytes) do
   floor = floor + 1
   local rid = s(floor) .. '-0'
-  local rec = redis.call('XRANGE', log, rid, rid)
-  if rec[1] then
-    local f = rec[1][2]
-    for j = 1, #f, 2 do
-      if f[j] == 's' then logBytes = logBytes - tonumber(f[j + 1]) end
-    end
-    if exactTrim then redis.call('XDEL', log, rid) end
-  end
+  logBytes = logBytes - droppedBytes(log, sizes, floor, rid)
+  if exactTrim then redis.call('XDEL', log, rid) end
   fs = nil
 end
 if not fs then
@@ -192,7 +215,7 @@ for u = 0, nUpdates - 1 do
     stamp, now, by, maxKeys, maxContexts = ARGV[a + 7], ARGV[a + 8], ARGV[a + 9], tonumber(ARGV[a + 10]), tonumber(ARGV[a + 11])
     P = a + 12
   end
-  local ok, status, n = pcall(apply, 4 * u, a, P)
+  local ok, status, n = pcall(apply, 5 * u, a, P)
   if ok then
     out[2 * u + 1], out[2 * u + 2] = status, n
   else
@@ -235,6 +258,12 @@ interface PendingApply {
   reject(error: unknown): void;
 }
 
+/**
+ * Flushes of queued updates in flight at once. With one, Redis idled while each reply travelled
+ * and the next batch was built: 64 CAS updates in flight on one session, 2 cores, went from a
+ * median 33k/s to 37.5k with two and 39.6k with three (bench/README.md, "December 4").
+ */
+const MAX_FLUSHES = 3;
 /** Updates per script call at most: a call blocks Redis while it runs (~20 µs per update)… */
 const MAX_BATCH = 128;
 /** …and their keys and values in bytes at most (one update may pass it alone). */
@@ -261,6 +290,7 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
   const entriesKey = (id: string): string => taggedKey(prefix, "ctx", id, ":e");
   const logKey = (id: string): string => taggedKey(prefix, "ctx", id, ":l");
   const leasesKey = (id: string): string => taggedKey(prefix, "ctx", id, ":leases");
+  const sizesKey = (id: string): string => taggedKey(prefix, "ctx", id, ":s");
   // Contexts in which a lease holds keys; another slot than the contexts' keys, so written
   // before the update (a crash in between leaves only a harmless extra member).
   const leaseIndexKey = (lease: string): string => taggedKey(prefix, "lease", lease);
@@ -333,7 +363,7 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
     if (last === undefined) delivered.set(id, version - 1n);
     else if (version <= last) return;
     if ((pending.get(id) ?? 0n) < version) pending.set(id, version);
-    // A turn later, and after the script call in flight: an own update's reply, racing its
+    // A turn later, and after the script calls in flight now: an own update's reply, racing its
     // announcement on the other connection (a batch's reply comes after all its announcements),
     // then delivers it without a read of the log.
     draining ??= new Promise<void>((resolve) => setImmediate(resolve))
@@ -400,11 +430,12 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
 
   /**
    * An update this instance applied, delivered at once when it is the next version listeners
-   * expect (else its announcement brings it from the log, in order). Never for a context not
-   * heard of yet: an earlier version's announcement may still be on its way.
+   * expect (else its announcement brings it from the log, in order). For a context not heard of
+   * yet only its first version: of a later one, an earlier version's announcement may still be on
+   * its way.
    */
   function deliverOwn(change: ContextChange): void {
-    if (closed || delivered.get(change.contextId) !== change.version - 1n) return;
+    if (closed || (delivered.get(change.contextId) ?? 0n) !== change.version - 1n) return;
     delivered.set(change.contextId, change.version);
     if (listeners.size > 0) emit({ kind: "change", change });
   }
@@ -415,14 +446,15 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
   }
 
   /**
-   * Updates waiting for a script call, in order, in batches of at most `MAX_BATCH`. One call is
-   * in flight at a time (as ioredis's auto-pipelining sends one pipeline at a time): the updates
-   * arriving meanwhile go out together when its reply is in, so under load Redis runs one
-   * command per round trip instead of one per update, and the instance builds, times and parses one.
+   * Updates waiting for a script call, in order, in batches of at most `MAX_BATCH`. At most
+   * `MAX_FLUSHES` flushes are in flight: the updates arriving meanwhile go out together when one
+   * is answered, so under load Redis runs one command per round trip instead of one per update,
+   * and the instance builds, times and parses one. Redis runs the calls in the order sent.
    */
   const queued: { keys: string[]; argv: string[]; calls: PendingApply[]; bytes: number; shared?: SharedArgs }[] = [];
   /** The script calls in flight; settles once their updates' callers have their outcomes. */
   let inFlight: Promise<void> | undefined;
+  let flushing = 0;
   let flushScheduled = false;
 
   /** Runs one update's part of the apply script; a cluster's updates go one per call, each to its slot. */
@@ -452,7 +484,7 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
       }
       for (const a of tail) batch.argv.push(a);
       batch.calls.push(call);
-      if (inFlight === undefined && !flushScheduled) {
+      if (flushing < MAX_FLUSHES && !flushScheduled) {
         flushScheduled = true;
         // After the turn's microtasks: every update dispatched from one read is in the batch.
         process.nextTick(flush);
@@ -462,11 +494,16 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
 
   function flush(): void {
     flushScheduled = false;
-    if (queued.length === 0) return;
+    if (queued.length === 0 || flushing >= MAX_FLUSHES) return;
     const batches = queued.splice(0);
+    flushing++;
     // sendBatch never rejects: it settles its calls instead.
-    inFlight = Promise.all(batches.map((b) => sendBatch(b.keys, b.argv, b.calls))).then(() => {
-      inFlight = undefined;
+    const sent = Promise.all(batches.map((b) => sendBatch(b.keys, b.argv, b.calls))).then(() => {});
+    const all = inFlight === undefined ? sent : Promise.all([inFlight, sent]).then(() => {});
+    inFlight = all;
+    void sent.then(() => {
+      flushing--;
+      if (inFlight === all) inFlight = undefined;
       flush();
     });
   }
@@ -526,7 +563,7 @@ export function createRedisContextStore(options: RedisContextStoreOptions = {}):
         // Another slot than the context's keys (see leaseIndexKey), so not inside the script.
         for (const lease of new Set(write.puts.flatMap((p) => (p.lease === undefined ? [] : [p.lease])))) await redis.sadd(leaseIndexKey(lease), id);
       }
-      const keys = [metaKey(id), entriesKey(id), logKey(id), leasesKey(id)];
+      const keys = [metaKey(id), entriesKey(id), logKey(id), leasesKey(id), sizesKey(id)];
       const bytes = changeBytes(write);
       const head = [id, write.expectedVersion.toString(), String(write.puts.length), String(write.deletes.length), String(bytes), JSON.stringify(write.deletes)];
       const shared: SharedArgs = { nowMs: write.nowMs, updatedBy: write.updatedBy, maxKeys: write.maxKeys ?? 0, maxContexts: cluster ? 0 : maxContexts };

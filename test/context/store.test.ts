@@ -376,23 +376,30 @@ for (const fixture of storeFixtures) {
 
       test("an instance's own updates reach its subscribers mostly without a read of the change log", async () => {
         const a = fixture.open();
+        const b = a.twin?.();
+        if (b === undefined) throw new Error("a shared fixture has a twin");
         const heard = recordEvents(a.store);
-        await a.store.apply(write("own", { puts: [put("k", 0)] }));
-        // The first version of a context new to this instance comes through the log (an earlier
-        // version's announcement could still be on its way); from then on, from the replies.
-        await heard.until((e) => e.length === 1);
-        const monitor = await monitorCommands("own", (args, prefix) => args[0]?.toLowerCase() === "xrange" && args[1] === `${prefix}ctx:{own}:l`);
+        await a.store.apply(write("warm", { puts: [put("k", 0)] }));
+        // "theirs" is new to a: its first version came from b, so a reads it from the log.
+        await b.apply(write("theirs", { puts: [put("k", 0)] }));
+        await heard.until((e) => changeVersions(e, "theirs").length === 1);
+        const monitor = await monitorCommands("warm", (args) => args[0]?.toLowerCase() === "xrange");
         const reads = monitor.seen;
         try {
-          for (let i = 1; i <= 20; i++) await a.store.apply(write("own", { puts: [put("k", i)] }));
-          await heard.until((e) => e.length === 21);
+          // Contexts a creates, their first version included, and one it now writes to.
+          await Promise.all(["own1", "own2", "own3", "theirs"].map(async (id) => {
+            for (let i = 1; i <= 20; i++) await a.store.apply(write(id, { puts: [put("k", i)] }));
+          }));
+          await heard.until((e) => ["own1", "own2", "own3"].every((id) => changeVersions(e, id).length === 20) && changeVersions(e, "theirs").length === 21);
         } finally {
           await monitor.done();
         }
-        expect(changeVersions(heard.events, "own")).toEqual(Array.from({ length: 21 }, (_, i) => BigInt(i + 1)));
-        // An announcement can still beat its reply to this instance (two connections); then that
-        // version is read from the log, and delivered once all the same. Without the shortcut: 20.
-        expect(reads.length).toBeLessThanOrEqual(5);
+        for (const id of ["own1", "own2", "own3"]) expect(changeVersions(heard.events, id)).toEqual(Array.from({ length: 20 }, (_, i) => BigInt(i + 1)));
+        expect(changeVersions(heard.events, "theirs")).toEqual(Array.from({ length: 21 }, (_, i) => BigInt(i + 1)));
+        // Without the shortcut: 80. With first versions read from the log, as before: 18 here, as
+        // replies arriving during a read miss it too. The slack is for a race not seen here: a
+        // version read from the log is still delivered once, in order.
+        expect(reads.length).toBeLessThanOrEqual(2);
       });
 
       test("updates issued in one turn go to Redis as one script call, each applied in order on its own", async () => {
@@ -421,6 +428,31 @@ for (const fixture of storeFixtures) {
           expect((await store.changesSince(id, 0n)) as unknown).toMatchObject({ toVersion: 1n });
         }
         expect(applied[5]).toMatchObject({ updatedBy: "bob", updatedAtMs: 2_000 });
+      });
+
+      test("updates of several turns, over several script calls in flight, apply and are heard in the order they were issued", async () => {
+        const { store } = fixture.open();
+        const heard = recordEvents(store);
+        await store.apply(write("warm", { puts: [put("k", 0)] }));
+        const monitor = await monitorCommands("warm", isEvalOf);
+        const applied: Promise<Awaited<ReturnType<ContextStore["apply"]>>>[] = [];
+        try {
+          // Eight turns of 25 unconditional updates of one context, none awaited before the next turn.
+          for (let turn = 0; turn < 8; turn++) {
+            for (let i = 0; i < 25; i++) applied.push(store.apply(write("o", { puts: [put("n", turn * 25 + i)] })));
+            await new Promise((resolve) => setImmediate(resolve));
+          }
+          const changes = await Promise.all(applied);
+          expect(changes.map((c) => c.version)).toEqual(Array.from({ length: 200 }, (_, i) => BigInt(i + 1)));
+        } finally {
+          await monitor.done();
+        }
+        // Batched, and over several calls, up to three of them in flight at once.
+        expect(monitor.seen.length).toBeGreaterThan(1);
+        expect(monitor.seen.length).toBeLessThan(200);
+        expect(await values(store, "o")).toEqual({ n: 199 });
+        await heard.until((e) => changeVersions(e, "o").length === 200);
+        expect(changeVersions(heard.events, "o")).toEqual(Array.from({ length: 200 }, (_, i) => BigInt(i + 1)));
       });
 
       test("a batch is cut at 1 MiB of keys and values: large updates of one turn take more calls", async () => {
@@ -460,6 +492,44 @@ for (const fixture of storeFixtures) {
         expect(String((bad as PromiseRejectedResult).reason)).toMatch(/WRONGTYPE/);
         expect(await values(store, "a")).toEqual({ k: 1 });
         expect(await values(store, "c")).toEqual({ k: 3 });
+      });
+
+      test("trimming by bytes stays exact for records without a size item (an older version's log) and past stale items", async () => {
+        const maxLogBytes = 40;
+        const { store } = fixture.open({ maxLogBytes });
+        // The floor the bounds give, computed the way the script trims: drop the oldest while more
+        // than one record is kept and the kept bytes exceed the bound.
+        const sizes: number[] = [];
+        let floor = 0;
+        const expectFloor = async (): Promise<void> => {
+          let bytes = sizes.slice(floor).reduce((a, b) => a + b, 0);
+          while (sizes.length - floor > 1 && bytes > maxLogBytes) bytes -= sizes[floor++]!;
+          const v = BigInt(sizes.length);
+          if (floor > 0) expect(await store.changesSince("t", BigInt(floor - 1))).toBe("too_old");
+          expect(await store.changesSince("t", BigInt(floor))).toMatchObject({ fromVersion: BigInt(floor), toVersion: v });
+        };
+        const update = async (n: number): Promise<void> => {
+          const value = "x".repeat(n);
+          await store.apply(write("t", { puts: [put("k", value)] }));
+          sizes.push(1 + json(value).length); // key "k" plus the value's JSON
+          await expectFloor();
+        };
+        for (const n of [5, 9, 3, 12]) await update(n);
+        const raw = new Redis(redisUrl);
+        try {
+          const prefix = await findPrefix(raw, "t");
+          const sizesKey = `${prefix}ctx:{t}:s`;
+          expect(await raw.lrange(sizesKey, 0, -1)).toEqual(sizes.slice(floor).map((b, i) => `${floor + i + 1} ${b}`));
+          // As an older version logged them: the records kept so far have no size item.
+          await raw.del(sizesKey);
+          for (const n of [20, 1, 7, 30]) await update(n);
+          // As an older instance trims: it drops records without popping their items.
+          await raw.lpush(sizesKey, `${floor} 999`, `${floor - 1} 999`);
+          for (const n of [2, 25, 4, 18, 6]) await update(n);
+          expect(await raw.lrange(sizesKey, 0, -1)).toEqual(sizes.slice(floor).map((b, i) => `${floor + i + 1} ${b}`));
+        } finally {
+          await raw.quit();
+        }
       });
 
       test("a version announced but missing from the log is reported as a gap, never skipped", async () => {
