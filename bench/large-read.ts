@@ -1,7 +1,8 @@
 /**
  * `npm run bench:large-read` (issue 18): one large file read through `fs.read` with `binary` —
  * chunks on the session stream, read by the TS client's `callChunks` — beside raw `node:http2`
- * streaming the same file (`fs.createReadStream` piped into a response stream: the ceiling).
+ * streaming the same file (`fs.createReadStream` piped into a response stream: the ceiling; its
+ * client opens the connection with the receive windows ours uses).
  * Each server runs in its own forked process; its RSS is sampled every 10 ms during the read.
  * Prints MB/s and peak RSS growth for both, and the ratios against the targets
  * (≥ 0.5× raw MB/s, ≤ 64 MiB peak RSS growth).
@@ -17,6 +18,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { createMcpClient } from "../src/client/index.js";
+import { CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES } from "../src/client/h2-connect.js";
 import { mintToken } from "../src/security/index.js";
 import { createMcpServer } from "../src/server/server.js";
 
@@ -80,7 +82,7 @@ function ask<T>(child: ChildProcess, op: string, key: string): Promise<T> {
 }
 
 async function startChild(kind: Kind, root: string): Promise<{ child: ChildProcess; port: number }> {
-  const child = fork(fileURLToPath(import.meta.url), ["--serve", kind, root], { execArgv: ["--import", "tsx"], stdio: "inherit" });
+  const child = fork(fileURLToPath(import.meta.url), ["--serve", kind, root], { execArgv: ["--import", "tsx", ...(process.env["BENCH_SERVER_PROF"] === kind ? ["--cpu-prof", "--cpu-prof-dir=bench/.prof"] : [])], stdio: "inherit" });
   const port = await new Promise<number>((resolve) => child.on("message", (m: { port?: number }) => m.port !== undefined && resolve(m.port)));
   return { child, port };
 }
@@ -99,7 +101,10 @@ async function readMcp(port: number, file = FILE): Promise<number> {
 
 function readRaw(port: number, file = FILE): Promise<number> {
   return new Promise((resolve, reject) => {
-    const client = h2connect(`http://127.0.0.1:${port}`);
+    // The windows our client opens its connections with (src/client/h2-connect.ts): the ceiling
+    // gets the same transport, so the ratio is of what runs on top of it.
+    const client = h2connect(`http://127.0.0.1:${port}`, { settings: { initialWindowSize: STREAM_WINDOW_BYTES } });
+    client.once("connect", () => client.setLocalWindowSize(CONNECTION_WINDOW_BYTES));
     client.on("error", reject);
     const req = client.request({ ":path": `/${file}` });
     let n = 0;

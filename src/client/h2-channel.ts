@@ -9,7 +9,8 @@
  * its heartbeat — or that the server is draining (GOAWAY) is retired: no new stream goes to it,
  * the streams still on it run on, and it closes when the last of them ends.
  */
-import { connect as h2connect, type ClientHttp2Session, type ClientHttp2Stream, type OutgoingHttpHeaders } from "node:http2";
+import type { ClientHttp2Session, ClientHttp2Stream, OutgoingHttpHeaders } from "node:http2";
+import { connectH2 } from "./h2-connect.js";
 
 /** Options of `createH2Channel`. */
 export interface H2ChannelOptions {
@@ -77,7 +78,7 @@ export function createH2Channel(options: H2ChannelOptions): H2Channel {
 
   function connection(): Entry {
     for (const e of live) if (!e.session.destroyed && !e.session.closed && roomOf(e)) return e;
-    const session = h2connect(origin);
+    const session = connectH2(origin);
     const e: Entry = { session, streams: 0, retired: false, error: undefined };
     session.on("error", (err) => {
       e.error ??= err;

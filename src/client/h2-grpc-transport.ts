@@ -7,7 +7,8 @@
  * `streams` transport unchanged. Errors are ConnectErrors exactly as connect-es raises them
  * (status and details from the trailers), so `fromConnectError` maps them the same way.
  */
-import { connect as h2connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
+import { constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
+import { connectH2 } from "./h2-connect.js";
 import { create, fromBinary, toBinary, type DescMessage, type DescMethodUnary, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Transport, type UnaryResponse } from "@connectrpc/connect";
 import { createUnaryFrameReader, frameBytes } from "../transport/grpc-frames.js";
@@ -46,7 +47,7 @@ export function createH2GrpcTransport(options: H2GrpcTransportOptions): Transpor
   let active = 0;
   const connection = (): ClientHttp2Session => {
     if (session !== undefined && !session.closed && !session.destroyed) return session;
-    const s = h2connect(origin);
+    const s = connectH2(origin);
     s.on("error", () => {}); // surfaces on the calls' streams
     s.once("close", () => {
       if (session === s) session = undefined;

@@ -15,6 +15,8 @@
  */
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { ServerMessageSchema, type ServerMessage } from "../../gen/mcp/v1/session_pb.js";
+import { FRAME_HEADER_BYTES } from "../transport/grpc-frames.js";
+import { largeChunkFrame } from "../transport/server-message-bytes.js";
 
 const INITIAL_SLOTS = 4;
 /** Slots per segment once the first ones have doubled up to it. */
@@ -178,7 +180,8 @@ export class ResumeRing {
   private encodeSlot(g: Segment, k: number): void {
     const kept = g.slots[k];
     if (kept === undefined || kept instanceof Uint8Array) return;
-    const bytes = toBinary(ServerMessageSchema, kept);
+    // A large chunk's bytes are a view of the frame the transport then writes as is.
+    const bytes = largeChunkFrame(kept)?.subarray(FRAME_HEADER_BYTES) ?? toBinary(ServerMessageSchema, kept);
     g.slots[k] = bytes;
     g.bounds[2 * k] = 0;
     g.bounds[2 * k + 1] = bytes.length;
