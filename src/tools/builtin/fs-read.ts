@@ -86,8 +86,8 @@ export function createFsReadTool(options: ResolvedBuiltinToolsOptions): Register
  * until the transport sent it, so buffers are not reused). The next chunk is read while the
  * current one is hashed and handed on, and used only once that one's `writeChunk` resolved: the
  * file is read as fast as the client takes it, one chunk ahead. Read one after the other, the
- * server waited for the disk between chunks: a 256 MiB read went 293–354 → 319–449 MB/s (bench/README.md,
- * "December 4").
+ * server waited for the disk between chunks: a 256 MiB read went 293–354 → 319–449 MB/s
+ * (bench/README.md, "December 4").
  */
 async function streamRange(handle: FileHandle, offset: number, length: number, size: number, chunkBytes: number, ctx: ToolContext) {
   const write = ctx.writeChunk;
@@ -104,21 +104,23 @@ async function streamRange(handle: FileHandle, offset: number, length: number, s
     }
     return buffer.subarray(0, filled);
   };
+  const readAhead = (from: number): Promise<Buffer> => {
+    const p = readAt(from);
+    // Handled now: it may fail while a write is awaited (still thrown when awaited), or never be
+    // awaited when the write fails (the command was aborted).
+    p.catch(() => {});
+    return p;
+  };
   let done = 0;
-  let next: Promise<Buffer> | undefined = readAt(0);
-  try {
-    while (next !== undefined) {
-      const data: Buffer = await next;
-      const requested = Math.min(chunkBytes, length - done);
-      done += data.length;
-      const last: boolean = data.length < requested || done >= length;
-      next = last ? undefined : readAt(done);
-      hash.update(data);
-      await write.call(ctx, data, last ? { last, totalSize: BigInt(done) } : done === data.length ? { totalSize } : undefined);
-    }
-  } finally {
-    // A write that failed (the command was aborted) leaves the read ahead unused.
-    next?.catch(() => {});
+  let next: Promise<Buffer> | undefined = readAhead(0);
+  while (next !== undefined) {
+    const data: Buffer = await next;
+    const requested = Math.min(chunkBytes, length - done);
+    done += data.length;
+    const last: boolean = data.length < requested || done >= length;
+    next = last ? undefined : readAhead(done);
+    hash.update(data);
+    await write.call(ctx, data, last ? { last, totalSize: BigInt(done) } : done === data.length ? { totalSize } : undefined);
   }
   return { content: "", size: BigInt(size), nextOffset: BigInt(offset + done), truncated: offset + done < size, sha256: hash.digest("hex") };
 }
