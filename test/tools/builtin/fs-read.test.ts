@@ -1,6 +1,6 @@
-import { writeFile } from "node:fs/promises";
+import { open, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { afterAll, beforeAll, describe, expect, test, vi } from "vitest";
 import { FsReadInputSchema, FsReadOutputSchema } from "../../../gen/mcp/tools/v1/tools_pb.js";
 import { createBuiltinTools, type RegisteredTool } from "../../../src/tools/index.js";
 import { jsonCommand, makeContext, makeWorkspace, runJson, runTyped } from "../helpers.js";
@@ -61,4 +61,42 @@ describe("fs.read", () => {
       await expect(read.run(jsonCommand("fs.read", args), makeContext().ctx)).rejects.toMatchObject(field === undefined ? { code } : { code, details: { field } });
     });
   }
+});
+
+describe("fs.read binary, reading one chunk ahead", () => {
+  test("a read that fails while the chunk before it is being written fails the command (tool_failed), nothing unhandled", async () => {
+    const { root: dir, cleanup: done } = await makeWorkspace();
+    try {
+      await writeFile(path.join(dir, "big.bin"), Buffer.alloc(40_000, 1));
+      const tool = createBuiltinTools({ root: dir, readChunkBytes: 16_384 }).find((t) => t.name === "fs.read") as RegisteredTool;
+      // The second read (the one ahead of the first chunk's write) fails, as a disk error would.
+      const probe = await open(path.join(dir, "big.bin"), "r");
+      const proto = Object.getPrototypeOf(probe) as { read: (...args: unknown[]) => Promise<unknown> };
+      await probe.close();
+      const realRead = proto.read;
+      let reads = 0;
+      const spy = vi.spyOn(proto, "read").mockImplementation(function (this: unknown, ...args: unknown[]) {
+        if (++reads === 2) return Promise.reject(Object.assign(new Error("EIO: i/o error, read"), { code: "EIO" }));
+        return realRead.apply(this, args);
+      });
+      const unhandled: unknown[] = [];
+      const onUnhandled = (reason: unknown) => unhandled.push(reason);
+      process.on("unhandledRejection", onUnhandled);
+      const written: number[] = [];
+      try {
+        const { ctx } = makeContext();
+        // Each write takes a while: the failing read settles meanwhile.
+        const slowCtx = { ...ctx, writeChunk: (data: Uint8Array) => new Promise<void>((resolve) => setTimeout(() => (written.push(data.length), resolve()), 50)) };
+        await expect(tool.run(jsonCommand("fs.read", { path: "big.bin", binary: true }), slowCtx)).rejects.toMatchObject({ code: "tool_failed" });
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      } finally {
+        spy.mockRestore();
+        process.off("unhandledRejection", onUnhandled);
+      }
+      expect(written).toEqual([16_384]);
+      expect(unhandled).toEqual([]);
+    } finally {
+      await done();
+    }
+  });
 });
