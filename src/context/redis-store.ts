@@ -98,10 +98,10 @@ export interface RedisContextStoreOptions extends ChangeLogOptions {
 // nothing reads below the floor. Whole nodes can go only every so often, so XTRIM runs each time
 // the floor passes a multiple of 32.
 // A dropped record's size comes from the sizes list (`<version> <bytes>` pushed with the record):
-// reading the record back with XRANGE took 2.6 of the script's 15.7 µs per update once a log was full
-// (bench/README.md, "December 4"). Records without an item — logged before the list existed, or by
-// an instance of an older version, which also drops records without popping theirs — are read as
-// before; an item older than the record being dropped is such a leftover and is skipped.
+// reading the record back with XRANGE took 2.6 of the script's 15.7 µs per update once a log was
+// full (bench/README.md, "December 4"). Records without an item — logged before the list existed,
+// or by an instance of an older version, which also drops records without popping theirs — are
+// read as before; an item older than the record being dropped is such a leftover and is skipped.
 // Versions are Lua doubles: exact up to 2^53, formatted with %.0f because tostring() would
 // switch to exponent notation from 1e14 on. Each format costs about as much as a small command:
 // strings the caller sent are reused where the value did not change.
