@@ -122,14 +122,18 @@ export function frameBytes(bin: Uint8Array): Buffer {
 
 const NO_BYTES = new Uint8Array(0);
 
-/** One uncompressed gRPC frame around a message encoded in two pieces (a field header written apart from a shared payload). */
-export function framePieces(head: Uint8Array, body: Uint8Array): Buffer {
-  const length = head.length + body.length;
+/**
+ * One uncompressed gRPC frame around a message encoded in pieces: a field header written apart
+ * from a shared payload, and what follows the payload, if anything.
+ */
+export function framePieces(head: Uint8Array, body: Uint8Array, tail: Uint8Array = NO_BYTES): Buffer {
+  const length = head.length + body.length + tail.length;
   const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + length);
   out[0] = 0;
   out.writeUInt32BE(length, 1);
   out.set(head, FRAME_HEADER_BYTES);
   out.set(body, FRAME_HEADER_BYTES + head.length);
+  if (tail.length > 0) out.set(tail, FRAME_HEADER_BYTES + head.length + body.length);
   return out;
 }
 

@@ -105,17 +105,8 @@ function composeChunkFrame(seq: bigint, event: Event, chunk: Chunk, data: Uint8A
   const dataHead = w.tag(CHUNK_DATA_FIELD, WireType.LengthDelimited).uint32(data.length).finish();
   const chunkLength = dataHead.length + data.length + chunkRest.length;
   const chunkHead = w.tag(EVENT_CHUNK_FIELD, WireType.LengthDelimited).uint32(chunkLength).finish();
-  const eventLength = eventRest.length + chunkHead.length + chunkLength;
   if (seq !== 0n) w.tag(SEQ_FIELD, WireType.Varint).uint64(seq);
-  const head = w.tag(EVENT_FIELD, WireType.LengthDelimited).uint32(eventLength).finish();
-  const length = head.length + eventLength;
-  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + length);
-  out[0] = 0;
-  out.writeUInt32BE(length, 1);
-  let at = FRAME_HEADER_BYTES;
-  for (const piece of [head, eventRest, chunkHead, dataHead, data, chunkRest]) {
-    out.set(piece, at);
-    at += piece.length;
-  }
-  return out;
+  w.tag(EVENT_FIELD, WireType.LengthDelimited).uint32(eventRest.length + chunkHead.length + chunkLength);
+  const head = w.raw(eventRest).raw(chunkHead).raw(dataHead).finish();
+  return framePieces(head, data, chunkRest);
 }
