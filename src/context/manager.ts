@@ -92,6 +92,9 @@ export interface ContextManager {
    * @param updatedBy the principal recorded on the written entries.
    * @param lease the writing session's id, for puts with `lease = CONTEXT_LEASE_SESSION`;
    *   without it such a put is `invalid_argument` (a lease needs a session).
+   *
+   * `ops` is read before this returns, never after: a caller that owns the message may empty
+   * the array at once (the session stream does, see Connection `startUpdate`).
    */
   update(update: MessageInitShape<typeof ContextUpdateSchema>, updatedBy: string, lease?: string): Promise<ContextUpdateResult>;
   /**

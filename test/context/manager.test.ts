@@ -2,14 +2,14 @@
  * The context manager (src/context/manager.ts) over every store: validation, limits, sync,
  * watch and the PROTOCOL.md §8 guarantees under concurrency.
  */
-import { fromJson, toBinary, toJson, type JsonValue, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, fromJson, toBinary, toJson, type JsonValue, type MessageInitShape } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { afterEach, describe, expect, test } from "vitest";
 import {
   ContextSyncSchema,
   type ContextOperationSchema,
   type ContextSync,
-  type ContextUpdateSchema,
+  ContextUpdateSchema,
 } from "../../gen/mcp/v1/context_pb.js";
 import { createContextManager, type ContextManager, type ContextManagerOptions } from "../../src/context/manager.js";
 import { cleanupStores, storeFixtures, type StoreFixture } from "./stores.js";
@@ -215,6 +215,22 @@ for (const fixture of storeFixtures) {
       const got = await m.get("ctx");
       expect(plain(got)).toEqual({ a: 3 });
       expect(got.entries[0]).toMatchObject({ key: "a", version: 1n, updatedBy: "alice", updatedAt: { seconds: 5n } });
+    });
+
+    test("update reads its ops before it returns: emptied at once, they still all apply, and a bad one still fails", async () => {
+      // The session stream empties a decoded update's ops right after the call (connection.ts).
+      const m = manager(fixture);
+      const update = create(ContextUpdateSchema, { contextId: "ctx", id: "u1", ops: [put("a", 1), put("b", 2), del("a"), put("c", { x: 1 })] });
+      const applied = m.update(update, "alice");
+      update.ops.length = 0;
+      expect(await applied).toMatchObject({ id: "u1", contextId: "ctx", version: 1n });
+      expect(plain(await m.get("ctx"))).toEqual({ b: 2, c: { x: 1 } });
+
+      const bad = create(ContextUpdateSchema, { contextId: "ctx", ops: [put("d", 1), put("", 2)] });
+      const refused = m.update(bad, "alice");
+      bad.ops.length = 0;
+      await expect(refused).rejects.toMatchObject({ code: "invalid_argument", details: { field: "ops[1].put.key" } });
+      expect(plain(await m.get("ctx"))).toEqual({ b: 2, c: { x: 1 } });
     });
 
     test("get: a full snapshot, or context_not_found for a context never written", async () => {
