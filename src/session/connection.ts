@@ -422,12 +422,12 @@ class StreamConnection implements Connection {
   private startUpdate(session: Session, update: ContextUpdate): void {
     this.pendingReplies++;
     const applied = this.core.updateContext(session.auth, update, session.id);
-    // The manager has read the ops (ContextManager.update); the decoded message is ours and only
+    // The manager has read the ops (ContextManager.update); the decoded message is ours, and only
     // its id and context id are used from here on. Emptied because V8 pretenures protobuf-es's
-    // one allocation site for every repeated field (bench/README.md, "Why updates ÷ echo swings"): this
-    // array is born in the old generation, and until a full GC collects it, it keeps its ops,
-    // their values and strings alive through every scavenge. Under a stream of updates that
-    // garbage, promoted, was ~15 % of the server's time; emptied, GC takes ~5 %.
+    // one allocation site for every repeated field (bench/README.md, "Why updates ÷ echo
+    // swings"): this array is born in the old generation and, until a full GC collects it, keeps
+    // its ops, their values and strings alive through every scavenge. Under a stream of updates
+    // that promoted garbage took ~15 % of the server's time in GC; emptied, GC takes ~5 %.
     update.ops.length = 0;
     applied.then(
       (result) => {
