@@ -2,7 +2,8 @@
  * `npm run bench:compare`: ours beside the systems users would pick instead, in one run on
  * loopback, one table — our session stream and unary Execute (our TypeScript client), our /mcp
  * bridge and the official Model Context Protocol SDK (Streamable HTTP and stdio) driven by the
- * SDK's own client, @grpc/grpc-js unary and bidi, and raw node:http2 bidi (the ceiling). Every
+ * SDK's own client, @grpc/grpc-js unary and bidi, raw node:http2 bidi (the ceiling), and the codec
+ * floor (the ceiling plus protobuf-es and JSON, no session). Every
  * peer answers the same `echo` of a 64-byte text; every server runs in a process of its own
  * (bench/server.ts; the SDK's stdio client spawns its own), measured from outside through /proc.
  * See bench/README.md, "bench:compare", for what each row and column is exactly.
@@ -14,7 +15,7 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/client";
 import { StdioClientTransport } from "@modelcontextprotocol/client/stdio";
 import { SERVER_SCRIPT, startChild, type Child } from "./lib/child.js";
 import { WARMUP_MS, drive, medianRun, type Opener } from "./lib/drive.js";
-import { benchToken, grpcJsBidiOpener, grpcJsClient, grpcJsUnaryOpener, mcpSessionOpener, mcpUnaryOpener, rawOpener } from "./lib/openers.js";
+import { benchToken, codecOpener, grpcJsBidiOpener, grpcJsClient, grpcJsUnaryOpener, mcpSessionOpener, mcpUnaryOpener, rawOpener } from "./lib/openers.js";
 import { procSample } from "./lib/proc.js";
 import { SDK_VERSION, connectSdkClient, sdkOpener } from "./lib/sdk-client.js";
 
@@ -118,6 +119,16 @@ const COLUMNS: Column[] = [
     start: async () => {
       const c = await startChild("raw");
       return childPeer(c, () => rawOpener(c.port, TEXT));
+    },
+  },
+  {
+    // The raw ceiling plus the protobuf-es and JSON work of one echo call (bench/server.ts): the
+    // most any server on these libraries can do here, with a client that costs nothing.
+    key: "codec",
+    label: "codec floor",
+    start: async () => {
+      const c = await startChild("codec");
+      return childPeer(c, () => codecOpener(c.port, TEXT));
     },
   },
 ];
@@ -225,5 +236,7 @@ const target = (label: string, a: number | undefined, b: number | undefined, ok:
 target("stream calls/s at 64 in flight ÷ SDK Streamable HTTP", ours?.perSec64, figures.get("sdk-http")?.perSec64, (r) => r >= 100, ">= 100×");
 target("stream calls/s at 64 in flight ÷ SDK stdio", ours?.perSec64, figures.get("sdk-stdio")?.perSec64, (r) => r >= 4, ">= 4×");
 target("stream calls/s at 64 in flight ÷ raw http2", ours?.perSec64, figures.get("raw")?.perSec64, (r) => r >= 0.35, ">= 0.35×");
+// Not a target: what protobuf-es and JSON leave of the ceiling for any server (bench/server.ts `codec`).
+console.log(`    ${pad("codec floor calls/s at 64 in flight ÷ raw http2", 52)} ${ratio(figures.get("codec")?.perSec64, figures.get("raw")?.perSec64).padEnd(8)} (the most a server on protobuf-es and JSON does here)`);
 target("stream sequential p50 ÷ SDK Streamable HTTP", ours?.p50us, figures.get("sdk-http")?.p50us, (r) => r <= 0.2, "<= 0.2×");
 setTimeout(() => process.exit(0), 200); // lets the stop messages out

@@ -1,6 +1,7 @@
 /**
- * The "Commands and tools" benchmark: the session stream, unary Execute, a @grpc/grpc-js echo and a
- * raw node:http2 echo (the ceiling), side by side in one run on one machine; then server RSS with a
+ * The "Commands and tools" benchmark: the session stream, unary Execute, a @grpc/grpc-js echo, a
+ * raw node:http2 echo (the ceiling) and the codec floor (the ceiling plus the protobuf-es and JSON
+ * work of an echo call, no session), side by side in one run on one machine; then server RSS with a
  * client that stops reading; then bench/core.ts and bench/context-sync.ts. Each server runs in its
  * own process (bench/server.ts), the load in this one. `npm run bench`; see bench/README.md.
  */
@@ -20,7 +21,7 @@ import { createFrameReader, frameBytes } from "../src/transport/grpc-frames.js";
 import { createMcpClient } from "../src/client/index.js";
 import { startChild, type Child } from "./lib/child.js";
 import { WARMUP_MS, drive, medianRun, withCpu, type CpuDriveResult, type DriveResult, type Opener } from "./lib/drive.js";
-import { benchToken, grpcJsBidiOpener, grpcJsClient, grpcJsUnaryOpener, mcpSessionOpener, mcpUnaryOpener, rawOpener } from "./lib/openers.js";
+import { benchToken, codecOpener, grpcJsBidiOpener, grpcJsClient, grpcJsUnaryOpener, mcpSessionOpener, mcpUnaryOpener, rawOpener } from "./lib/openers.js";
 
 const MEASURE_MS = Number(process.env["BENCH_MEASURE_MS"] ?? 5000);
 const SEQ_MS = Number(process.env["BENCH_SEQ_MS"] ?? 2000);
@@ -31,7 +32,7 @@ const SEQ_MS = Number(process.env["BENCH_SEQ_MS"] ?? 2000);
  * ±10 % while the machine's speed drifts, and interleaving makes the columns see the same drift.
  */
 const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 3);
-/** `--only stream|stream-struct|stream-typed|updates|unary|unary-grpcjs|raw` (or BENCH_ONLY): one figure, for iterating on a change. */
+/** `--only stream|stream-struct|stream-typed|updates|unary|unary-grpcjs|raw|codec` (or BENCH_ONLY): one figure, for iterating on a change. */
 const onlyFlag = process.argv.indexOf("--only");
 const ONLY = onlyFlag >= 0 ? process.argv[onlyFlag + 1] : process.env["BENCH_ONLY"];
 const STREAM_INFLIGHT = 64;
@@ -167,12 +168,12 @@ console.log("");
 
 const token = await benchToken();
 
-if (ONLY === "raw") {
-  // The ceiling alone: the stream target is a ratio to it, and it moves with the machine's load.
-  const raw = await startChild("raw");
-  const r = await withCpu(raw, () => drive(rawOpener(raw.port, TEXT), STREAM_INFLIGHT, MEASURE_MS));
-  console.log(`raw stream calls/s ${Math.round(r.perSec)}  (CPU µs per call: server ${r.serverUs.toFixed(2)}, client ${r.clientUs.toFixed(2)})`);
-  await onlyDone(raw);
+if (ONLY === "raw" || ONLY === "codec") {
+  // The ceiling (or the codec floor) alone: the stream target is a ratio to it, and it moves with the machine's load.
+  const peer = await startChild(ONLY);
+  const r = await withCpu(peer, () => drive((ONLY === "raw" ? rawOpener : codecOpener)(peer.port, TEXT), STREAM_INFLIGHT, MEASURE_MS));
+  console.log(`${ONLY} stream calls/s ${Math.round(r.perSec)}  (CPU µs per call: server ${r.serverUs.toFixed(2)}, client ${r.clientUs.toFixed(2)})`);
+  await onlyDone(peer);
 }
 const mcp = await startChild("mcp");
 if (ONLY === "unary" || ONLY === "unary-grpcjs") {
@@ -203,14 +204,16 @@ if (ONLY === "stream" || ONLY === "stream-struct") {
 const gj = await startChild("grpcjs");
 const gjClient = grpcJsClient(gj.port);
 const raw = await startChild("raw");
+const codec = await startChild("codec");
 
 // (a) and (c) in interleaved rounds; the other figures once each.
-const rounds: { ours: CpuDriveResult; gj: CpuDriveResult; raw: CpuDriveResult; updates: CpuDriveResult; oursUnary: DriveResult; gjUnary: DriveResult }[] = [];
+const rounds: { ours: CpuDriveResult; gj: CpuDriveResult; raw: CpuDriveResult; codec: CpuDriveResult; updates: CpuDriveResult; oursUnary: DriveResult; gjUnary: DriveResult }[] = [];
 for (let i = 0; i < ROUNDS; i++) {
   rounds.push({
     ours: await withCpu(mcp, async () => drive(await mcpSessionOpener(mcp.port, token, TEXT), STREAM_INFLIGHT, MEASURE_MS)),
     gj: await withCpu(gj, () => drive(grpcJsBidiOpener(gjClient, TEXT), STREAM_INFLIGHT, MEASURE_MS)),
     raw: await withCpu(raw, () => drive(rawOpener(raw.port, TEXT), STREAM_INFLIGHT, MEASURE_MS)),
+    codec: await withCpu(codec, () => drive(codecOpener(codec.port, TEXT), STREAM_INFLIGHT, MEASURE_MS)),
     updates: await withCpu(mcp, async () => drive(await mcpUpdateOpener(mcp.port, token), STREAM_INFLIGHT, MEASURE_MS)),
     oursUnary: await drive(mcpUnaryOpener(mcp.port, token, "grpc", TEXT), UNARY_INFLIGHT, MEASURE_MS),
     gjUnary: await drive(grpcJsUnaryOpener(gjClient, TEXT), UNARY_INFLIGHT, MEASURE_MS),
@@ -219,6 +222,8 @@ for (let i = 0; i < ROUNDS; i++) {
 const oursStream = medianRun(rounds.map((r) => r.ours));
 const gjStream = medianRun(rounds.map((r) => r.gj));
 const rawStream = medianRun(rounds.map((r) => r.raw));
+const codecStream = medianRun(rounds.map((r) => r.codec));
+codec.stop();
 const oursUpdates = medianRun(rounds.map((r) => r.updates));
 const oursUnaryGrpc = medianRun(rounds.map((r) => r.oursUnary));
 const gjUnary = medianRun(rounds.map((r) => r.gjUnary));
@@ -244,9 +249,13 @@ const pad = (s: string, n: number) => s.padEnd(n);
 const LABEL = 50;
 const mark = (ok: boolean) => (ok ? "met" : "MISSED");
 
-console.log(pad("", LABEL) + pad("ours", 14) + pad("grpc-js", 14) + pad("raw http2", 14));
+console.log(pad("", LABEL) + pad("ours", 14) + pad("grpc-js", 14) + pad("raw http2", 14) + pad("codec floor", 14));
 console.log(
-  pad(`(a) stream calls/s, ${STREAM_INFLIGHT} in flight, one stream`, LABEL) + pad(f0(oursStream.perSec), 14) + pad(f0(gjStream.perSec), 14) + pad(f0(rawStream.perSec), 14),
+  pad(`(a) stream calls/s, ${STREAM_INFLIGHT} in flight, one stream`, LABEL) +
+    pad(f0(oursStream.perSec), 14) +
+    pad(f0(gjStream.perSec), 14) +
+    pad(f0(rawStream.perSec), 14) +
+    pad(f0(codecStream.perSec), 14),
 );
 console.log(
   pad("    same, JSON as Struct (client jsonText: false)", LABEL) +
@@ -256,8 +265,10 @@ console.log(
 console.log(pad("    same, typed echo (Command.input Any)", LABEL) + pad(f0(oursTypedStream.perSec), 14));
 console.log(pad("    same, Connect protocol via connect-node", LABEL) + pad(f0(perMessageStream.perSec), 14) + "(per-message plumbing, for comparison)");
 const us = (n: number) => n.toFixed(2);
-console.log(pad("    CPU µs per call: server process", LABEL) + pad(us(oursStream.serverUs), 14) + pad(us(gjStream.serverUs), 14) + pad(us(rawStream.serverUs), 14));
-console.log(pad("    CPU µs per call: client process", LABEL) + pad(us(oursStream.clientUs), 14) + pad(us(gjStream.clientUs), 14) + pad(us(rawStream.clientUs), 14));
+const cpuRow = (label: string, pick: (r: CpuDriveResult) => number) =>
+  console.log(pad(label, LABEL) + [oursStream, gjStream, rawStream, codecStream].map((r) => pad(us(pick(r)), 14)).join(""));
+cpuRow("    CPU µs per call: server process", (r) => r.serverUs);
+cpuRow("    CPU µs per call: client process", (r) => r.clientUs);
 console.log(pad(`    context updates/s, ${STREAM_INFLIGHT} in flight, one session`, LABEL) + pad(f0(oursUpdates.perSec), 14) + "(memory store, one key put per update)");
 console.log(pad("    CPU µs per update: server, client", LABEL) + pad(`${us(oursUpdates.serverUs)}, ${us(oursUpdates.clientUs)}`, 14));
 console.log(
@@ -272,7 +283,7 @@ if (rounds.length > 1) {
   const k = (n: number) => (n / 1000).toFixed(n < 100_000 ? 1 : 0);
   const each = (pick: (r: (typeof rounds)[number]) => DriveResult) => pad(rounds.map((r) => k(pick(r).perSec)).join(" "), 13) + " ";
   console.log(`(d) (a) and (c) are medians of ${rounds.length} interleaved rounds; each round, in thousands of calls/s:`);
-  console.log(pad("    (a) stream", LABEL) + each((r) => r.ours) + each((r) => r.gj) + each((r) => r.raw));
+  console.log(pad("    (a) stream", LABEL) + each((r) => r.ours) + each((r) => r.gj) + each((r) => r.raw) + each((r) => r.codec));
   console.log(pad("    (a) context updates", LABEL) + each((r) => r.updates));
   console.log(pad("    (c) unary Execute", LABEL) + each((r) => r.oursUnary) + each((r) => r.gjUnary));
 }
@@ -281,6 +292,8 @@ console.log("(e) ratios and the issue's targets");
 console.log(`    stream calls/s  ours/grpc-js bidi = ${r2(oursStream.perSec, gjStream.perSec)}  (target >= 1.5: ${mark(oursStream.perSec >= 1.5 * gjStream.perSec)})`);
 console.log(`    typed stream    ours/grpc-js bidi = ${r2(oursTypedStream.perSec, gjStream.perSec)}  (for comparison: the target is on the JSON echo above)`);
 console.log(`    stream calls/s  ours/raw ceiling  = ${r2(oursStream.perSec, rawStream.perSec)}  (target >= 0.35: ${mark(oursStream.perSec >= 0.35 * rawStream.perSec)})`);
+console.log(`    stream calls/s  codec floor/raw   = ${r2(codecStream.perSec, rawStream.perSec)}  (no session, a raw client: what protobuf-es and JSON leave of the ceiling)`);
+console.log(`    stream calls/s  ours/codec floor  = ${r2(oursStream.perSec, codecStream.perSec)}`);
 console.log(`    updates/s       ours/echo calls/s = ${r2(oursUpdates.perSec, oursStream.perSec)}  (target >= 0.8: ${mark(oursUpdates.perSec >= 0.8 * oursStream.perSec)})`);
 console.log(`    sequential p50  ours/raw ceiling  = ${r2(oursSeq.p50us, rawSeq.p50us)}  (target <= 1.5: ${mark(oursSeq.p50us <= 1.5 * rawSeq.p50us)})`);
 console.log(`    sequential p50  ours/grpc-js bidi = ${r2(oursSeq.p50us, gjSeq.p50us)}`);

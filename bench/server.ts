@@ -2,7 +2,8 @@
  * The server side of bench/run.ts, run in its own process (forked with IPC) so server and load
  * each get a core: `mcp` (createMcpServer, in-memory store, HS256), `grpcjs` (a @grpc/grpc-js
  * echo server from bench/echo.proto) or `raw` (node:http2 echoing gRPC frames, one write per tick:
- * the ceiling), or bench/compare.ts's Model Context Protocol SDK echo (`sdk-http`, `sdk-stdio`:
+ * the ceiling), `codec` (the raw ceiling plus the protobuf-es and JSON work of one echo call, no
+ * session: the floor under ours on these libraries), or bench/compare.ts's Model Context Protocol SDK echo (`sdk-http`, `sdk-stdio`:
  * bench/lib/sdk-echo.ts). Sends `{ port }` when listening; answers `{ rss }` (current), `{ peak }` (the
  * largest RSS sampled every 10 ms since the last `{ reset }`) and `{ cpu }` (process.cpuUsage():
  * user + system µs of all its threads so far). `{ gc }` (forked with --expose-gc) collects garbage
@@ -13,6 +14,9 @@ import { createServer as createH2Server, type ServerHttp2Stream } from "node:htt
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
+import { create, fromBinary } from "@bufbuild/protobuf";
+import { ClientMessageSchema, ServerMessageSchema, type ServerMessage } from "../gen/mcp/v1/session_pb.js";
+import { encodeFrames } from "../src/transport/grpc-frames.js";
 // bench/scale.ts measures the build (what `mcp serve` runs) unless told otherwise.
 const { createMcpServer } = (
   process.env["BENCH_SERVER_FROM"] === "build" ? await import("../dist/src/server/server.js" as string) : await import("../src/server/server.js")
@@ -119,11 +123,57 @@ if (kind === "mcp" || kind === "scale") {
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const addr = server.address();
   send({ port: typeof addr === "object" && addr !== null ? addr.port : 0 });
+} else if (kind === "codec") {
+  // The floor: the raw ceiling's stream, frame cutting and one write per tick, plus only the
+  // library work our server does for each echo call — protobuf-es decodes the ClientMessage, the
+  // runtime's JSON parses its arguments_json and writes the output, protobuf-es creates the
+  // ServerMessage (seq, Response with output_json) and encodes the tick's batch with our batch
+  // encoder (src/transport/grpc-frames.ts). No session, auth, tool registry, resume ring or limits.
+  // (Turns of 16 frames, as ours reads, measured no faster here and cost more CPU per call.)
+  const server = createH2Server();
+  server.on("stream", (stream: ServerHttp2Stream) => {
+    stream.respond({ ":status": 200, "content-type": "application/grpc+proto" }, { waitForTrailers: true });
+    stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+    let out: ServerMessage[] = [];
+    let seq = 0n;
+    let scheduled = false;
+    const flush = () => {
+      scheduled = false;
+      if (out.length === 0 || stream.destroyed) return;
+      const batch = out;
+      out = [];
+      stream.write(encodeFrames(ServerMessageSchema, batch));
+    };
+    const cut = rawFrames((buf, start, end) => {
+      const m = fromBinary(ClientMessageSchema, buf.subarray(start + 5, end));
+      if (m.message.case !== "command") return;
+      const command = m.message.value;
+      if (command.payload.case !== "argumentsJson") return;
+      const args = JSON.parse(command.payload.value) as { text: string };
+      const value = JSON.stringify({ text: args.text });
+      out.push(create(ServerMessageSchema, { seq: ++seq, message: { case: "response", value: { commandId: command.id, result: { case: "outputJson", value } } } }));
+    });
+    stream.on("data", (chunk: Buffer) => {
+      cut(chunk);
+      if (!scheduled && out.length > 0) {
+        scheduled = true;
+        setImmediate(flush);
+      }
+    });
+    stream.on("end", () => {
+      flush();
+      stream.end();
+    });
+    stream.on("error", () => {});
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const addr = server.address();
+  send({ port: typeof addr === "object" && addr !== null ? addr.port : 0 });
 } else if (kind === "sdk-http" || kind === "sdk-stdio") {
   // bench/compare.ts's Model Context Protocol SDK peer, loaded only here (its modules are ~30 MB of heap).
   const sdk = await import("./lib/sdk-echo.js");
   if (kind === "sdk-http") send({ port: await sdk.listenSdkHttp() });
   else sdk.serveSdkStdio(); // spawned by the SDK's StdioClientTransport: no IPC, stdout is the protocol
 } else {
-  throw new TypeError(`unknown server kind ${String(kind)}: mcp | grpcjs | raw | sdk-http | sdk-stdio`);
+  throw new TypeError(`unknown server kind ${String(kind)}: mcp | grpcjs | raw | codec | sdk-http | sdk-stdio`);
 }

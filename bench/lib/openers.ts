@@ -1,13 +1,16 @@
 /**
  * Openers (see drive.ts) for the peers bench/run.ts and bench/compare.ts measure: our session
  * stream and unary Execute (our TypeScript client), @grpc/grpc-js unary and bidi against
- * bench/server.ts's `grpcjs` echo, and the raw node:http2 ceiling against its `raw` echo.
+ * bench/server.ts's `grpcjs` echo, the raw node:http2 ceiling against its `raw` echo, and the
+ * codec floor against its `codec` server.
  */
 import { connect as h2connect, constants } from "node:http2";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { ClientMessageSchema } from "../../gen/mcp/v1/session_pb.js";
 import { EchoInputSchema, EchoOutputSchema } from "../../gen/mcp/tools/v1/tools_pb.js";
 import { callTyped, createMcpClient } from "../../src/client/index.js";
 import { mintToken } from "../../src/security/index.js";
@@ -115,14 +118,29 @@ export function grpcJsUnaryOpener(client: EchoClient, text: string): Opener {
 
 /** Length-prefixed frames over one node:http2 stream, every tick's frames in one write. */
 export function rawOpener(port: number, text: string): Opener {
+  return framesOpener(port, Buffer.from(text));
+}
+
+/**
+ * The raw client, its frames an echo Command as our client encodes it (a ClientMessage with
+ * `arguments_json`), for bench/server.ts's `codec` floor: the client costs what the raw one does,
+ * so the figure is the server's.
+ */
+export function codecOpener(port: number, text: string): Opener {
+  const command = create(ClientMessageSchema, {
+    message: { case: "command", value: { id: "c1000000", tool: "echo", payload: { case: "argumentsJson", value: JSON.stringify({ text }) } } },
+  });
+  return framesOpener(port, toBinary(ClientMessageSchema, command));
+}
+
+function framesOpener(port: number, payload: Uint8Array): Opener {
   return (done) => {
     const session = h2connect(`http://127.0.0.1:${port}`);
     const stream = session.request({ ":method": "POST", ":path": "/bench.v1.EchoService/EchoStream", "content-type": "application/grpc+proto", te: "trailers" });
     stream.on("error", () => {});
-    const payload = Buffer.from(text);
     const frame = Buffer.alloc(5 + payload.length);
     frame.writeUInt32BE(payload.length, 1);
-    payload.copy(frame, 5);
+    frame.set(payload, 5);
     let pending = 0;
     let scheduled = false;
     const flush = () => {
