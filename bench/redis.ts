@@ -220,6 +220,8 @@ interface Window {
   redis: ReturnType<typeof statsDelta>;
   /** CPU µs per op of each instance, over the window. */
   instanceUs: number[];
+  /** CPU µs per op of this process (the clients), over the window. */
+  clientUs: number;
 }
 
 /** Warm-up, then a measured window over every load at once. */
@@ -229,15 +231,17 @@ async function measure(loads: Load[], instances: { proc: ChildProcess }[], redis
   const c0 = loads.reduce((n, l) => n + l.count, 0);
   const s0 = await redisStats(redis);
   const i0 = instances.map((i) => cpuUs(i.proc.pid!));
+  const u0 = process.cpuUsage();
   const t0 = performance.now();
   await sleep(MEASURE_MS);
   const ops = loads.reduce((n, l) => n + l.count, 0) - c0;
   const elapsed = performance.now() - t0;
+  const u1 = process.cpuUsage(u0);
   const s1 = await redisStats(redis);
   const i1 = instances.map((i) => cpuUs(i.proc.pid!));
   for (const l of loads) l.stop();
   await done;
-  return { perSec: (ops * 1000) / elapsed, ops, redis: statsDelta(s0, s1), instanceUs: i1.map((c, k) => (c - i0[k]!) / ops) };
+  return { perSec: (ops * 1000) / elapsed, ops, redis: statsDelta(s0, s1), instanceUs: i1.map((c, k) => (c - i0[k]!) / ops), clientUs: (u1.user + u1.system) / ops };
 }
 
 /** Exactly `n` operations (64 in flight) under MONITOR: the commands the instances sent, and those scripts ran. */
@@ -350,6 +354,7 @@ try {
   row("commands run inside scripts (MONITOR count)", fmt(echoRt.inScripts, 3), fmt(updRt.inScripts, 3));
   row("Redis CPU µs (INFO cpu, user + sys)", fmt(cpuPer(echo1), 2), fmt(cpuPer(upd1), 2));
   row("instance CPU µs", fmt(echo1.instanceUs[0]!, 2), fmt(upd1.instanceUs[0]!, 2));
+  row("client CPU µs (this process: our TypeScript client)", fmt(echo1.clientUs, 2), fmt(upd1.clientUs, 2));
   row("round trips per echo (target <= 0.1)", fmt(echoRt.sentTotal, 3), echoRt.sentTotal <= 0.1 ? "met" : "MISSED");
   console.log(`    echo, commands Redis ran: ${top(echo1.redis.calls, echo1.ops)}`);
   console.log(`    update, commands Redis ran: ${top(upd1.redis.calls, upd1.ops, 10)}`);
