@@ -24,7 +24,7 @@ import type { McpCore } from "../session/core.js";
 import type { EncodedBatch, MessageSink } from "../session/session.js";
 import { GRPC_HEADERS, OK_TRAILERS, frameRefusal, isGrpcIdentityPost, respondError } from "./grpc-h2.js";
 import { streamFacts, type StreamHandler } from "./listener.js";
-import { createFrameReader, encodeFrameBatch, encodeFrames, type FrameReader } from "../transport/grpc-frames.js";
+import { createFrameReader, decodeFrameRun, encodeFrameBatch, encodeFrames, isFrameRun, type FrameReader } from "../transport/grpc-frames.js";
 import { encodeOneServerMessage } from "../transport/server-message-bytes.js";
 import { headerValue } from "../observability/tracing.js";
 
@@ -106,6 +106,8 @@ class SessionStream implements MessageSink {
   private requestEnded = false;
   private readonly conn: Connection;
   private readonly frames: FrameReader;
+  /** The frames of the read in progress, decoded together once the reader returns (`decodeCut`). */
+  private readonly cut: Uint8Array[] = [];
 
   constructor(
     core: McpCore,
@@ -130,8 +132,12 @@ class SessionStream implements MessageSink {
     );
     this.frames = createFrameReader(
       maxMessageBytes,
-      (bytes) => this.frame(bytes),
-      (e) => this.fail(frameRefusal(e, this.maxMessageBytes)),
+      (bytes) => this.cut.push(bytes) > 0,
+      (e) => {
+        // The frames before the refused one count, in order.
+        this.decodeCut();
+        if (!this.finished) this.fail(frameRefusal(e, this.maxMessageBytes));
+      },
     );
     stream.on("data", (chunk: Buffer) => this.data(chunk));
     stream.on("end", () => this.requestEnd());
@@ -198,7 +204,10 @@ class SessionStream implements MessageSink {
     this.turn = undefined;
     if (this.finished) return;
     if (this.conn.congested) return this.hold();
-    if (this.frames.read(FRAMES_PER_TURN)) return this.nextTurn();
+    const more = this.frames.read(FRAMES_PER_TURN);
+    this.decodeCut();
+    if (this.finished) return;
+    if (more) return this.nextTurn();
     if (this.requestEnded) return this.endOfRequest();
     if (!this.paused) this.stream.resume();
   }
@@ -229,6 +238,35 @@ class SessionStream implements MessageSink {
     this.stream.pause();
   }
 
+  /**
+   * Decodes and hands on the frames the reader cut in this read, in order, stopping where the
+   * stream ends. A run of small frames is decoded with one `fromBinary` (`decodeFrameRun`); if
+   * that fails, one by one, so the messages before the bad frame still count and the error is the
+   * bad frame's.
+   */
+  private decodeCut(): void {
+    const cut = this.cut;
+    if (cut.length === 0) return;
+    let messages: ClientMessage[] | undefined;
+    if (isFrameRun(cut)) {
+      try {
+        messages = decodeFrameRun(ClientMessageSchema, cut);
+      } catch {
+        messages = undefined;
+      }
+    }
+    if (messages !== undefined) {
+      for (const m of messages) {
+        this.conn.receive(m);
+        if (this.finished) break;
+      }
+      messages.length = 0;
+    } else {
+      for (const bytes of cut) if (!this.frame(bytes)) break;
+    }
+    cut.length = 0;
+  }
+
   private frame(bytes: Uint8Array): boolean {
     let msg: ClientMessage;
     try {
@@ -247,7 +285,10 @@ class SessionStream implements MessageSink {
       this.frames.push(chunk, 0); // a turn is due: it reads in order
       return;
     }
-    if (this.frames.push(chunk, FRAMES_PER_TURN)) this.nextTurn();
+    const more = this.frames.push(chunk, FRAMES_PER_TURN);
+    this.decodeCut();
+    if (this.finished) return;
+    if (more) this.nextTurn();
     else if (this.conn.congested) this.hold();
   }
 

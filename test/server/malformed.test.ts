@@ -316,6 +316,32 @@ describe("the session stream", () => {
     });
   }
 
+  // The node:http2 path decodes the frames of one read together; a bad one among them must still
+  // end the stream exactly where it is, with the frames before it answered.
+  const cmd = (id: string) => envelope(Buffer.from(toBinary(ClientMessageSchema, create(ClientMessageSchema, { message: { case: "command", value: { id, tool: "echo", payload: { case: "arguments", value: { text: id } } } } }))));
+  for (const s of STREAMS) {
+    test(`${s.name}: frames of one write with a bad one among them → those before it answered, then Error{PROTOCOL, invalid_message}, none after`, async () => {
+      const r = await h2("/mcp.v1.SessionService/Connect", { "content-type": s.ct }, handshakeFrame(), Buffer.concat([cmd("a"), cmd("b"), envelope(BAD.garbage), cmd("c")]));
+      const msgs = frames(r.body).messages.map((m) => fromBinary(ServerMessageSchema, m));
+      expect(msgs.map((m) => (m.message.case === "response" ? `response ${m.message.value.commandId}` : m.message.case === "error" ? `error ${m.message.value.code}` : m.message.case))).toEqual([
+        "handshakeResult",
+        "response a",
+        "response b",
+        "error invalid_message",
+      ]);
+    });
+    test(`${s.name}: frames of one write ending in a compressed frame → those before it answered, then Error{PROTOCOL, invalid_message}`, async () => {
+      const r = await h2("/mcp.v1.SessionService/Connect", { "content-type": s.ct }, handshakeFrame(), Buffer.concat([cmd("a"), cmd("b"), envelope(gzipSync(good), 1)]));
+      const msgs = frames(r.body).messages.map((m) => fromBinary(ServerMessageSchema, m));
+      expect(msgs.map((m) => (m.message.case === "response" ? `response ${m.message.value.commandId}` : m.message.case === "error" ? `error ${m.message.value.code}` : m.message.case))).toEqual([
+        "handshakeResult",
+        "response a",
+        "response b",
+        "error invalid_message",
+      ]);
+    });
+  }
+
   test("after all that, a normal client still works", async () => {
     const { s } = await openSession(t.url, token);
     s.send({ case: "command", value: { id: "after", tool: "echo", payload: { case: "arguments", value: { text: "ok" } } } });

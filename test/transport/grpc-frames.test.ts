@@ -1,8 +1,18 @@
 /** The gRPC envelope: encode with protobuf-es inside, reassemble across any chunking. */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, test } from "vitest";
-import { PongSchema, ServerMessageSchema, type Pong } from "../../gen/mcp/v1/session_pb.js";
-import { createFrameReader, createUnaryFrameReader, encodeFrameBatch, encodeFrames, encodeMessages, frameBytes, type FrameError } from "../../src/transport/grpc-frames.js";
+import { ClientMessageSchema, PongSchema, ServerMessageSchema, type Pong } from "../../gen/mcp/v1/session_pb.js";
+import {
+  createFrameReader,
+  createUnaryFrameReader,
+  decodeFrameRun,
+  encodeFrameBatch,
+  encodeFrames,
+  encodeMessages,
+  frameBytes,
+  isFrameRun,
+  type FrameError,
+} from "../../src/transport/grpc-frames.js";
 
 const pongs = [1n, 300n, 70000n].map((id) => create(PongSchema, { id }));
 const wire = encodeFrames(PongSchema, pongs);
@@ -114,6 +124,53 @@ describe("reassembly", () => {
 
   test("frameBytes frames bytes already encoded, like encodeFrames", () => {
     expect(frameBytes(wire.subarray(5, 5 + wire.readUInt32BE(1)))).toEqual(encodeFrames(PongSchema, [pongs[0] as Pong]));
+  });
+});
+
+describe("decodeFrameRun: the frames of one read with one fromBinary", () => {
+  // An empty message, lengths with one- and two-byte varints, an unknown field (kept as such).
+  const messages = [
+    create(ClientMessageSchema),
+    create(ClientMessageSchema, { message: { case: "command", value: { id: "a", tool: "echo", payload: { case: "argumentsJson", value: '{"text":"hi"}' } } } }),
+    create(ClientMessageSchema, { message: { case: "command", value: { id: "b", tool: "echo", payload: { case: "argumentsJson", value: JSON.stringify({ text: "x".repeat(300) }) } } } }),
+  ];
+  const unknown = Buffer.from([0xfa, 0x06, 0x01, 0x3f]); // field 111, length-delimited, "?"
+  const payloads = [...messages.map((m) => Buffer.from(toBinary(ClientMessageSchema, m))), unknown];
+  /** The frames a reader cuts from one chunk: views of one buffer, each right after the last. */
+  function cutFrames(wire: Buffer): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    createFrameReader(1 << 20, (b) => out.push(b) > 0, () => {}).push(wire);
+    return out;
+  }
+  const alone = payloads.map((p) => fromBinary(ClientMessageSchema, p));
+
+  test("the messages fromBinary gives frame by frame, and the payloads stay as they were", () => {
+    const frames = cutFrames(Buffer.concat(payloads.map(frameBytes)));
+    expect(isFrameRun(frames)).toBe(true);
+    expect(decodeFrameRun(ClientMessageSchema, frames)).toEqual(alone);
+    // Only the headers were rewritten: each frame still decodes on its own.
+    expect(frames.map((f) => fromBinary(ClientMessageSchema, f))).toEqual(alone);
+  });
+
+  test("a bad frame anywhere fails the run (the caller then decodes one by one)", () => {
+    const garbage = Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f, 0x01]);
+    const frames = cutFrames(Buffer.concat([payloads[1]!, garbage, payloads[2]!].map(frameBytes)));
+    expect(isFrameRun(frames)).toBe(true);
+    expect(() => decodeFrameRun(ClientMessageSchema, frames)).toThrow();
+    expect(fromBinary(ClientMessageSchema, frames[0]!)).toEqual(alone[1]);
+    expect(() => fromBinary(ClientMessageSchema, frames[1]!)).toThrow();
+  });
+
+  test("not a run: one frame, a large frame, frames of different buffers or not adjacent", () => {
+    const one = cutFrames(frameBytes(payloads[1]!));
+    expect(isFrameRun(one)).toBe(false);
+    const big = Buffer.from(toBinary(ClientMessageSchema, create(ClientMessageSchema, { message: { case: "command", value: { id: "c", tool: "x".repeat(5000) } } })));
+    expect(isFrameRun(cutFrames(Buffer.concat([frameBytes(payloads[1]!), frameBytes(big)])))).toBe(false);
+    const [a] = cutFrames(frameBytes(payloads[1]!));
+    const [b] = cutFrames(frameBytes(payloads[2]!));
+    expect(isFrameRun([a!, b!])).toBe(false);
+    const three = cutFrames(Buffer.concat(payloads.slice(1, 4).map(frameBytes)));
+    expect(isFrameRun([three[0]!, three[2]!])).toBe(false);
   });
 });
 
