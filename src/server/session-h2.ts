@@ -4,9 +4,10 @@
  * gRPC requests for `mcp.v1.SessionService/Connect` over HTTP/2 are served here directly, on the
  * raw node:http2 stream (the listener offers it before node's request/response API sees it):
  * frames (gRPC length-prefixed messages: 1 flag byte + uint32 BE length) are cut from the
- * stream's `data` events and handed to `conn.receive()` synchronously, at most FRAMES_PER_TURN
- * per event-loop turn, and each batch the session flushes per tick is encoded into ONE buffer and
- * written with ONE `stream.write()`. Everything else —
+ * stream's `data` events, decoded together (the small frames of one read with one `fromBinary`)
+ * and handed to `conn.receive()` synchronously, at most FRAMES_PER_TURN per event-loop turn, and
+ * each batch the session flushes per tick is encoded into ONE buffer and written with ONE
+ * `stream.write()`. Everything else —
  * the Connect protocol, gRPC-Web, HTTP/1.1, every other RPC — still goes through connect-node.
  * The core is the same one: only the transport plumbing differs.
  *
