@@ -93,36 +93,19 @@ if (kind === "mcp" || kind === "scale") {
   send({ port });
 } else if (kind === "raw") {
   // The ceiling: frames echoed as they are cut from 'data', every tick's frames in one write.
-  const server = createH2Server();
-  server.on("stream", (stream: ServerHttp2Stream) => {
-    stream.respond({ ":status": 200, "content-type": "application/grpc+proto" }, { waitForTrailers: true });
-    stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
-    let out: Buffer[] = [];
-    let scheduled = false;
-    const flush = () => {
-      scheduled = false;
-      if (out.length === 0 || stream.destroyed) return;
-      const b = out.length === 1 ? out[0]! : Buffer.concat(out);
-      out = [];
-      stream.write(b);
-    };
-    const cut = rawFrames((buf, start, end) => out.push(buf.subarray(start, end)));
-    stream.on("data", (chunk: Buffer) => {
-      cut(chunk);
-      if (!scheduled && out.length > 0) {
-        scheduled = true;
-        setImmediate(flush);
-      }
-    });
-    stream.on("end", () => {
-      flush();
-      stream.end();
-    });
-    stream.on("error", () => {});
+  send({
+    port: await serveFrames(() => {
+      let out: Buffer[] = [];
+      return {
+        frame: (buf, start, end) => out.push(buf.subarray(start, end)) > 0,
+        take: () => {
+          const b = out.length === 1 ? out[0]! : Buffer.concat(out);
+          out = [];
+          return b;
+        },
+      };
+    }),
   });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const addr = server.address();
-  send({ port: typeof addr === "object" && addr !== null ? addr.port : 0 });
 } else if (kind === "codec") {
   // The floor: the raw ceiling's stream, frame cutting and one write per tick, plus only the
   // library work our server does for each echo call — protobuf-es decodes the ClientMessage, the
@@ -130,32 +113,63 @@ if (kind === "mcp" || kind === "scale") {
   // ServerMessage (seq, Response with output_json) and encodes the tick's batch with our batch
   // encoder (src/transport/grpc-frames.ts). No session, auth, tool registry, resume ring or limits.
   // (Turns of 16 frames, as ours reads, measured no faster here and cost more CPU per call.)
+  send({
+    port: await serveFrames(() => {
+      let out: ServerMessage[] = [];
+      let seq = 0n;
+      return {
+        frame: (buf, start, end) => {
+          const m = fromBinary(ClientMessageSchema, buf.subarray(start + 5, end));
+          if (m.message.case !== "command") return false;
+          const command = m.message.value;
+          if (command.payload.case !== "argumentsJson") return false;
+          const args = JSON.parse(command.payload.value) as { text: string };
+          const value = JSON.stringify({ text: args.text });
+          out.push(create(ServerMessageSchema, { seq: ++seq, message: { case: "response", value: { commandId: command.id, result: { case: "outputJson", value } } } }));
+          return true;
+        },
+        take: () => {
+          const batch = out;
+          out = [];
+          return encodeFrames(ServerMessageSchema, batch);
+        },
+      };
+    }),
+  });
+} else if (kind === "sdk-http" || kind === "sdk-stdio") {
+  // bench/compare.ts's Model Context Protocol SDK peer, loaded only here (its modules are ~30 MB of heap).
+  const sdk = await import("./lib/sdk-echo.js");
+  if (kind === "sdk-http") send({ port: await sdk.listenSdkHttp() });
+  else sdk.serveSdkStdio(); // spawned by the SDK's StdioClientTransport: no IPC, stdout is the protocol
+} else {
+  throw new TypeError(`unknown server kind ${String(kind)}: mcp | grpcjs | raw | codec | sdk-http | sdk-stdio`);
+}
+
+/**
+ * The raw and codec servers: node:http2 streams whose frames go to `frame` as they are cut from
+ * 'data' (true: there is something to send); once per tick what `take` returns is written.
+ * Resolves with the port.
+ */
+async function serveFrames(open: () => { frame(buf: Buffer, start: number, end: number): boolean; take(): Buffer }): Promise<number> {
   const server = createH2Server();
   server.on("stream", (stream: ServerHttp2Stream) => {
     stream.respond({ ":status": 200, "content-type": "application/grpc+proto" }, { waitForTrailers: true });
     stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
-    let out: ServerMessage[] = [];
-    let seq = 0n;
+    const { frame, take } = open();
+    let pending = false;
     let scheduled = false;
     const flush = () => {
       scheduled = false;
-      if (out.length === 0 || stream.destroyed) return;
-      const batch = out;
-      out = [];
-      stream.write(encodeFrames(ServerMessageSchema, batch));
+      if (!pending || stream.destroyed) return;
+      pending = false;
+      stream.write(take());
     };
     const cut = rawFrames((buf, start, end) => {
-      const m = fromBinary(ClientMessageSchema, buf.subarray(start + 5, end));
-      if (m.message.case !== "command") return;
-      const command = m.message.value;
-      if (command.payload.case !== "argumentsJson") return;
-      const args = JSON.parse(command.payload.value) as { text: string };
-      const value = JSON.stringify({ text: args.text });
-      out.push(create(ServerMessageSchema, { seq: ++seq, message: { case: "response", value: { commandId: command.id, result: { case: "outputJson", value } } } }));
+      if (frame(buf, start, end)) pending = true;
     });
     stream.on("data", (chunk: Buffer) => {
       cut(chunk);
-      if (!scheduled && out.length > 0) {
+      if (!scheduled && pending) {
         scheduled = true;
         setImmediate(flush);
       }
@@ -168,12 +182,5 @@ if (kind === "mcp" || kind === "scale") {
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const addr = server.address();
-  send({ port: typeof addr === "object" && addr !== null ? addr.port : 0 });
-} else if (kind === "sdk-http" || kind === "sdk-stdio") {
-  // bench/compare.ts's Model Context Protocol SDK peer, loaded only here (its modules are ~30 MB of heap).
-  const sdk = await import("./lib/sdk-echo.js");
-  if (kind === "sdk-http") send({ port: await sdk.listenSdkHttp() });
-  else sdk.serveSdkStdio(); // spawned by the SDK's StdioClientTransport: no IPC, stdout is the protocol
-} else {
-  throw new TypeError(`unknown server kind ${String(kind)}: mcp | grpcjs | raw | codec | sdk-http | sdk-stdio`);
+  return typeof addr === "object" && addr !== null ? addr.port : 0;
 }

@@ -318,12 +318,17 @@ describe("the session stream", () => {
 
   // The node:http2 path decodes the frames of one read together; a bad one among them must still
   // end the stream exactly where it is, with the frames before it answered.
+  /** Each ServerMessage of a body, as its case (with the command id of a Response, the code of an Error). */
+  const answers = (body: Buffer) =>
+    frames(body).messages.map((b) => {
+      const m = fromBinary(ServerMessageSchema, b).message;
+      return m.case === "response" ? `response ${m.value.commandId}` : m.case === "error" ? `error ${m.value.code}` : m.case;
+    });
   const cmd = (id: string) => envelope(Buffer.from(toBinary(ClientMessageSchema, create(ClientMessageSchema, { message: { case: "command", value: { id, tool: "echo", payload: { case: "arguments", value: { text: id } } } } }))));
   for (const s of STREAMS) {
     test(`${s.name}: frames of one write with a bad one among them → those before it answered, then Error{PROTOCOL, invalid_message}, none after`, async () => {
       const r = await h2("/mcp.v1.SessionService/Connect", { "content-type": s.ct }, handshakeFrame(), Buffer.concat([cmd("a"), cmd("b"), envelope(BAD.garbage), cmd("c")]));
-      const msgs = frames(r.body).messages.map((m) => fromBinary(ServerMessageSchema, m));
-      expect(msgs.map((m) => (m.message.case === "response" ? `response ${m.message.value.commandId}` : m.message.case === "error" ? `error ${m.message.value.code}` : m.message.case))).toEqual([
+      expect(answers(r.body)).toEqual([
         "handshakeResult",
         "response a",
         "response b",
@@ -332,8 +337,7 @@ describe("the session stream", () => {
     });
     test(`${s.name}: frames of one write ending in a compressed frame → those before it answered, then Error{PROTOCOL, invalid_message}`, async () => {
       const r = await h2("/mcp.v1.SessionService/Connect", { "content-type": s.ct }, handshakeFrame(), Buffer.concat([cmd("a"), cmd("b"), envelope(gzipSync(good), 1)]));
-      const msgs = frames(r.body).messages.map((m) => fromBinary(ServerMessageSchema, m));
-      expect(msgs.map((m) => (m.message.case === "response" ? `response ${m.message.value.commandId}` : m.message.case === "error" ? `error ${m.message.value.code}` : m.message.case))).toEqual([
+      expect(answers(r.body)).toEqual([
         "handshakeResult",
         "response a",
         "response b",
